@@ -1,0 +1,50 @@
+import { createHash } from 'node:crypto'
+import { createBLAKE3, type IHasher } from 'hash-wasm'
+import type { DigesterName } from './constants.js'
+
+/** A synchronous 32-byte hash, ready to use (blake3's wasm is loaded by `loadDigester`). */
+export interface Digester {
+  readonly name: DigesterName
+  digest (data: Uint8Array): Buffer
+  digestMany (parts: readonly Uint8Array[]): Buffer
+}
+
+class Sha256Digester implements Digester {
+  readonly name = 'sha256' as const
+  digest (data: Uint8Array): Buffer {
+    return createHash('sha256').update(data).digest()
+  }
+
+  digestMany (parts: readonly Uint8Array[]): Buffer {
+    const h = createHash('sha256')
+    for (const p of parts) h.update(p)
+    return h.digest()
+  }
+}
+
+class Blake3Digester implements Digester {
+  readonly name = 'blake3' as const
+  constructor (private readonly hasher: IHasher) {}
+  digest (data: Uint8Array): Buffer {
+    return this.digestMany([data])
+  }
+
+  digestMany (parts: readonly Uint8Array[]): Buffer {
+    const h = this.hasher.init()
+    for (const p of parts) h.update(p)
+    return Buffer.from(h.digest('binary'))
+  }
+}
+
+const sha256 = new Sha256Digester()
+let blake3: Promise<Digester> | undefined
+
+export async function loadDigester (name: DigesterName): Promise<Digester> {
+  if (name === 'sha256') return sha256
+  blake3 ??= createBLAKE3().then(h => new Blake3Digester(h))
+  return await blake3
+}
+
+export function sha256Hex (data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}

@@ -1,0 +1,29 @@
+/** Stable codes: callers switch on `code`, never on the message. */
+export type RafsErrorCode =
+  | 'ERR_RAFS_TRUNCATED'
+  | 'ERR_RAFS_BAD_MAGIC'
+  | 'ERR_RAFS_UNSUPPORTED_VERSION'
+  | 'ERR_RAFS_BAD_SUPERBLOCK'
+  | 'ERR_RAFS_CHECKSUM'
+  | 'ERR_RAFS_BAD_REFERENCE'
+  | 'ERR_RAFS_BAD_INODE'
+  | 'ERR_RAFS_BAD_TREE'
+  | 'ERR_RAFS_MERKLE'
+  | 'ERR_RAFS_CHUNK_DIGEST'
+  | 'ERR_RAFS_BAD_CHUNK'
+  | 'ERR_RAFS_BAD_BLOB'
+  | 'ERR_RAFS_NOT_FOUND'
+  | 'ERR_RAFS_UNSUPPORTED'
+
+export class RafsError extends Error {
+  readonly code: RafsErrorCode
+  constructor (code: RafsErrorCode, message: string) {
+    super(message)
+    this.name = 'RafsError'
+    this.code = code
+  }
+}
+
+export function fail (code: RafsErrorCode, message: string): never {
+  throw new RafsError(code, message)
+}

@@ -1,0 +1,116 @@
+import { isDir, isReg, isLnk } from './constants.js'
+import type { Digester } from './digest.js'
+import { fail } from './errors.js'
+import { encodeEntry } from './merkle.js'
+import type { BootstrapReader, InodeRecord } from './reader.js'
+
+/**
+ * Checks that the child ranges tile [1, n) in record order with correct parent
+ * links, so the records form one tree: no cycle, no shared or orphan record.
+ */
+export function checkStructure (r: BootstrapReader): void {
+  let expected = 1
+  const n = r.inodeCount
+  for (let i = 0; i < n; i++) {
+    const rec = r.inode(i)
+    if (i === 0 && rec.parent !== 0) fail('ERR_RAFS_BAD_TREE', 'the root inode has a parent')
+    if (!isDir(rec.mode) || rec.count === 0) continue
+    if (rec.first !== expected) fail('ERR_RAFS_BAD_TREE', `children of inode ${i} start at ${rec.first}, expected ${expected}`)
+    const [from, to] = r.childRange(rec)
+    let prev: Buffer | undefined
+    for (let c = from; c < to; c++) {
+      const child = r.inode(c)
+      if (child.parent !== i) fail('ERR_RAFS_BAD_TREE', `inode ${c} names parent ${child.parent}, but lies in the children of ${i}`)
+      if (prev !== undefined && Buffer.compare(prev, child.name) >= 0) fail('ERR_RAFS_BAD_TREE', `children of inode ${i} are not sorted by name or repeat one`)
+      prev = child.name
+    }
+    expected = to
+  }
+  if (expected !== n) fail('ERR_RAFS_BAD_TREE', `${n - expected} inode records belong to no directory`)
+}
+
+/** Everything `checkStructure` does, plus links, chunks, prefetch and the merkle tree. */
+export function validateBootstrap (r: BootstrapReader, digester: Digester): void {
+  if (digester.name !== r.sb.digester) fail('ERR_RAFS_UNSUPPORTED', `bootstrap uses ${r.sb.digester}, not ${digester.name}`)
+  checkStructure(r)
+  checkLinks(r)
+  checkChunks(r)
+  r.prefetch()
+  for (const b of r.blobs()) if (b.digester !== r.sb.digester) fail('ERR_RAFS_BAD_BLOB', `blob ${b.id} uses digester ${b.digester}, the bootstrap ${r.sb.digester}`)
+  checkMerkle(r, digester)
+}
+
+function checkLinks (r: BootstrapReader): void {
+  const byIno = new Map<number, { rec: InodeRecord, seen: number }>()
+  const subdirs = new Map<number, number>()
+  for (let i = 0; i < r.inodeCount; i++) {
+    const rec = r.inode(i)
+    if (i > 0 && isDir(rec.mode)) subdirs.set(rec.parent, (subdirs.get(rec.parent) ?? 0) + 1)
+    const prev = byIno.get(rec.ino)
+    if (prev === undefined) { byIno.set(rec.ino, { rec, seen: 1 }); continue }
+    if (isDir(rec.mode) || isDir(prev.rec.mode)) fail('ERR_RAFS_BAD_TREE', `directory inode ${i} shares inode number ${rec.ino}`)
+    if (!sameInode(prev.rec, rec)) fail('ERR_RAFS_BAD_TREE', `hard links ${prev.rec.index} and ${i} (ino ${rec.ino}) disagree`)
+    prev.seen++
+  }
+  for (const { rec, seen } of byIno.values()) {
+    const want = isDir(rec.mode) ? 2 + (subdirs.get(rec.index) ?? 0) : seen
+    if (rec.nlink !== want) fail('ERR_RAFS_BAD_INODE', `inode ${rec.index} says nlink ${rec.nlink}, the tree has ${want}`)
+  }
+}
+
+function sameInode (a: InodeRecord, b: InodeRecord): boolean {
+  return a.digest.equals(b.digest) && a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.nlink === b.nlink &&
+    a.size === b.size && a.mtimeSec === b.mtimeSec && a.mtimeNsec === b.mtimeNsec && a.rdevMajor === b.rdevMajor &&
+    a.rdevMinor === b.rdevMinor && a.first === b.first && a.count === b.count && a.flags === b.flags &&
+    a.xattrOffset === b.xattrOffset && a.xattrSize === b.xattrSize
+}
+
+function checkChunks (r: BootstrapReader): void {
+  const cs = r.sb.chunkSize
+  for (let i = 0; i < r.inodeCount; i++) {
+    const rec = r.inode(i)
+    if (!isReg(rec.mode)) continue
+    const chunks = r.fileChunks(rec)
+    chunks.forEach((c, k) => {
+      const want = k === chunks.length - 1 ? rec.size - k * cs : cs
+      if (c.uncompressedSize !== want) fail('ERR_RAFS_BAD_CHUNK', `chunk ${k} of inode ${i} holds ${c.uncompressedSize} bytes, expected ${want}`)
+    })
+  }
+  for (let c = 0; c < r.sb.chunkCount; c++) r.chunk(c)
+}
+
+/** Recomputes every digest bottom-up (children follow parents, so one reverse pass). */
+function checkMerkle (r: BootstrapReader, d: Digester): void {
+  const computed = new Array<Buffer>(r.inodeCount)
+  for (let i = r.inodeCount - 1; i >= 0; i--) {
+    const rec = r.inode(i)
+    let digest: Buffer
+    if (isDir(rec.mode)) {
+      const entries: Buffer[] = []
+      for (const child of r.children(rec)) entries.push(entryOf(r, child, computed[child.index]))
+      digest = d.digestMany(entries)
+    } else if (isReg(rec.mode)) {
+      digest = d.digestMany(r.fileChunks(rec).map(c => c.digest))
+    } else if (isLnk(rec.mode)) {
+      digest = d.digest(r.readlink(rec))
+    } else {
+      digest = d.digest(Buffer.alloc(0))
+    }
+    if (!digest.equals(rec.digest)) fail('ERR_RAFS_MERKLE', `digest of ${describe(r, rec)} does not match its content`)
+    computed[i] = digest
+  }
+  const root = d.digest(entryOf(r, r.root(), computed[0]))
+  if (!root.equals(r.sb.rootDigest)) fail('ERR_RAFS_MERKLE', 'root digest does not match the tree')
+}
+
+export function entryOf (r: BootstrapReader, rec: InodeRecord, digest: Buffer): Buffer {
+  return encodeEntry({ ...rec, xattrs: r.xattrs(rec), digest })
+}
+
+function describe (r: BootstrapReader, rec: InodeRecord): string {
+  try {
+    return `/${r.pathOf(rec).toString()} (inode ${rec.index})`
+  } catch {
+    return `inode ${rec.index}`
+  }
+}
