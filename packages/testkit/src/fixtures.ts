@@ -1,0 +1,33 @@
+import { access, mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fixture, fixtureCache, fixturesDir } from './paths.js'
+import { mustRun } from './run.js'
+
+const exists = async (p: string): Promise<boolean> => await access(p).then(() => true, () => false)
+
+/** The committed edge-case layers, by name (fixtures/layers/NAME). */
+export const layerFixture = (name: string): string => fixture('layers', name)
+
+/** A compressed copy of a committed layer, made once with the real gzip or zstd tool. */
+export async function compressedFixture (name: string, kind: 'gz' | 'zst'): Promise<string> {
+  await mkdir(fixtureCache, { recursive: true })
+  const out = join(fixtureCache, `${name}.${kind}`)
+  if (!(await exists(out))) {
+    const tmp = `${out}.${process.pid}.tmp`
+    if (kind === 'gz') await mustRun('sh', ['-c', `gzip -6nc '${layerFixture(name)}' > '${tmp}'`])
+    else await mustRun('zstd', ['-q', '-3', '-f', layerFixture(name), '-o', tmp])
+    await mustRun('mv', [tmp, out])
+  }
+  return out
+}
+
+/**
+ * The busybox-static image (a layer tar and an OCI layout) from Debian's
+ * package, built by fixtures/scripts/build-busybox.sh into fixtures/.cache.
+ */
+export async function busyboxFixture (): Promise<{ tar: string, oci: string }> {
+  const tar = join(fixtureCache, 'busybox', 'rootfs.tar')
+  const oci = join(fixtureCache, 'busybox', 'oci')
+  if (!(await exists(join(oci, 'index.json')))) await mustRun('bash', [join(fixturesDir, 'scripts', 'build-busybox.sh')])
+  return { tar, oci }
+}
