@@ -8,7 +8,9 @@ import { Staged } from '../fsutil.js'
 export abstract class BaseCommand extends Command {
   protected async catch (err: Error & { exitCode?: number, oclif?: { exit?: number } }): Promise<void> {
     if (err instanceof Errors.ExitError) throw err
-    const lines = err.message.split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('See more help'))
+    // A flag error counts as parsed: oclif would otherwise add a warning to the one-line error.
+    this.parsed = true
+    const lines = err.message.split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('See more help') && !l.startsWith('The following errors occurred'))
     const code = (err as { code?: string }).code
     const tag = typeof code === 'string' && code.startsWith('ERR_') ? ` [${code}]` : ''
     process.stderr.write(`nydus-image ${this.id ?? ''}: error: ${lines.join('; ')}${tag}\n`)
