@@ -12,7 +12,7 @@ export default class Create extends BaseCommand {
     '<%= config.bin %> create rootfs/ --type dir --bootstrap app.boot --blob-dir blobs/ --chunk-dict base.boot --output-json out.json'
   ]
 
-  static args = { source: Args.string({ description: 'the layer: a tar file (optionally gzip or zstd compressed) or a directory', required: true }) }
+  static args = { source: Args.string({ description: 'the layer: a tar file (optionally gzip or zstd compressed), a directory, or - for standard input', required: true }) }
   static flags = {
     bootstrap: Flags.string({ char: 'B', description: 'where to write the bootstrap', required: true }),
     'blob-dir': Flags.string({ char: 'D', description: 'directory that receives the data blob, named by its sha256', required: true }),

@@ -56,7 +56,12 @@ async function * wrapErrors (s: AsyncIterable<Uint8Array> & Readable, prefix: st
   }
 }
 
+/** A layer from a path, or from standard input when the path is `-` (then `type` defaults to tar). */
 export async function openSource (path: string, type?: SourceType): Promise<EntrySource> {
+  if (path === '-') {
+    if (type === 'dir') throw new ConverterError('ERR_BAD_ARGUMENT', 'standard input cannot be a directory source')
+    return new TarSource(decompressed(process.stdin, type ?? 'tar', 'standard input'), 'standard input')
+  }
   const t = type ?? await detectType(path)
   if (t === 'dir') return new DirSource(path)
   await stat(path).catch(() => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `source ${path}: no such file`) })
