@@ -62,10 +62,11 @@ export class BlobWriter {
     const n = this.pendingBytes
     this.pending = []
     this.pendingBytes = 0
-    const data = bufs.length === 1 ? bufs[0] : Buffer.concat(bufs, n)
-    for (let off = 0; off < n;) {
-      const { bytesWritten } = await this.fh.write(data, off, n - off, this.written + off)
-      off += bytesWritten
+    const { bytesWritten } = await this.fh.writev(bufs, this.written)
+    if (bytesWritten < n) {
+      // A short write is rare on a regular file; finish the rest the slow way.
+      const rest = Buffer.concat(bufs, n).subarray(bytesWritten)
+      for (let off = 0; off < rest.length;) off += (await this.fh.write(rest, off, rest.length - off, this.written + bytesWritten + off)).bytesWritten
     }
     this.written += n
   }

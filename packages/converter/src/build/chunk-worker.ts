@@ -4,7 +4,8 @@ import { CHUNK_FLAG_COMPRESSED, loadDigester, type CompressorName, type Digester
 
 /** Hashes and compresses batches of chunks off the main thread. */
 export interface BatchRequest { seq: number, data: ArrayBuffer, lens: Uint32Array }
-export interface BatchResult { seq: number, digests: ArrayBuffer, out: ArrayBuffer, outLens: Uint32Array, flags: Uint8Array }
+/** `data` is the request's buffer, handed back so the main thread can reuse it. */
+export interface BatchResult { seq: number, digests: ArrayBuffer, out: ArrayBuffer, outLens: Uint32Array, flags: Uint8Array, data: ArrayBuffer }
 
 const { compressor, digester, level } = workerData as { compressor: CompressorName, digester: DigesterName, level: number }
 const d = await loadDigester(digester)
@@ -36,7 +37,7 @@ parentPort!.on('message', (req: BatchRequest) => {
   const out = Buffer.allocUnsafeSlow(total)
   let o = 0
   for (const p of parts) o += p.copy(out, o)
-  const res: BatchResult = { seq: req.seq, digests: digests.buffer as ArrayBuffer, out: out.buffer as ArrayBuffer, outLens, flags }
-  parentPort!.postMessage(res, [res.digests, res.out])
+  const res: BatchResult = { seq: req.seq, digests: digests.buffer as ArrayBuffer, out: out.buffer as ArrayBuffer, outLens, flags, data: req.data }
+  parentPort!.postMessage(res, [res.digests, res.out, res.data])
 })
 parentPort!.postMessage('ready')

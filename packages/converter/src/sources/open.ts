@@ -64,7 +64,9 @@ export async function openSource (path: string, type?: SourceType): Promise<Entr
   }
   const t = type ?? await detectType(path)
   if (t === 'dir') return new DirSource(path)
-  await stat(path).catch(() => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `source ${path}: no such file`) })
+  const st = await stat(path).catch(() => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `source ${path}: no such file`) })
+  // A plain tar in a regular file is read with positional reads straight into the chunk buffers.
+  if (t === 'tar' && st.isFile()) return new TarSource(await open(path, 'r'), path, st.size)
   const raw = createReadStream(path, { highWaterMark: READ_CHUNK })
   return new TarSource(decompressed(raw, t, path), path)
 }

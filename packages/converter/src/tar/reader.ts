@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises'
 import { ConverterError } from '../errors.js'
 import type { EntrySource, EntryType, LayerEntry } from '../sources/entry.js'
 import { ByteReader } from './byte-reader.js'
@@ -14,10 +15,11 @@ interface Pax {
 
 /** A streaming reader of ustar, GNU and PAX tars that keeps every byte of names, link targets and xattrs. */
 export class TarSource implements EntrySource {
-  constructor (private readonly src: AsyncIterable<Uint8Array>, readonly where: string) {}
+  /** `size` is the file's size when `src` is a file handle, to catch truncation inside skipped bytes. */
+  constructor (private readonly src: AsyncIterable<Uint8Array> | FileHandle, readonly where: string, private readonly size?: number) {}
 
   async * entries (): AsyncGenerator<LayerEntry> {
-    const r = new ByteReader(this.src, this.where)
+    const r = new ByteReader(this.src, this.where, this.size)
     let global: Pax = { records: new Map() }
     let local: Pax | undefined
     let longName: Buffer | undefined

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-step set-up on Debian 12 as root: the system packages the product needs
+# (and, with --test, what the test suite needs), then npm ci and a build.
+# Installs only what is missing; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package
+runtime=(tar:tar gzip:gzip zstd:zstd python3:python3 make:make g++:g++)
+testing=(getfattr:attr setfattr:attr mksquashfs:squashfs-tools /usr/bin/time:time debootstrap:debootstrap chroot:coreutils)
+want=("${runtime[@]}")
+[ "${1:-}" = "--test" ] && want+=("${testing[@]}")
+
+missing=()
+for pair in "${want[@]}"; do
+  cmd=${pair%%:*}; pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+# busybox-static: the fixture image is built from Debian's package.
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "setup: need root to install: ${missing[*]}" >&2; exit 1; }
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+fi
+
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error("setup: Node >= 20.19 is needed, this is "+process.version); process.exit(1) }'
+npm ci --no-audit --no-fund --loglevel=error
+npm run build --silent
+echo "setup: done"
