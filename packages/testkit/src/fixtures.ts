@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { access, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fixture, fixtureCache, fixturesDir } from './paths.js'
@@ -8,12 +9,22 @@ const exists = async (p: string): Promise<boolean> => await access(p).then(() =>
 /** The committed edge-case layers, by name (fixtures/layers/NAME). */
 export const layerFixture = (name: string): string => fixture('layers', name)
 
+const made = new Map<string, Promise<string>>()
+
 /** A compressed copy of a committed layer, made once with the real gzip or zstd tool. */
 export async function compressedFixture (name: string, kind: 'gz' | 'zst'): Promise<string> {
+  const key = `${name}.${kind}`
+  let p = made.get(key)
+  if (p === undefined) { p = makeCompressed(name, kind); made.set(key, p) }
+  return await p
+}
+
+async function makeCompressed (name: string, kind: 'gz' | 'zst'): Promise<string> {
   await mkdir(fixtureCache, { recursive: true })
   const out = join(fixtureCache, `${name}.${kind}`)
   if (!(await exists(out))) {
-    const tmp = `${out}.${process.pid}.tmp`
+    // Several test processes may race here: each writes its own file, the rename is atomic.
+    const tmp = `${out}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
     if (kind === 'gz') await mustRun('sh', ['-c', `gzip -6nc '${layerFixture(name)}' > '${tmp}'`])
     else await mustRun('zstd', ['-q', '-3', '-f', layerFixture(name), '-o', tmp])
     await mustRun('mv', [tmp, out])
