@@ -27,7 +27,8 @@ test('a file over 4 GiB (base-256 size) converts and round-trips, in bounded mem
   const dir = await tempDir(t)
   const boot = join(dir, 'huge.boot')
   const blobs = join(dir, 'blobs')
-  const child = spawn(process.execPath, [nydusImageBin, 'create', '-', '--bootstrap', boot, '--blob-dir', blobs, '--output-json', '-'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  // GNU time reports the converter's peak RSS on its last stderr line.
+  const child = spawn('/usr/bin/time', ['-f', 'maxrss_kb=%M', process.execPath, nydusImageBin, 'create', '-', '--bootstrap', boot, '--blob-dir', blobs, '--output-json', '-'], { stdio: ['pipe', 'pipe', 'pipe'] })
   const out: Buffer[] = []
   const err: Buffer[] = []
   child.stdout.on('data', (b: Buffer) => out.push(b))
@@ -47,7 +48,10 @@ test('a file over 4 GiB (base-256 size) converts and round-trips, in bounded mem
   await write(END_OF_ARCHIVE)
   child.stdin.end()
   const [code] = await closed as [number]
-  t.is(code, 0, Buffer.concat(err).toString())
+  const stderr = Buffer.concat(err).toString()
+  t.is(code, 0, stderr)
+  const rssKB = Number(/maxrss_kb=(\d+)/.exec(stderr)?.[1])
+  t.true(rssKB > 0 && rssKB < 512 * 1024, `peak RSS ${rssKB} KB while converting a ${SIZE}-byte file`)
   const summary = JSON.parse(Buffer.concat(out).toString()) as { stats: { uniqueChunks: number, bytesIn: number } }
   t.is(summary.stats.bytesIn, SIZE)
   t.is(summary.stats.uniqueChunks, Math.ceil(SIZE / MiB))

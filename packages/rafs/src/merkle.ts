@@ -19,7 +19,8 @@ export interface EntryFields {
 export function encodeEntry (e: EntryFields): Buffer {
   let xlen = 4
   for (const [n, v] of e.xattrs) xlen += 6 + n.length + v.length
-  const buf = Buffer.alloc(2 + e.name.length + 44 + xlen + e.digest.length)
+  // Every byte is written below, so the pooled, unzeroed allocation is safe.
+  const buf = Buffer.allocUnsafe(2 + e.name.length + 44 + xlen + e.digest.length)
   let o = buf.writeUInt16LE(e.name.length, 0)
   o += e.name.copy(buf, o)
   o = buf.writeUInt32LE(e.mode >>> 0, o)

@@ -104,7 +104,20 @@ function checkMerkle (r: BootstrapReader, d: Digester): void {
 }
 
 export function entryOf (r: BootstrapReader, rec: InodeRecord, digest: Buffer): Buffer {
-  return encodeEntry({ ...rec, xattrs: r.xattrs(rec), digest })
+  return encodeEntry({
+    name: rec.name,
+    mode: rec.mode,
+    uid: rec.uid,
+    gid: rec.gid,
+    nlink: rec.nlink,
+    size: rec.size,
+    mtimeSec: rec.mtimeSec,
+    mtimeNsec: rec.mtimeNsec,
+    rdevMajor: rec.rdevMajor,
+    rdevMinor: rec.rdevMinor,
+    xattrs: r.xattrs(rec),
+    digest
+  })
 }
 
 function describe (r: BootstrapReader, rec: InodeRecord): string {

@@ -155,8 +155,24 @@ export function xattrPairs (x: Map<string, Buffer>): Array<[Buffer, Buffer]> {
   return [...x].map(([k, v]): [Buffer, Buffer] => [Buffer.from(k, 'utf8'), v]).sort((a, b) => Buffer.compare(a[0], b[0]))
 }
 
+const NO_XATTRS: Array<[Buffer, Buffer]> = []
+
+/** Fields listed one by one: spreading an Inode is megamorphic and was the hot spot of encoding. */
 function entryOf (name: Buffer, n: Inode, nlink: Map<Inode, number>, digest: Buffer): Buffer {
-  return encodeEntry({ ...n, name, nlink: nlink.get(n)!, size: inodeSize(n), xattrs: xattrPairs(n.xattrs), digest })
+  return encodeEntry({
+    name,
+    mode: n.mode,
+    uid: n.uid,
+    gid: n.gid,
+    nlink: nlink.get(n)!,
+    size: inodeSize(n),
+    mtimeSec: n.mtimeSec,
+    mtimeNsec: n.mtimeNsec,
+    rdevMajor: n.rdevMajor,
+    rdevMinor: n.rdevMinor,
+    xattrs: n.xattrs.size === 0 ? NO_XATTRS : xattrPairs(n.xattrs),
+    digest
+  })
 }
 
 function rootEntry (root: Inode, nlink: Map<Inode, number>, digest: Buffer): Buffer {

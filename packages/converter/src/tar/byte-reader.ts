@@ -13,6 +13,8 @@ export class ByteReader {
   private readonly file?: FileHandle
   private filePos = 0
   private head: Buffer = Buffer.alloc(0)
+  /** Reused for every fill: callers copy what they keep, so a fill never overwrites live bytes. */
+  private fillBuf?: Buffer
   private ended = false
   position = 0
 
@@ -43,7 +45,7 @@ export class ByteReader {
     }
   }
 
-  /** Exactly n bytes; no copy when they sit in one buffer already. Returns undefined at a clean end. */
+  /** Exactly n bytes, valid until the next call; no copy when they sit in one buffer already. Returns undefined at a clean end. */
   async read (n: number, allowEnd = false): Promise<Buffer | undefined> {
     if (this.head.length === 0 && !(await this.fill())) {
       if (allowEnd) return undefined
@@ -90,7 +92,7 @@ export class ByteReader {
   private async fill (): Promise<boolean> {
     if (this.file !== undefined) {
       if (this.ended) return false
-      const buf = Buffer.allocUnsafe(FILL)
+      const buf = this.fillBuf ??= Buffer.allocUnsafeSlow(FILL)
       const { bytesRead } = await this.file.read(buf, 0, FILL, this.filePos)
       this.filePos += bytesRead
       if (bytesRead === 0) { this.ended = true; return false }
