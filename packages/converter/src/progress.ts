@@ -4,12 +4,9 @@ export class Progress {
   private readonly start = Date.now()
   private readonly enabled: boolean
 
-  constructor (private readonly label: string, private readonly total?: number, stream: NodeJS.WriteStream = process.stderr) {
+  constructor (private readonly label: string, private readonly total?: number, private readonly stream: NodeJS.WriteStream = process.stderr) {
     this.enabled = stream.isTTY === true && process.env.CI === undefined
-    this.stream = stream
   }
-
-  private readonly stream: NodeJS.WriteStream
 
   update (bytes: number, what = ''): void {
     if (!this.enabled) return

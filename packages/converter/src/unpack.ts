@@ -1,11 +1,10 @@
-import { open } from 'node:fs/promises'
+import { open, rename, rm } from 'node:fs/promises'
 import { isDir, isLnk, isReg, S_IFMT, S_IFCHR, S_IFBLK, S_IFIFO, walkTree, xattrPairs, type Digester, type Inode, type RafsTree } from '@nydusjs/rafs'
 import { LocalBlobStore } from './blob-store.js'
 import { ConverterError } from './errors.js'
 import { tmpName } from './fsutil.js'
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar/writer.js'
 import type { EntryType } from './sources/entry.js'
-import { rename, rm } from 'node:fs/promises'
 
 const FLUSH = 4 * 1024 * 1024
 

@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
-import { busyboxFixture, fixture, gnuExtract, layerFixture, mustRun, nydusImage, snapshotTree, tempDir } from '@nydusjs/testkit'
+import { busyboxFixture, fixture, gnuExtract, layerFixture, mustRun, nydusImage, nydusImageBin, run, snapshotTree, tempDir } from '@nydusjs/testkit'
 
 const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
 
@@ -199,4 +199,18 @@ test('--help lists examples', async t => {
   t.is(r.code, 0)
   t.regex(r.stdout, /EXAMPLES/)
   t.regex(r.stdout, /--chunk-dict/)
+})
+
+test('a progress line is drawn on a TTY only', async t => {
+  const dir = await tempDir(t)
+  const args = ['create', layerFixture('pax.tar'), '--bootstrap', join(dir, 'p.boot'), '--blob-dir', join(dir, 'blobs')]
+  const env = { ...process.env }
+  delete env.CI
+  // util-linux `script` gives the child a pseudo-terminal.
+  const cmd = [process.execPath, nydusImageBin, ...args].map(a => `'${a}'`).join(' ')
+  const tty = await run('script', ['-qec', cmd, '/dev/null'], { env })
+  t.is(tty.code, 0, tty.stderr)
+  t.regex(tty.stdout, /\r\x1b\[Kconverting .* MB\/s/)
+  const piped = await nydusImage([...args.slice(0, 2), '--bootstrap', join(dir, 'q.boot'), '--blob-dir', join(dir, 'blobs')])
+  t.notRegex(piped.stderr + piped.stdout, /MB\/s/)
 })

@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava'
-import { mkdir, readdir } from 'node:fs/promises'
+import { mkdir, readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { compressedFixture, diffTrees, gnuExtract, layerFixture, nydusImage, snapshotTree, tempDir, busyboxFixture } from '@nydusjs/testkit'
 
@@ -72,4 +72,17 @@ test('identical chunks are stored once per blob', async t => {
   t.true(out.stats.dedupHits >= 4)
   t.is(out.stats.uniqueChunks, out.stats.chunks - out.stats.dedupHits)
   t.is((await readdir(blobs)).length, 1)
+})
+
+test('output is byte-identical across runs and worker counts', async t => {
+  const dir = await tempDir(t)
+  const outs = []
+  for (const workers of ['1', '2', '3']) {
+    const boot = join(dir, `w${workers}.boot`)
+    const r = await nydusImage(['create', layerFixture('pax.tar'), '--bootstrap', boot, '--blob-dir', join(dir, `b${workers}`), '--chunk-size', '0x1000', '--workers', workers, '--output-json', '-'])
+    t.is(r.code, 0, r.stderr)
+    outs.push({ boot: await readFile(boot), blob: (JSON.parse(r.stdout) as { blob: string }).blob })
+  }
+  t.true(outs[0].boot.equals(outs[1].boot) && outs[1].boot.equals(outs[2].boot))
+  t.is(new Set(outs.map(o => o.blob)).size, 1)
 })

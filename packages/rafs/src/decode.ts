@@ -1,5 +1,4 @@
-import { COMPRESSORS, isDir, isLnk, isReg } from './constants.js'
-import { fail } from './errors.js'
+import { isDir, isLnk, isReg } from './constants.js'
 import type { BootstrapReader, InodeRecord } from './reader.js'
 import { newInode, type Inode, type RafsTree } from './tree.js'
 import { checkStructure } from './validate.js'
@@ -20,7 +19,6 @@ export function readTree (r: BootstrapReader): RafsTree {
     if (i > 0) nodes[rec.parent].children!.set(rec.name.toString('latin1'), { name: Buffer.from(rec.name), inode })
   }
   const sb = r.sb
-  if (!COMPRESSORS.includes(sb.compressor)) fail('ERR_RAFS_BAD_SUPERBLOCK', 'unknown compressor')
   return {
     root: nodes[0],
     blobs: r.blobs(),

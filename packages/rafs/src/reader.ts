@@ -5,7 +5,7 @@ import {
   isDir, isLnk, isReg, isValidChunkSize, type CompressorName, type DigesterName
 } from './constants.js'
 import { RafsError, fail } from './errors.js'
-import { readI64, readU64 } from './merkle.js'
+import { readI64, readU64, type EntryFields } from './merkle.js'
 import type { BlobInfo, ChunkRef } from './tree.js'
 
 export interface TableRange { offset: number, size: number }
@@ -32,21 +32,10 @@ const TABLES = ['inode', 'string', 'xattr', 'chunk', 'chunkIndex', 'blob', 'pref
 type TableName = typeof TABLES[number]
 
 /** One decoded inode record; `index` is its position in the inode table. */
-export interface InodeRecord {
+export interface InodeRecord extends Omit<EntryFields, 'xattrs'> {
   index: number
-  digest: Buffer
   ino: number
   parent: number
-  mode: number
-  uid: number
-  gid: number
-  nlink: number
-  size: number
-  mtimeSec: number
-  mtimeNsec: number
-  rdevMajor: number
-  rdevMinor: number
-  name: Buffer
   flags: number
   /** Directory: first child record; regular file: first chunk index entry; symlink: target offset. */
   first: number

@@ -1,5 +1,4 @@
 import { Command, Errors, Flags } from '@oclif/core'
-import { writeFile } from 'node:fs/promises'
 import { COMPRESSORS, DIGESTERS, isValidChunkSize, type CompressorName, type DigesterName } from '@nydusjs/rafs'
 import { ConverterError } from '../errors.js'
 import { Staged } from '../fsutil.js'
@@ -61,8 +60,4 @@ export function buildOptions (flags: { 'chunk-size': string, compressor: string,
     chunkDict: flags['chunk-dict'] ?? [],
     workers: flags.workers
   }
-}
-
-export async function writeText (path: string, text: string): Promise<void> {
-  await writeFile(path, text)
 }

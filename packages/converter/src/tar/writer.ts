@@ -1,24 +1,13 @@
-import type { EntryType } from '../sources/entry.js'
+import type { EntryType, LayerEntry } from '../sources/entry.js'
 
 const BLOCK = 512
 const FLAGS: Record<EntryType, string> = { file: '0', link: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' }
 const MAX_OCTAL_8 = 0o7777777
 const MAX_OCTAL_12 = 0o77777777777
 
-export interface TarHeader {
-  path: Buffer
-  type: EntryType
-  mode: number
-  uid: number
-  gid: number
-  size: number
-  mtimeSec: number
-  mtimeNsec: number
-  linkname?: Buffer
-  devMajor?: number
-  devMinor?: number
-  xattrs?: ReadonlyArray<[Buffer, Buffer]>
-}
+/** What the writer needs of an entry; xattrs as sorted (name, value) pairs. */
+export type TarHeader = Pick<LayerEntry, 'path' | 'type' | 'mode' | 'uid' | 'gid' | 'size' | 'mtimeSec' | 'mtimeNsec'> &
+  Partial<Pick<LayerEntry, 'linkname' | 'devMajor' | 'devMinor'>> & { xattrs?: ReadonlyArray<[Buffer, Buffer]> }
 
 /** Encodes entries as POSIX pax tars, the format GNU tar extracts losslessly (binary xattrs, nanosecond mtimes). */
 export function encodeHeader (h: TarHeader): Buffer {
