@@ -11,6 +11,7 @@ export interface NodeInfo {
   uid: number
   gid: number
   size: number
+  nlink: number
   mtimeNs: string
   rdev: string
   sha256?: string
@@ -37,6 +38,7 @@ export async function snapshotTree (root: string): Promise<Map<string, NodeInfo>
       uid: Number(st.uid),
       gid: Number(st.gid),
       size: type === 'dir' ? 0 : Number(st.size),
+      nlink: Number(st.nlink),
       mtimeNs: st.mtimeNs.toString(),
       rdev: type === 'char' || type === 'block' ? st.rdev.toString() : '0',
       xattrs: xattrs.get(rel) ?? {}
@@ -105,21 +107,29 @@ function unescapeOctal (s: string): string {
 export interface CompareOptions {
   /** Paths whose mtime may differ (directories implied by their children get the time of extraction). */
   ignoreMtime?: Set<string>
+  /** Compare mtimes truncated to this many nanoseconds (1e6 for a millisecond-precision filesystem). */
+  mtimePrecisionNs?: number
+  /** Paths left out of the comparison. */
+  skip?: (path: string) => boolean
 }
 
 /** Every difference between two snapshots, one line each; empty means equal. The root's own metadata is not compared. */
 export function diffTrees (a: Map<string, NodeInfo>, b: Map<string, NodeInfo>, opts: CompareOptions = {}): string[] {
   const diffs: string[] = []
-  for (const [path, x] of a) {
-    if (path === '') continue
-    const y = b.get(path)
+  const p = BigInt(opts.mtimePrecisionNs ?? 1)
+  const norm = (info: NodeInfo): NodeInfo => p === 1n ? info : { ...info, mtimeNs: ((BigInt(info.mtimeNs) / p) * p).toString() }
+  for (const [path, x0] of a) {
+    if (path === '' || opts.skip?.(path) === true) continue
+    const x = norm(x0)
+    const y0 = b.get(path)
+    const y = y0 === undefined ? undefined : norm(y0)
     if (y === undefined) { diffs.push(`missing: ${JSON.stringify(path)}`); continue }
     for (const k of Object.keys(x) as Array<keyof NodeInfo>) {
       if (k === 'mtimeNs' && opts.ignoreMtime?.has(path) === true) continue
       if (JSON.stringify(x[k]) !== JSON.stringify(y[k])) diffs.push(`${JSON.stringify(path)}: ${k} ${JSON.stringify(x[k])} != ${JSON.stringify(y[k])}`)
     }
   }
-  for (const path of b.keys()) if (!a.has(path)) diffs.push(`extra: ${JSON.stringify(path)}`)
+  for (const path of b.keys()) if (!a.has(path) && opts.skip?.(path) !== true) diffs.push(`extra: ${JSON.stringify(path)}`)
   return diffs
 }
 

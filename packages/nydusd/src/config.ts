@@ -1,0 +1,60 @@
+import { readFile } from 'node:fs/promises'
+import { z } from 'zod'
+import { NydusdError } from './errors.js'
+
+/** Close to the original nydusd's JSON config, so its users feel at home. */
+const LocalFs = z.object({ type: z.literal('localfs'), config: z.strictObject({ dir: z.string().min(1) }) })
+const Http = z.object({
+  type: z.literal('http'),
+  config: z.strictObject({
+    url: z.url({ protocol: /^https?$/ }),
+    timeout: z.number().positive().default(30).describe('seconds'),
+    connections: z.number().int().min(1).max(256).default(8),
+    headers: z.record(z.string(), z.string()).optional()
+  })
+})
+
+export const ConfigSchema = z.strictObject({
+  device: z.strictObject({
+    backend: z.discriminatedUnion('type', [LocalFs, Http]),
+    cache: z.strictObject({
+      type: z.literal('blobcache'),
+      config: z.strictObject({
+        work_dir: z.string().min(1),
+        size_limit: z.number().int().min(0).default(0).describe('bytes; 0 = unlimited')
+      })
+    }).optional()
+  }),
+  mode: z.literal('direct').default('direct'),
+  digest_validate: z.boolean().default(true),
+  enable_xattr: z.boolean().default(true),
+  fs_prefetch: z.strictObject({
+    enable: z.boolean().default(false),
+    threads_count: z.number().int().min(1).max(64).default(4),
+    merging_size: z.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
+    bandwidth_rate: z.number().int().min(0).default(0).describe('bytes/s; 0 = unlimited')
+  }).prefault({})
+})
+
+export type NydusdConfig = z.infer<typeof ConfigSchema>
+
+/** Parses and validates; every wrong field is named in one line. */
+export function parseConfig (value: unknown, where: string): NydusdConfig {
+  const r = ConfigSchema.safeParse(value)
+  if (r.success) return r.data
+  const issues = r.error.issues.map(i => `${i.path.length === 0 ? '(root)' : i.path.join('.')}: ${i.message}`)
+  throw new NydusdError('ERR_CONFIG', `config ${where}: ${issues.join('; ')}`)
+}
+
+export async function loadConfig (path: string): Promise<NydusdConfig> {
+  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new NydusdError('ERR_CONFIG', `config ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
+  })
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    throw new NydusdError('ERR_CONFIG', `config ${path}: invalid JSON (${(err as Error).message})`)
+  }
+  return parseConfig(value, path)
+}

@@ -1,0 +1,157 @@
+import { access, readFile, stat } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import type { Server } from 'node:http'
+import { resolve as resolvePath } from 'node:path'
+import Fuse from 'fuse-native'
+import { pino, type Logger } from 'pino'
+import { BootstrapReader, RafsError, loadDigester, validateBootstrap } from '@nydusjs/rafs'
+import { ChunkCache, HttpBackend, LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
+import { startApi } from './api.js'
+import { ChunkFetcher } from './chunk-fetcher.js'
+import type { NydusdConfig } from './config.js'
+import { NydusdError } from './errors.js'
+import { DaemonMetrics } from './metrics.js'
+import { Prefetcher } from './prefetch.js'
+import { RafsFs } from './rafs-fs.js'
+
+export const VERSION = '0.1.0'
+
+export interface DaemonOptions {
+  config: NydusdConfig
+  bootstrap: string
+  mountpoint: string
+  apisock?: string
+  prefetch?: boolean
+  log?: Logger
+}
+
+/**
+ * Mount options, chosen for an immutable image: the kernel keeps pages and
+ * attributes (kernel_cache, long timeouts), reads come in 1 MiB requests,
+ * st_ino comes from the bootstrap (use_ino, so hard links share it), and the
+ * kernel refuses writes itself (ro).
+ */
+export const MOUNT_OPTIONS = { kernelCache: true, attrTimeout: 3600, entryTimeout: 3600, maxRead: 1024 * 1024, fsname: 'nydusd', subtype: 'rafs', allowOther: true, defaultPermissions: true }
+const EXTRA_OPTIONS = ['ro', 'use_ino', 'big_writes']
+
+export class Nydusd {
+  private fuse?: Fuse
+  private api?: Server
+  private prefetcher?: Prefetcher
+  state: 'INIT' | 'RUNNING' | 'STOPPED' = 'INIT'
+
+  private constructor (
+    private readonly o: DaemonOptions,
+    readonly reader: BootstrapReader,
+    readonly fs: RafsFs,
+    readonly fetcher: ChunkFetcher,
+    private readonly backend: BlobBackend,
+    readonly metrics: DaemonMetrics,
+    readonly log: Logger
+  ) {}
+
+  static async start (o: DaemonOptions): Promise<Nydusd> {
+    const log = o.log ?? pino({ level: 'info' })
+    const reader = await openBootstrap(o.bootstrap)
+    await checkMountpoint(o.mountpoint)
+    const backend = makeBackend(o.config)
+    const c = o.config.device.cache
+    const cache = c === undefined ? undefined : await ChunkCache.open(c.config.work_dir, { sizeLimit: c.config.size_limit })
+    const metrics = new DaemonMetrics()
+    const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
+    const fetcher = new ChunkFetcher({
+      backend, cache, blobs: reader.blobs(), chunks, digester: await loadDigester(reader.sb.digester),
+      digestValidate: o.config.digest_validate, mergingSize: o.config.fs_prefetch.merging_size, metrics, log
+    })
+    const fs = new RafsFs(reader, fetcher, metrics, log, o.config.enable_xattr)
+    const d = new Nydusd(o, reader, fs, fetcher, backend, metrics, log)
+    await d.mount()
+    if (o.apisock !== undefined) d.api = await startApi(o.apisock, d.apiHandlers(), log)
+    d.startPrefetch()
+    return d
+  }
+
+  private async mount (): Promise<void> {
+    const fuse = new Fuse(this.o.mountpoint, this.fs.ops(), { ...MOUNT_OPTIONS, force: false, mkdir: false })
+    const base = fuse._fuseOptions.bind(fuse)
+    fuse._fuseOptions = () => { const s = base(); return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}` }
+    await new Promise<void>((resolve, reject) => fuse.mount(err => {
+      if (err !== null) reject(new NydusdError('ERR_MOUNT', `mounting ${this.o.mountpoint}: ${err.message}`, { cause: err }))
+      else resolve()
+    }))
+    this.fuse = fuse
+    this.state = 'RUNNING'
+    this.log.info({ mountpoint: this.o.mountpoint, bootstrap: this.o.bootstrap, backend: this.backend.name, inodes: this.reader.inodeCount }, 'mounted')
+  }
+
+  private startPrefetch (): void {
+    const p = this.o.config.fs_prefetch
+    const all = this.o.prefetch === true || p.enable
+    if (!all && this.reader.sb.prefetchCount === 0) return
+    this.prefetcher = new Prefetcher(this.reader, this.fetcher, { all, threads: p.threads_count, bandwidthRate: p.bandwidth_rate }, this.metrics, this.log)
+    this.prefetcher.run().catch((err: Error) => this.log.error({ err: err.message }, 'prefetch stopped'))
+  }
+
+  private apiHandlers (): Parameters<typeof startApi>[1] {
+    return {
+      daemon: () => ({
+        id: String(process.pid),
+        version: { package_ver: VERSION },
+        state: this.state,
+        mountpoint: this.o.mountpoint,
+        bootstrap: this.o.bootstrap,
+        backend: { type: this.backend.name },
+        root_digest: this.reader.sb.rootDigest.toString('hex')
+      }),
+      metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+      files: () => this.fs.access.list(),
+      prefetch: () => this.prefetcher?.status ?? { state: 'idle', totalChunks: 0, doneChunks: 0, failedChunks: 0, bytes: 0 }
+    }
+  }
+
+  async stop (): Promise<void> {
+    if (this.state === 'STOPPED') return
+    this.state = 'STOPPED'
+    this.prefetcher?.stop()
+    const fuse = this.fuse
+    if (fuse !== undefined) await new Promise<void>(resolve => fuse.unmount(err => { if (err !== null) this.log.warn({ err: err.message }, 'unmount failed'); resolve() }))
+    await new Promise<void>(resolve => this.api === undefined ? resolve() : this.api.close(() => resolve()))
+    await this.backend.close()
+    this.log.info({ mountpoint: this.o.mountpoint }, 'unmounted')
+  }
+}
+
+export async function openBootstrap (path: string): Promise<BootstrapReader> {
+  const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
+    throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
+  })
+  try {
+    const r = BootstrapReader.open(buf)
+    validateBootstrap(r, await loadDigester(r.sb.digester))
+    return r
+  } catch (err) {
+    if (err instanceof RafsError) throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.message}`, { cause: err })
+    throw err
+  }
+}
+
+function makeBackend (c: NydusdConfig): BlobBackend {
+  const b = c.device.backend
+  if (b.type === 'localfs') return new LocalFsBackend(b.config.dir)
+  return new HttpBackend({ url: b.config.url, timeoutMs: b.config.timeout * 1000, connections: b.config.connections, headers: b.config.headers })
+}
+
+async function checkMountpoint (mnt: string): Promise<void> {
+  await access('/dev/fuse', constants.R_OK | constants.W_OK).catch(() => {
+    throw new NydusdError('ERR_FUSE_MISSING', 'FUSE is not available: /dev/fuse is missing or not accessible (load the fuse module, install Debian\'s fuse package)')
+  })
+  const st = await stat(mnt).catch(() => { throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} does not exist`) })
+  if (!st.isDirectory()) throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} is not a directory`)
+  const abs = resolvePath(mnt)
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
+  if (mounts.split('\n').some(l => unescapeMount(l.split(' ')[4] ?? '') === abs)) {
+    throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: something is already mounted there`)
+  }
+}
+
+const unescapeMount = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))

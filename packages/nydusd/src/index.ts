@@ -1,0 +1,7 @@
+export * from './errors.js'
+export { ConfigSchema, parseConfig, loadConfig, type NydusdConfig } from './config.js'
+export { Nydusd, MOUNT_OPTIONS, openBootstrap, VERSION, type DaemonOptions } from './daemon.js'
+export { ChunkFetcher } from './chunk-fetcher.js'
+export { RafsFs, makedev } from './rafs-fs.js'
+export { DaemonMetrics } from './metrics.js'
+export { main } from './cli.js'

@@ -1,0 +1,202 @@
+import Fuse from 'fuse-native'
+import { isDir, isLnk, isReg, type BootstrapReader, type ChunkRef, type InodeRecord } from '@nydusjs/rafs'
+import type { Logger } from 'pino'
+import type { ChunkFetcher } from './chunk-fetcher.js'
+import type { DaemonMetrics } from './metrics.js'
+
+const W_OK = 2
+const LOOKUP_CACHE = 65536
+
+/** First-access order of files, the input of `nydus-image create --prefetch-files`. */
+export class AccessLog {
+  private readonly seen = new Set<string>()
+  record (path: string): void {
+    if (this.seen.size < 1_000_000) this.seen.add(path)
+  }
+
+  list (): string[] { return [...this.seen] }
+}
+
+/**
+ * The read-only filesystem over a bootstrap, as fuse-native's path-based ops.
+ * Metadata comes straight from the bootstrap; file data from the ChunkFetcher.
+ */
+export class RafsFs {
+  private readonly lookups = new Map<string, InodeRecord | null>()
+  private readonly chunkLists = new Map<number, ChunkRef[]>()
+  readonly access = new AccessLog()
+
+  constructor (
+    private readonly r: BootstrapReader,
+    private readonly fetcher: ChunkFetcher,
+    private readonly metrics: DaemonMetrics,
+    private readonly log: Logger,
+    private readonly enableXattr = true
+  ) {}
+
+  resolve (path: string): InodeRecord | undefined {
+    let hit = this.lookups.get(path)
+    if (hit === undefined) {
+      hit = this.r.lookup(Buffer.from(path, 'utf8')) ?? this.lossyLookup(path) ?? null
+      if (this.lookups.size >= LOOKUP_CACHE) this.lookups.clear()
+      this.lookups.set(path, hit)
+    }
+    return hit ?? undefined
+  }
+
+  /**
+   * fuse-native hands paths over as UTF-8 strings, so a name that is not valid
+   * UTF-8 arrives with U+FFFD in it; match it against the names as readdir showed them.
+   */
+  private lossyLookup (path: string): InodeRecord | undefined {
+    if (!path.includes('\ufffd')) return undefined
+    let cur = this.r.root()
+    for (const part of path.split('/')) {
+      if (part === '') continue
+      if (!isDir(cur.mode)) return undefined
+      const next = [...this.r.children(cur)].find(c => c.name.toString('utf8') === part)
+      if (next === undefined) return undefined
+      cur = next
+    }
+    return cur
+  }
+
+  stat (rec: InodeRecord): Record<string, unknown> {
+    const mtime = rec.mtimeSec * 1000 + Math.floor(rec.mtimeNsec / 1e6)
+    return {
+      // Linux shows every symlink as 0777, whatever the tar header said.
+      mode: isLnk(rec.mode) ? rec.mode | 0o777 : rec.mode,
+      uid: rec.uid,
+      gid: rec.gid,
+      size: rec.size,
+      nlink: rec.nlink,
+      ino: rec.ino,
+      rdev: makedev(rec.rdevMajor, rec.rdevMinor),
+      blksize: 4096,
+      blocks: Math.ceil(rec.size / 512),
+      atime: mtime,
+      mtime,
+      ctime: mtime
+    }
+  }
+
+  chunksOf (rec: InodeRecord): ChunkRef[] {
+    let list = this.chunkLists.get(rec.ino)
+    if (list === undefined) {
+      list = this.r.fileChunks(rec)
+      this.chunkLists.set(rec.ino, list)
+    }
+    return list
+  }
+
+  /** Copies file bytes [pos, pos+len) into buf; the chunks that cover them are fetched in parallel. */
+  async read (rec: InodeRecord, buf: Buffer, len: number, pos: number): Promise<number> {
+    const end = Math.min(rec.size, pos + len)
+    if (pos >= end) return 0
+    const cs = this.r.sb.chunkSize
+    const chunks = this.chunksOf(rec)
+    const first = Math.floor(pos / cs)
+    const last = Math.floor((end - 1) / cs)
+    const datas = await Promise.all(chunks.slice(first, last + 1).map(async c => await this.fetcher.get(c)))
+    let out = 0
+    datas.forEach((data, i) => {
+      const base = (first + i) * cs
+      const from = Math.max(pos, base) - base
+      const to = Math.min(end, base + data.length) - base
+      out += data.copy(buf, out, from, to)
+    })
+    this.metrics.bytesRead.inc(out)
+    return out
+  }
+
+  /** fuse-native operations; every write-side op answers EROFS. */
+  ops (): Record<string, (...args: any[]) => void> {
+    const timed = <A extends unknown[]>(op: string, fn: (...args: A) => Promise<number | [number, unknown?, unknown?]>) => (...args: unknown[]) => {
+      const cb = args.pop() as (...r: unknown[]) => void
+      const t0 = process.hrtime.bigint()
+      fn(...(args as A)).then(res => {
+        const r = Array.isArray(res) ? res : [res]
+        this.metrics.fuseOps.inc({ op, result: (r[0]) < 0 ? 'error' : 'ok' })
+        this.metrics.fuseLatency.observe({ op }, Number(process.hrtime.bigint() - t0) / 1e9)
+        cb(...r)
+      }, (err: Error) => {
+        this.metrics.fuseOps.inc({ op, result: 'error' })
+        this.log.error({ op, err: err.message }, 'FUSE operation failed')
+        cb(Fuse.EIO)
+      })
+    }
+    const rofs = (): ((...args: unknown[]) => void) => (...args: unknown[]) => { (args.pop() as (e: number) => void)(Fuse.EROFS) }
+    const ops: Record<string, (...args: any[]) => void> = {
+      init: (cb: (e: number) => void) => cb(0),
+      getattr: timed('getattr', async (path: string) => {
+        const rec = this.resolve(path)
+        return rec === undefined ? Fuse.ENOENT : [0, this.stat(rec)]
+      }),
+      readdir: timed('readdir', async (path: string) => {
+        const rec = this.resolve(path)
+        if (rec === undefined) return Fuse.ENOENT
+        if (!isDir(rec.mode)) return Fuse.ENOTDIR
+        const names = ['.', '..']
+        for (const c of this.r.children(rec)) names.push(c.name.toString('utf8'))
+        return [0, names]
+      }),
+      readlink: timed('readlink', async (path: string) => {
+        const rec = this.resolve(path)
+        if (rec === undefined) return Fuse.ENOENT
+        return isLnk(rec.mode) ? [0, this.r.readlink(rec).toString('utf8')] : Fuse.EINVAL
+      }),
+      open: timed('open', async (path: string, flags: number) => {
+        const rec = this.resolve(path)
+        if (rec === undefined) return Fuse.ENOENT
+        if ((flags & 3) !== 0) return Fuse.EROFS
+        if (isReg(rec.mode)) this.access.record(path)
+        return [0, rec.index]
+      }),
+      read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        const t0 = process.hrtime.bigint()
+        const rec = this.resolve(path)
+        if (rec === undefined || !isReg(rec.mode)) { cb(Fuse.EIO); return }
+        this.read(rec, buf, len, pos).then(n => {
+          this.metrics.fuseOps.inc({ op: 'read', result: 'ok' })
+          this.metrics.fuseLatency.observe({ op: 'read' }, Number(process.hrtime.bigint() - t0) / 1e9)
+          cb(n)
+        }, (err: Error) => {
+          this.metrics.fuseOps.inc({ op: 'read', result: 'error' })
+          this.log.error({ path, offset: pos, length: len, err: err.message }, 'read failed: EIO')
+          cb(Fuse.EIO)
+        })
+      },
+      release: (_path: string, _fd: number, cb: (e: number) => void) => cb(0),
+      releasedir: (_path: string, _fd: number, cb: (e: number) => void) => cb(0),
+      statfs: (_path: string, cb: (e: number, s?: unknown) => void) => {
+        const blocks = Math.ceil(this.r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
+        cb(0, { bsize: 4096, frsize: 4096, blocks, bfree: 0, bavail: 0, files: this.r.inodeCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })
+      },
+      access: timed('access', async (path: string, mode: number) => {
+        const rec = this.resolve(path)
+        if (rec === undefined) return Fuse.ENOENT
+        return (mode & W_OK) !== 0 ? Fuse.EROFS : 0
+      }),
+      getxattr: timed('getxattr', async (path: string, name: string) => {
+        const rec = this.resolve(path)
+        if (rec === undefined) return Fuse.ENOENT
+        const hit = this.enableXattr ? this.r.xattrs(rec).find(([k]) => k.toString('utf8') === name) : undefined
+        return hit === undefined ? Fuse.ENODATA : [0, Buffer.from(hit[1])]
+      }),
+      listxattr: timed('listxattr', async (path: string) => {
+        const rec = this.resolve(path)
+        if (rec === undefined) return Fuse.ENOENT
+        return [0, this.enableXattr ? this.r.xattrs(rec).map(([k]) => k.toString('utf8')) : []]
+      })
+    }
+    for (const op of ['write', 'create', 'truncate', 'ftruncate', 'chown', 'chmod', 'mknod', 'setxattr', 'removexattr', 'utimens', 'unlink', 'rename', 'link', 'symlink', 'mkdir', 'rmdir', 'fsync', 'flush']) {
+      ops[op] = op === 'flush' ? (...args: unknown[]) => { (args.pop() as (e: number) => void)(0) } : rofs()
+    }
+    return ops
+  }
+}
+
+/** glibc's makedev. */
+export function makedev (major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0
+}

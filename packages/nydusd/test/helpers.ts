@@ -1,0 +1,32 @@
+import type { ExecutionContext } from 'ava'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { nydusImage, tempDir } from '@nydusjs/testkit'
+
+export interface Image { dir: string, boot: string, blobs: string, mnt: string, cache: string }
+
+/** Converts a layer with the real CLI into a fresh temp dir with an empty mountpoint. */
+export async function buildImage (t: ExecutionContext, source: string, extra: string[] = []): Promise<Image> {
+  const dir = await tempDir(t, 'nydusd-')
+  const img = { dir, boot: join(dir, 'image.boot'), blobs: join(dir, 'blobs'), mnt: join(dir, 'mnt'), cache: join(dir, 'cache') }
+  await mkdir(img.mnt)
+  const r = await nydusImage(['create', source, '--bootstrap', img.boot, '--blob-dir', img.blobs, ...extra])
+  if (r.code !== 0) throw new Error(`nydus-image create failed: ${r.stderr}`)
+  return img
+}
+
+export const localConfig = (img: Image, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  device: { backend: { type: 'localfs', config: { dir: img.blobs } }, cache: { type: 'blobcache', config: { work_dir: img.cache } } },
+  ...extra
+})
+
+export const httpConfig = (img: Image, url: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  device: { backend: { type: 'http', config: { url, timeout: 5 } }, cache: { type: 'blobcache', config: { work_dir: img.cache } } },
+  ...extra
+})
+
+/** Paths whose bytes are not UTF-8 (or show as U+FFFD through fuse-native), left out of comparisons. */
+export const nonUtf8 = (path: string): boolean => {
+  const b = Buffer.from(path, 'latin1')
+  return !Buffer.from(b.toString('utf8'), 'utf8').equals(b) || b.toString('utf8').includes('\ufffd')
+}

@@ -1,0 +1,105 @@
+import test, { type ExecutionContext } from 'ava'
+import { mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { busyboxFixture, diffTrees, fixture, gnuExtract, layerFixture, mountImage, nydusdBin, nydusImage, run, snapshotTree, tempDir } from '@nydusjs/testkit'
+import { buildImage, localConfig, nonUtf8 } from './helpers.js'
+
+/** The mount must equal GNU tar's extraction of the source (mtimes at the millisecond fuse-native carries). */
+async function compareMount (t: ExecutionContext, source: string, extra: string[] = [], ignoreMtime: string[] = []): Promise<void> {
+  const img = await buildImage(t, source, extra)
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  const ref = join(img.dir, 'ref')
+  await mkdir(ref)
+  await gnuExtract(source, ref)
+  const diffs = diffTrees(await snapshotTree(ref), await snapshotTree(m.mnt), { mtimePrecisionNs: 1e6, skip: nonUtf8, ignoreMtime: new Set(ignoreMtime) })
+  t.deepEqual(diffs, [])
+  t.is(await m.stop(), 0)
+}
+
+for (const name of ['gnu.tar', 'pax.tar', 'ml-1.tar']) {
+  test.serial(`mount equals tar -x: ${name}`, async t => { await compareMount(t, layerFixture(name), ['--chunk-size', '0x10000']) })
+}
+test.serial('mount equals tar -x: crafted entries', async t => {
+  await compareMount(t, layerFixture('crafted.tar'), [], ['implied', 'implied/parents', 'abs', 'abs/path'])
+})
+test.serial('mount equals tar -x: busybox-static', async t => {
+  const { tar } = await busyboxFixture()
+  await compareMount(t, tar)
+})
+
+test.serial('a merged multi-layer image mounts as overlayfs would show it', async t => {
+  const dir = await tempDir(t)
+  const out = join(dir, 'out')
+  t.is((await nydusImage(['convert', '--oci-dir', fixture('oci', 'multilayer'), '--output', out])).code, 0)
+  const mnt = join(dir, 'mnt')
+  await mkdir(mnt)
+  const m = await mountImage(t, { dir, bootstrap: join(out, 'image.boot'), mnt, config: { device: { backend: { type: 'localfs', config: { dir: join(out, 'blobs') } } } } })
+  const expected = JSON.parse(await readFile(layerFixture('ml-expected.json'), 'utf8')) as Record<string, string>
+  const got: Record<string, string> = {}
+  for (const [p, info] of await snapshotTree(m.mnt)) if (p !== '') got[p] = info.type === 'dir' ? 'dir' : `sha256:${info.sha256 ?? ''}`
+  t.deepEqual(got, expected)
+})
+
+test.serial('writes get EROFS; the daemon reports itself on the API', async t => {
+  const img = await buildImage(t, layerFixture('pax.tar'))
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  await t.throwsAsync(writeFile(join(m.mnt, 'new'), 'x'), { code: 'EROFS' })
+  await t.throwsAsync(writeFile(join(m.mnt, 'text.txt'), 'x'), { code: 'EROFS' })
+  const rm = await run('rm', ['-f', join(m.mnt, 'text.txt')])
+  t.regex(rm.stderr, /Read-only file system/)
+  const d = await m.api('/api/v1/daemon')
+  t.is(d.state, 'RUNNING')
+  t.is(d.mountpoint, img.mnt)
+  t.is(d.backend.type, 'localfs')
+  const df = await run('stat', ['-f', '-c', '%T %l', m.mnt])
+  t.regex(df.stdout, /fuse.* 255/)
+})
+
+test.serial('the access list records files in first-access order', async t => {
+  const img = await buildImage(t, layerFixture('pax.tar'))
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  for (const f of ['text.txt', 'a/b/c/hello.txt', 'big.bin', 'text.txt']) await readFile(join(m.mnt, f))
+  t.deepEqual(await m.api('/api/v1/metrics/files'), ['/text.txt', '/a/b/c/hello.txt', '/big.bin'])
+})
+
+test.serial('32 parallel readers at random offsets get exactly the expected bytes', async t => {
+  const img = await buildImage(t, layerFixture('gnu.tar'), ['--chunk-size', '0x1000'])
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  const ref = join(img.dir, 'ref')
+  await mkdir(ref)
+  await gnuExtract(layerFixture('gnu.tar'), ref)
+  const files = ['big.bin', 'big-copy.bin', 'text.txt', 'sub/hello-hardlink', 'hardlink-to-big']
+  const expected = new Map(await Promise.all(files.map(async f => [f, await readFile(join(ref, f))] as const)))
+  let seed = 12345
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+  let checked = 0
+  await Promise.all(Array.from({ length: 32 }, async () => {
+    for (let i = 0; i < 20; i++) {
+      const f = files[rand(files.length)]
+      const want = expected.get(f)!
+      const off = rand(want.length)
+      const len = 1 + rand(70_000)
+      const fh = await open(join(m.mnt, f), 'r')
+      try {
+        const buf = Buffer.alloc(len)
+        const { bytesRead } = await fh.read(buf, 0, len, off)
+        t.true(buf.subarray(0, bytesRead).equals(want.subarray(off, off + len)), `${f} at ${off}+${len}`)
+        checked++
+      } finally {
+        await fh.close()
+      }
+    }
+  }))
+  t.is(checked, 640)
+})
+
+test.serial('a busy mountpoint is refused with a clear message', async t => {
+  const img = await buildImage(t, layerFixture('ml-3.tar'))
+  await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  const cfg = join(img.dir, 'c.json')
+  await writeFile(cfg, JSON.stringify(localConfig(img)))
+  const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt])
+  t.is(r.code, 1)
+  t.regex(r.stderr, /^nydusd: error: mountpoint .* is busy/)
+  t.is((await readdir(img.mnt)).length > 0, true, 'the first mount still serves')
+})

@@ -1,0 +1,120 @@
+import { randomBytes } from 'node:crypto'
+import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { checkBlobId } from './backend.js'
+import { StorageError } from './errors.js'
+
+export interface ChunkCacheOptions {
+  /** Bytes of chunk data to keep; 0 means no limit. */
+  sizeLimit?: number
+}
+
+/**
+ * Uncompressed chunks on local disk, one file per chunk under
+ * `work_dir/<blob id>/<compressed offset>`. A chunk is written to a temporary
+ * name and renamed, so a crash never leaves a torn chunk under its real name;
+ * what is present survives restarts (the directory is the index). Least
+ * recently used chunks are evicted past the size limit.
+ */
+export class ChunkCache {
+  /** Insertion order is recency order: a hit moves the key to the end. */
+  private readonly lru = new Map<string, number>()
+  private bytes = 0
+  hits = 0
+  misses = 0
+  evictions = 0
+
+  private constructor (readonly dir: string, private readonly limit: number) {}
+
+  static async open (dir: string, opts: ChunkCacheOptions = {}): Promise<ChunkCache> {
+    const cache = new ChunkCache(dir, opts.sizeLimit ?? 0)
+    await mkdir(dir, { recursive: true }).catch((err: Error) => { throw new StorageError('ERR_CACHE_IO', `cache work_dir ${dir}: ${err.message}`, { cause: err }) })
+    for (const blob of await readdir(dir)) {
+      if (!/^[0-9a-f]{64}$/.test(blob)) continue
+      for (const name of await readdir(join(dir, blob))) {
+        const path = join(dir, blob, name)
+        if (!/^\d+$/.test(name)) { await rm(path, { force: true }); continue } // leftovers of an interrupted write
+        const st = await stat(path)
+        cache.lru.set(`${blob}/${name}`, st.size)
+        cache.bytes += st.size
+      }
+    }
+    await cache.evict()
+    return cache
+  }
+
+  get size (): number { return this.bytes }
+  get count (): number { return this.lru.size }
+
+  has (blobId: string, offset: number): boolean {
+    return this.lru.has(`${blobId}/${offset}`)
+  }
+
+  /** The cached bytes, or undefined. A file of the wrong size is dropped. */
+  async get (blobId: string, offset: number, size: number): Promise<Buffer | undefined> {
+    const key = `${checkBlobId(blobId)}/${offset}`
+    const known = this.lru.get(key)
+    if (known === undefined) { this.misses++; return undefined }
+    let data: Buffer
+    try {
+      data = await readFile(join(this.dir, key))
+    } catch {
+      this.forget(key)
+      this.misses++
+      return undefined
+    }
+    if (data.length !== size) {
+      await this.remove(key)
+      this.misses++
+      return undefined
+    }
+    this.lru.delete(key)
+    this.lru.set(key, known)
+    this.hits++
+    return data
+  }
+
+  async put (blobId: string, offset: number, data: Buffer): Promise<void> {
+    const key = `${checkBlobId(blobId)}/${offset}`
+    if (this.lru.has(key)) return
+    const dir = join(this.dir, blobId)
+    const tmp = join(dir, `.${offset}.${randomBytes(4).toString('hex')}.tmp`)
+    try {
+      await mkdir(dir, { recursive: true })
+      const fh = await open(tmp, 'wx')
+      try {
+        await fh.writeFile(data)
+      } finally {
+        await fh.close()
+      }
+      await rename(tmp, join(this.dir, key))
+    } catch (err) {
+      await rm(tmp, { force: true })
+      throw new StorageError('ERR_CACHE_IO', `cache ${this.dir}: writing ${key}: ${(err as Error).message}`, { cause: err })
+    }
+    this.lru.set(key, data.length)
+    this.bytes += data.length
+    await this.evict()
+  }
+
+  async remove (key: string): Promise<void> {
+    this.forget(key)
+    await rm(join(this.dir, key), { force: true })
+  }
+
+  private forget (key: string): void {
+    const n = this.lru.get(key)
+    if (n === undefined) return
+    this.lru.delete(key)
+    this.bytes -= n
+  }
+
+  private async evict (): Promise<void> {
+    if (this.limit <= 0) return
+    for (const key of this.lru.keys()) {
+      if (this.bytes <= this.limit) break
+      await this.remove(key)
+      this.evictions++
+    }
+  }
+}

@@ -1,0 +1,19 @@
+export type StorageErrorCode =
+  | 'ERR_BLOB_NOT_FOUND'
+  | 'ERR_BACKEND_IO'
+  | 'ERR_BACKEND_HTTP'
+  | 'ERR_BACKEND_TIMEOUT'
+  | 'ERR_BACKEND_SHORT_READ'
+  | 'ERR_CACHE_IO'
+
+/** A failure of a blob source or the cache; `backend` names the source for logs and metrics. */
+export class StorageError extends Error {
+  readonly code: StorageErrorCode
+  readonly backend?: string
+  constructor (code: StorageErrorCode, message: string, options?: { cause?: unknown, backend?: string }) {
+    super(message, options)
+    this.name = 'StorageError'
+    this.code = code
+    this.backend = options?.backend
+  }
+}

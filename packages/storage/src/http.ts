@@ -1,0 +1,79 @@
+import { Pool } from 'undici'
+import { checkBlobId, type BlobBackend } from './backend.js'
+import { StorageError } from './errors.js'
+
+export interface HttpBackendOptions {
+  /** Base URL; a blob is at `${url}/${blobId}`. */
+  url: string
+  /** Whole-request timeout in ms. */
+  timeoutMs?: number
+  connections?: number
+  headers?: Record<string, string>
+}
+
+/** Plain HTTP range GETs against a base URL (a static file server, a CDN, a mirror). */
+export class HttpBackend implements BlobBackend {
+  readonly name = 'http'
+  private readonly pool: Pool
+  private readonly base: URL
+
+  constructor (private readonly opts: HttpBackendOptions) {
+    this.base = new URL(opts.url.endsWith('/') ? opts.url : opts.url + '/')
+    this.pool = new Pool(this.base.origin, { connections: opts.connections ?? 8, pipelining: 1 })
+  }
+
+  async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    const res = await this.request(blobId, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, signal)
+    if (res.statusCode !== 206 && res.statusCode !== 200) {
+      await res.body.dump()
+      throw this.statusError(blobId, res.statusCode)
+    }
+    const chunks: Buffer[] = []
+    let got = 0
+    let skip = res.statusCode === 200 ? offset : 0 // a server that ignores Range sends the whole blob
+    for await (const c of res.body as AsyncIterable<Buffer>) {
+      let part = c
+      if (skip > 0) {
+        const s = Math.min(skip, part.length)
+        part = part.subarray(s)
+        skip -= s
+      }
+      if (got + part.length > length) part = part.subarray(0, length - got)
+      if (part.length > 0) { chunks.push(part); got += part.length }
+      if (got === length) break
+    }
+    if (got !== length) throw new StorageError('ERR_BACKEND_SHORT_READ', `http ${this.base.origin}: blob ${blobId} range ${offset}+${length}: got ${got} bytes`, { backend: this.name })
+    res.body.destroy()
+    return Buffer.concat(chunks, length)
+  }
+
+  async size (blobId: string, signal?: AbortSignal): Promise<number> {
+    const res = await this.request(blobId, 'HEAD', {}, signal)
+    await res.body.dump()
+    if (res.statusCode !== 200) throw this.statusError(blobId, res.statusCode)
+    const n = Number(res.headers['content-length'])
+    if (!Number.isSafeInteger(n)) throw new StorageError('ERR_BACKEND_HTTP', `http ${this.base.origin}: blob ${blobId} has no Content-Length`, { backend: this.name })
+    return n
+  }
+
+  async close (): Promise<void> {
+    await this.pool.close()
+  }
+
+  private async request (blobId: string, method: 'GET' | 'HEAD', headers: Record<string, string>, signal?: AbortSignal): Promise<Awaited<ReturnType<Pool['request']>>> {
+    const path = new URL(checkBlobId(blobId), this.base).pathname
+    const timeout = this.opts.timeoutMs ?? 30_000
+    try {
+      return await this.pool.request({ method, path, headers: { ...this.opts.headers, ...headers }, signal, headersTimeout: timeout, bodyTimeout: timeout })
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      const code = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP'
+      throw new StorageError(code, `http ${this.base.origin}: blob ${blobId}: ${e.message}`, { cause: err, backend: this.name })
+    }
+  }
+
+  private statusError (blobId: string, status: number): StorageError {
+    if (status === 404) return new StorageError('ERR_BLOB_NOT_FOUND', `http ${this.base.origin}: blob ${blobId} not found (404)`, { backend: this.name })
+    return new StorageError('ERR_BACKEND_HTTP', `http ${this.base.origin}: blob ${blobId}: status ${status}`, { backend: this.name })
+  }
+}

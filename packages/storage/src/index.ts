@@ -1,0 +1,5 @@
+export * from './errors.js'
+export { checkBlobId, type BlobBackend } from './backend.js'
+export { LocalFsBackend } from './localfs.js'
+export { HttpBackend, type HttpBackendOptions } from './http.js'
+export { ChunkCache, type ChunkCacheOptions } from './chunk-cache.js'

@@ -1,0 +1,89 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
+import { request } from 'node:http'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { repoRoot } from './paths.js'
+import { run } from './run.js'
+
+export const nydusdBin = join(repoRoot, 'packages/nydusd/bin/nydusd.js')
+
+interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
+
+export interface MountedImage {
+  mnt: string
+  apisock: string
+  proc: ChildProcess
+  /** Everything the daemon logged so far (pino JSON lines on stderr). */
+  logs: () => string
+  /** GET on the daemon's API socket; parsed JSON unless `raw`. */
+  api: (path: string, raw?: boolean) => Promise<any>
+  /** SIGTERM, wait for exit; the mount is gone afterwards. */
+  stop: () => Promise<number | null>
+}
+
+export async function isMounted (mnt: string): Promise<boolean> {
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
+  return mounts.split('\n').some(l => l.split(' ')[4] === mnt)
+}
+
+/** Unmounts whatever is at `mnt`, lazily if it is busy; never throws. */
+export async function forceUnmount (mnt: string): Promise<void> {
+  if (!(await isMounted(mnt))) return
+  await run('fusermount', ['-u', '-z', mnt])
+  if (await isMounted(mnt)) await run('umount', ['-l', mnt])
+}
+
+export async function apiGet (sock: string, path: string): Promise<{ status: number, body: string }> {
+  return await new Promise((resolve, reject) => {
+    const req = request({ socketPath: sock, path, method: 'GET' }, res => {
+      const parts: Buffer[] = []
+      res.on('data', (b: Buffer) => parts.push(b))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/**
+ * Starts the real nydusd bin on `mnt` and waits until the mount is up. The
+ * test's teardown always stops it and unmounts, even when the test failed.
+ */
+export async function mountImage (t: Teardown, o: { dir: string, bootstrap: string, config: unknown, mnt: string, args?: string[] }): Promise<MountedImage> {
+  const cfg = join(o.dir, `nydusd-${Date.now()}-${Math.random().toString(16).slice(2)}.json`)
+  await writeFile(cfg, JSON.stringify(o.config))
+  const apisock = `${cfg}.sock`
+  const proc = spawn(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', o.bootstrap, '--mountpoint', o.mnt, '--apisock', apisock, '--log-level', 'debug', ...(o.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
+  proc.stdout!.resume()
+  const exited = new Promise<number | null>(resolve => proc.once('exit', code => resolve(code)))
+  let done = false
+  const stop = async (): Promise<number | null> => {
+    if (!done) { done = true; proc.kill('SIGTERM') }
+    const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)])
+    if (code === 'timeout') proc.kill('SIGKILL')
+    await forceUnmount(o.mnt)
+    return code === 'timeout' ? null : code
+  }
+  t.teardown(async () => { await stop() })
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`nydusd exited ${proc.exitCode}: ${stderr.trim()}`)
+    if (await isMounted(o.mnt) && await apiGet(apisock, '/api/v1/daemon').then(() => true, () => false)) break
+    await sleep(50)
+    if (i === 199) throw new Error(`nydusd did not mount ${o.mnt} within 10 s: ${stderr.trim()}`)
+  }
+  return {
+    mnt: o.mnt,
+    apisock,
+    proc,
+    logs: () => stderr,
+    api: async (path: string, raw = false) => {
+      const r = await apiGet(apisock, path)
+      if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body}`)
+      return raw ? r.body : JSON.parse(r.body)
+    },
+    stop
+  }
+}
