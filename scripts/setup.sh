@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package
-runtime=(tar:tar gzip:gzip zstd:zstd python3:python3 make:make g++:g++)
+runtime=(tar:tar gzip:gzip zstd:zstd python3:python3 make:make g++:g++ fusermount:fuse)
 testing=(getfattr:attr setfattr:attr mksquashfs:squashfs-tools /usr/bin/time:time debootstrap:debootstrap chroot:coreutils)
 want=("${runtime[@]}")
 [ "${1:-}" = "--test" ] && want+=("${testing[@]}")
@@ -16,8 +16,8 @@ for pair in "${want[@]}"; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
-# busybox-static: the fixture image is built from Debian's package.
-dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# libfuse2 for nydusd's FUSE mounts; busybox-static: the fixture image is built from Debian's package.
+for pkg in libfuse2 busybox-static; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "setup: need root to install: ${missing[*]}" >&2; exit 1; }
   echo "setup: installing ${missing[*]}"

@@ -1,0 +1,79 @@
+import test from 'ava'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { startBlobServer, tempDir } from '@nydusjs/testkit'
+import { ChunkCache, HttpBackend, LocalFsBackend, StorageError } from '../src/index.js'
+
+const ID = 'a'.repeat(64)
+const data = Buffer.from(Array.from({ length: 10_000 }, (_, i) => i % 251))
+
+test('localfs: positional range reads; a missing blob is ERR_BLOB_NOT_FOUND; a bad id is refused', async t => {
+  const dir = await tempDir(t)
+  await writeFile(join(dir, ID), data)
+  const b = new LocalFsBackend(dir)
+  t.true((await b.read(ID, 100, 50)).equals(data.subarray(100, 150)))
+  t.is(await b.size(ID), data.length)
+  const short = await t.throwsAsync(b.read(ID, 9_990, 20), { instanceOf: StorageError })
+  t.is(short?.code, 'ERR_BACKEND_SHORT_READ')
+  const missing = await t.throwsAsync(b.read('b'.repeat(64), 0, 1), { instanceOf: StorageError })
+  t.is(missing?.code, 'ERR_BLOB_NOT_FOUND')
+  await t.throwsAsync(b.read('../../etc/passwd', 0, 1), { instanceOf: TypeError })
+  await b.close()
+})
+
+test('http: range GETs against a loopback server; 404 and short bodies are typed errors', async t => {
+  const dir = await tempDir(t)
+  await writeFile(join(dir, ID), data)
+  const srv = await startBlobServer(t, dir)
+  const b = new HttpBackend({ url: srv.url, timeoutMs: 2000 })
+  t.true((await b.read(ID, 1234, 4321)).equals(data.subarray(1234, 5555)))
+  t.is(srv.bytesSent(), 4321)
+  t.is(await b.size(ID), data.length)
+  const nf = await t.throwsAsync(b.read('c'.repeat(64), 0, 10), { instanceOf: StorageError })
+  t.is(nf?.code, 'ERR_BLOB_NOT_FOUND')
+  const short = await t.throwsAsync(b.read(ID, 9_000, 5_000), { instanceOf: StorageError })
+  t.is(short?.code, 'ERR_BACKEND_SHORT_READ')
+  await b.close()
+})
+
+test('http: a server that ignores Range still yields the right bytes', async t => {
+  const server = createServer((_req, res) => { res.writeHead(200, { 'content-length': data.length }); res.end(data) })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  const b = new HttpBackend({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/x` })
+  t.true((await b.read(ID, 500, 700)).equals(data.subarray(500, 1200)))
+  await b.close()
+})
+
+test('http: a stalled server times out with ERR_BACKEND_TIMEOUT', async t => {
+  const server = createServer(() => { /* never answers */ })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const b = new HttpBackend({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/x`, timeoutMs: 300 })
+  const err = await t.throwsAsync(b.read(ID, 0, 10), { instanceOf: StorageError })
+  t.is(err?.code, 'ERR_BACKEND_TIMEOUT')
+  await b.close()
+})
+
+test('chunk cache: survives a reopen, drops torn temporary files, evicts least recently used past the limit', async t => {
+  const dir = await tempDir(t)
+  const c = await ChunkCache.open(dir, { sizeLimit: 3000 })
+  await c.put(ID, 0, data.subarray(0, 1000))
+  await c.put(ID, 1000, data.subarray(1000, 2000))
+  t.true((await c.get(ID, 0, 1000))!.equals(data.subarray(0, 1000)))
+  await c.put(ID, 2000, data.subarray(2000, 3000))
+  await c.put(ID, 3000, data.subarray(3000, 4000))
+  t.false(c.has(ID, 1000), 'offset 1000 was the least recently used')
+  t.true(c.has(ID, 0))
+  t.is(c.size, 3000)
+  await writeFile(join(dir, ID, '.5000.abcd.tmp'), 'torn')
+  await mkdir(join(dir, 'not-a-blob'), { recursive: true })
+  const again = await ChunkCache.open(dir, { sizeLimit: 3000 })
+  t.is(again.count, 3)
+  t.true((await again.get(ID, 3000, 1000))!.equals(data.subarray(3000, 4000)))
+  t.false((await readdir(join(dir, ID))).some(f => f.endsWith('.tmp')))
+  t.is(await again.get(ID, 3000, 999), undefined, 'a size mismatch is a miss, and the file is dropped')
+  t.false(again.has(ID, 3000))
+})
