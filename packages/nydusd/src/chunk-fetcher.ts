@@ -15,6 +15,39 @@ export interface FetcherOptions {
   mergingSize: number
   metrics: DaemonMetrics
   log: Logger
+  /** Bytes of decoded chunks kept in memory: FUSE asks for 128 KiB at a time, so one chunk serves several reads. */
+  memoryCacheSize?: number
+}
+
+/** A byte-bounded LRU of buffers. */
+class BufferLru {
+  private readonly map = new Map<string, Buffer>()
+  private bytes = 0
+  constructor (private readonly limit: number) {}
+  get (k: string): Buffer | undefined {
+    const v = this.map.get(k)
+    if (v !== undefined) { this.map.delete(k); this.map.set(k, v) }
+    return v
+  }
+
+  take (k: string): Buffer | undefined {
+    const v = this.map.get(k)
+    if (v !== undefined) { this.map.delete(k); this.bytes -= v.length }
+    return v
+  }
+
+  set (k: string, v: Buffer): void {
+    if (v.length > this.limit) return
+    const old = this.map.get(k)
+    if (old !== undefined) { this.bytes -= old.length; this.map.delete(k) }
+    this.map.set(k, v)
+    this.bytes += v.length
+    for (const [key, val] of this.map) {
+      if (this.bytes <= this.limit) break
+      this.map.delete(key)
+      this.bytes -= val.length
+    }
+  }
 }
 
 /**
@@ -28,9 +61,15 @@ export class ChunkFetcher {
   private readonly byBlob = new Map<number, ChunkRef[]>()
   /** Chunks whose cached copy was hashed since start: a torn file from before a crash is caught once. */
   private readonly verified = new Set<string>()
+  /** Decoded, verified chunks. */
+  private readonly decoded: BufferLru
+  /** Raw bytes of chunks that came along in a merged request; decoded only if asked for. */
+  private readonly merged: BufferLru
   foregroundInflight = 0
 
   constructor (private readonly o: FetcherOptions) {
+    this.decoded = new BufferLru(o.memoryCacheSize ?? 32 * 1024 * 1024)
+    this.merged = new BufferLru(Math.max(o.mergingSize * 8, 8 * 1024 * 1024))
     const seen = new Set<string>()
     for (const c of o.chunks) {
       const k = key(o.blobs[c.blobIndex].id, c.compressedOffset)
@@ -45,6 +84,11 @@ export class ChunkFetcher {
 
   isCached (c: ChunkRef): boolean {
     return this.o.cache?.has(this.o.blobs[c.blobIndex].id, c.compressedOffset) ?? false
+  }
+
+  private hasLocally (blobId: string, c: ChunkRef): boolean {
+    const k = key(blobId, c.compressedOffset)
+    return this.inflight.has(k) || this.decoded.get(k) !== undefined || this.merged.get(k) !== undefined || this.isCached(c)
   }
 
   /** The chunk's verified, uncompressed bytes. */
@@ -63,11 +107,19 @@ export class ChunkFetcher {
   }
 
   private async load (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<Buffer> {
+    const hot = this.decoded.get(k)
+    if (hot !== undefined) { this.o.metrics.cacheHits.inc(); return hot }
+    const raw = this.merged.take(k)
+    if (raw !== undefined) {
+      const data = this.decode(c, blob, raw)
+      if (data !== undefined) { await this.keep(blob, c, data); return data }
+    }
     const cached = await this.o.cache?.get(blob.id, c.compressedOffset, c.uncompressedSize)
     if (cached !== undefined) {
       if (this.verified.has(k) || !this.o.digestValidate || this.o.digester.digest(cached).equals(c.digest)) {
         this.verified.add(k)
         this.o.metrics.cacheHits.inc()
+        this.decoded.set(k, cached)
         return cached
       }
       this.o.log.warn({ blob: blob.id, offset: c.compressedOffset }, 'cached chunk does not match its digest; fetching it again')
@@ -103,15 +155,16 @@ export class ChunkFetcher {
     } finally {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
-    let wanted: Buffer | undefined
-    for (const r of run) {
-      const piece = raw.subarray(r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)
-      const data = this.decode(r, blob, piece)
-      if (r === c) wanted = data
-      if (data !== undefined) await this.o.cache?.put(blob.id, r.compressedOffset, data).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
-    }
+    for (const r of run.slice(1)) this.merged.set(key(blob.id, r.compressedOffset), Buffer.from(raw.subarray(r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)))
+    const wanted = this.decode(c, blob, raw.subarray(0, c.compressedSize))
+    if (wanted !== undefined) await this.keep(blob, c, wanted)
     if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
     return wanted
+  }
+
+  private async keep (blob: BlobInfo, c: ChunkRef, data: Buffer): Promise<void> {
+    this.decoded.set(key(blob.id, c.compressedOffset), data)
+    await this.o.cache?.put(blob.id, c.compressedOffset, data).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
   }
 
   /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */
@@ -121,7 +174,8 @@ export class ChunkFetcher {
       const data = decompressChunk(piece, c.flags, c.uncompressedSize)
       if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
       this.verified.add(key(blob.id, c.compressedOffset))
-      return c.flags === 0 ? Buffer.from(data) : data
+      // A stored-raw chunk is a view of the request buffer; copy only when that buffer holds more than this chunk.
+      return c.flags === 0 && data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
     } catch (err) {
       this.o.metrics.verifyFailures.inc({ backend })
       this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: (err as Error).message }, 'chunk failed verification')
@@ -139,7 +193,7 @@ export class ChunkFetcher {
     for (i++; i < list.length; i++) {
       const n = list[i]
       if (n.compressedOffset !== end || total + n.compressedSize > this.o.mergingSize) break
-      if (this.inflight.has(key(blob.id, n.compressedOffset)) || this.isCached(n)) break
+      if (this.hasLocally(blob.id, n)) break
       run.push(n)
       end += n.compressedSize
       total += n.compressedSize

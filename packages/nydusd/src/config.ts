@@ -31,7 +31,7 @@ export const ConfigSchema = z.strictObject({
   fs_prefetch: z.strictObject({
     enable: z.boolean().default(false),
     threads_count: z.number().int().min(1).max(64).default(4),
-    merging_size: z.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
+    merging_size: z.number().int().min(0).max(64 * 1024 * 1024).default(128 * 1024),
     bandwidth_rate: z.number().int().min(0).default(0).describe('bytes/s; 0 = unlimited')
   }).prefault({})
 })

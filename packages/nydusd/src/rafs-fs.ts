@@ -6,6 +6,7 @@ import type { DaemonMetrics } from './metrics.js'
 
 const W_OK = 2
 const LOOKUP_CACHE = 65536
+const READAHEAD_CHUNKS = 2
 
 /** First-access order of files, the input of `nydus-image create --prefetch-files`. */
 export class AccessLog {
@@ -98,6 +99,8 @@ export class RafsFs {
     const first = Math.floor(pos / cs)
     const last = Math.floor((end - 1) / cs)
     const datas = await Promise.all(chunks.slice(first, last + 1).map(async c => await this.fetcher.get(c)))
+    // Sequential readers get the next chunks fetched while they consume this one.
+    for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.get(c, false).catch(() => {})
     let out = 0
     datas.forEach((data, i) => {
       const base = (first + i) * cs
@@ -111,28 +114,35 @@ export class RafsFs {
 
   /** fuse-native operations; every write-side op answers EROFS. */
   ops (): Record<string, (...args: any[]) => void> {
-    const timed = <A extends unknown[]>(op: string, fn: (...args: A) => Promise<number | [number, unknown?, unknown?]>) => (...args: unknown[]) => {
-      const cb = args.pop() as (...r: unknown[]) => void
-      const t0 = process.hrtime.bigint()
-      fn(...(args as A)).then(res => {
-        const r = Array.isArray(res) ? res : [res]
-        this.metrics.fuseOps.inc({ op, result: (r[0]) < 0 ? 'error' : 'ok' })
-        this.metrics.fuseLatency.observe({ op }, Number(process.hrtime.bigint() - t0) / 1e9)
+    // Metadata comes from the in-memory bootstrap, so these answer synchronously: no promise per op.
+    const timed = <A extends unknown[]>(op: string, fn: (...args: A) => number | [number, unknown?, unknown?]) => {
+      const ok = this.metrics.fuseOps.labels(op, 'ok')
+      const bad = this.metrics.fuseOps.labels(op, 'error')
+      const latency = this.metrics.fuseLatency.labels(op)
+      return (...args: unknown[]) => {
+        const cb = args.pop() as (...r: unknown[]) => void
+        const t0 = process.hrtime.bigint()
+        let r: unknown[]
+        try {
+          const res = fn(...(args as A))
+          r = Array.isArray(res) ? res : [res]
+        } catch (err) {
+          this.log.error({ op, err: (err as Error).message }, 'FUSE operation failed')
+          r = [Fuse.EIO]
+        }
+        ;((r[0] as number) < 0 ? bad : ok).inc()
+        latency.observe(Number(process.hrtime.bigint() - t0) / 1e9)
         cb(...r)
-      }, (err: Error) => {
-        this.metrics.fuseOps.inc({ op, result: 'error' })
-        this.log.error({ op, err: err.message }, 'FUSE operation failed')
-        cb(Fuse.EIO)
-      })
+      }
     }
     const rofs = (): ((...args: unknown[]) => void) => (...args: unknown[]) => { (args.pop() as (e: number) => void)(Fuse.EROFS) }
     const ops: Record<string, (...args: any[]) => void> = {
       init: (cb: (e: number) => void) => cb(0),
-      getattr: timed('getattr', async (path: string) => {
+      getattr: timed('getattr', (path: string) => {
         const rec = this.resolve(path)
         return rec === undefined ? Fuse.ENOENT : [0, this.stat(rec)]
       }),
-      readdir: timed('readdir', async (path: string) => {
+      readdir: timed('readdir', (path: string) => {
         const rec = this.resolve(path)
         if (rec === undefined) return Fuse.ENOENT
         if (!isDir(rec.mode)) return Fuse.ENOTDIR
@@ -140,12 +150,12 @@ export class RafsFs {
         for (const c of this.r.children(rec)) names.push(c.name.toString('utf8'))
         return [0, names]
       }),
-      readlink: timed('readlink', async (path: string) => {
+      readlink: timed('readlink', (path: string) => {
         const rec = this.resolve(path)
         if (rec === undefined) return Fuse.ENOENT
         return isLnk(rec.mode) ? [0, this.r.readlink(rec).toString('utf8')] : Fuse.EINVAL
       }),
-      open: timed('open', async (path: string, flags: number) => {
+      open: timed('open', (path: string, flags: number) => {
         const rec = this.resolve(path)
         if (rec === undefined) return Fuse.ENOENT
         if ((flags & 3) !== 0) return Fuse.EROFS
@@ -172,18 +182,18 @@ export class RafsFs {
         const blocks = Math.ceil(this.r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
         cb(0, { bsize: 4096, frsize: 4096, blocks, bfree: 0, bavail: 0, files: this.r.inodeCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })
       },
-      access: timed('access', async (path: string, mode: number) => {
+      access: timed('access', (path: string, mode: number) => {
         const rec = this.resolve(path)
         if (rec === undefined) return Fuse.ENOENT
         return (mode & W_OK) !== 0 ? Fuse.EROFS : 0
       }),
-      getxattr: timed('getxattr', async (path: string, name: string) => {
+      getxattr: timed('getxattr', (path: string, name: string) => {
         const rec = this.resolve(path)
         if (rec === undefined) return Fuse.ENOENT
         const hit = this.enableXattr ? this.r.xattrs(rec).find(([k]) => k.toString('utf8') === name) : undefined
         return hit === undefined ? Fuse.ENODATA : [0, Buffer.from(hit[1])]
       }),
-      listxattr: timed('listxattr', async (path: string) => {
+      listxattr: timed('listxattr', (path: string) => {
         const rec = this.resolve(path)
         if (rec === undefined) return Fuse.ENOENT
         return [0, this.enableXattr ? this.r.xattrs(rec).map(([k]) => k.toString('utf8')) : []]

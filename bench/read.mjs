@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+// npm run bench:read: the same content read through nydusd (local blob, no
+// cache), squashfuse (mksquashfs -comp zstd) and a kernel EROFS loop mount
+// (mkfs.erofs --chunksize), in one run: cold and warm sequential MB/s, a
+// metadata walk in files/s, and time to first byte of a small file.
+// Datasets: the Debian/python3 image and one 1 GiB file. Writes .bench/read.json.
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs'
+import { join, dirname } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const work = join(root, '.bench', 'read')
+const sh = (cmd, args, opts = {}) => String(execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26, ...opts }) ?? '')
+const cli = join(root, 'packages/converter/bin/run.js')
+for (const [tool, pkg] of [['squashfuse', 'squashfuse'], ['mkfs.erofs', 'erofs-utils'], ['mksquashfs', 'squashfs-tools']]) {
+  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) sh('apt-get', ['install', '-y', '--no-install-recommends', pkg])
+}
+const mounted = mnt => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
+const dropCaches = () => { sh('sync', []); writeFileSync('/proc/sys/vm/drop_caches', '3') }
+const secs = fn => { const t = process.hrtime.bigint(); fn(); return Number(process.hrtime.bigint() - t) / 1e9 }
+
+function prepare () {
+  rmSync(work, { recursive: true, force: true })
+  mkdirSync(work, { recursive: true })
+  sh('bash', [join(root, 'fixtures/scripts/build-debian.sh')], { stdio: 'inherit' })
+  const sets = {}
+  const deb = join(work, 'debian')
+  mkdirSync(join(deb, 'dir'), { recursive: true })
+  sh('tar', ['--xattrs', '--numeric-owner', '-xpf', join(root, 'fixtures/.cache/debian-python3/rootfs.tar'), '-C', join(deb, 'dir')])
+  sets.debian = { dir: join(deb, 'dir'), tar: join(root, 'fixtures/.cache/debian-python3/rootfs.tar'), small: 'etc/hostname' }
+  const big = join(work, 'big')
+  mkdirSync(join(big, 'dir'), { recursive: true })
+  // 1 GiB: half random, half zeros-with-noise, so compression has real work.
+  sh('sh', ['-c', `head -c 536870912 /dev/urandom > '${join(big, 'dir', 'big.bin')}' && head -c 536870912 /dev/zero | tr '\\0' 'a' >> '${join(big, 'dir', 'big.bin')}' && echo small > '${join(big, 'dir', 'small.txt')}'`])
+  sh('tar', ['-cf', join(big, 'big.tar'), '-C', join(big, 'dir'), '.'])
+  sets.big = { dir: join(big, 'dir'), tar: join(big, 'big.tar'), small: 'small.txt' }
+  for (const [name, s] of Object.entries(sets)) {
+    const base = join(work, name)
+    sh(process.execPath, [cli, 'create', s.tar, '--bootstrap', join(base, 'image.boot'), '--blob-dir', join(base, 'blobs')])
+    sh('mksquashfs', [s.dir, join(base, 'image.sqfs'), '-comp', 'zstd', '-Xcompression-level', '3', '-noappend', '-quiet', '-no-progress'])
+    sh('mkfs.erofs', ['--chunksize=1048576', join(base, 'image.erofs'), s.dir], { stdio: 'ignore' })
+    writeFileSync(join(base, 'nydusd.json'), JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(base, 'blobs') } } } }))
+    s.base = base
+  }
+  return sets
+}
+
+const tools = {
+  nydusd: {
+    async mount (s, mnt) {
+      const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.js'), '--config', join(s.base, 'nydusd.json'), '--bootstrap', join(s.base, 'image.boot'), '--mountpoint', mnt, '--log-level', 'warn'], { stdio: 'inherit' })
+      for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
+      return async () => { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) }
+    }
+  },
+  squashfuse: {
+    async mount (s, mnt) {
+      sh('squashfuse', [join(s.base, 'image.sqfs'), mnt])
+      return async () => { sh('fusermount', ['-u', mnt]) }
+    }
+  },
+  'kernel EROFS': {
+    async mount (s, mnt) {
+      sh('mount', ['-t', 'erofs', '-o', 'loop,ro', join(s.base, 'image.erofs'), mnt])
+      return async () => { sh('umount', [mnt]) }
+    }
+  }
+}
+
+async function withMount (tool, s, fn) {
+  const mnt = join(work, 'mnt')
+  mkdirSync(mnt, { recursive: true })
+  dropCaches()
+  const unmount = await tool.mount(s, mnt)
+  try { return await fn(mnt) } finally { await unmount() }
+}
+
+const readAll = (mnt) => secs(() => sh('sh', ['-c', `cd '${mnt}' && find . -type f -print0 | sort -z | xargs -0 cat > /dev/null`]))
+
+async function measure (tool, s) {
+  const bytes = Number(sh('sh', ['-c', `find '${s.dir}' -type f -printf '%s\\n' | awk '{s+=$1} END {print s}'`]))
+  const files = Number(sh('sh', ['-c', `find '${s.dir}' | wc -l`]))
+  const ttfb = await withMount(tool, s, mnt => secs(() => { const fd = openSync(join(mnt, s.small), 'r'); readSync(fd, Buffer.alloc(1), 0, 1, 0); closeSync(fd) }))
+  const walk = await withMount(tool, s, mnt => secs(() => sh('sh', ['-c', `find '${mnt}' -printf '%i %s %m %U %G %T@\\n' > /dev/null`])))
+  const [cold, warm] = await withMount(tool, s, mnt => [readAll(mnt), readAll(mnt)])
+  return { coldMBps: bytes / 1e6 / cold, warmMBps: bytes / 1e6 / warm, walkFilesPerSec: files / walk, ttfbMs: ttfb * 1000 }
+}
+
+const sets = prepare()
+const results = {}
+for (const [name, s] of Object.entries(sets)) {
+  results[name] = {}
+  for (const [tn, tool] of Object.entries(tools)) results[name][tn] = await measure(tool, s)
+}
+writeFileSync(join(root, '.bench', 'read.json'), JSON.stringify({ date: new Date().toISOString(), results }, null, 2))
+for (const [name, rows] of Object.entries(results)) {
+  const sq = rows.squashfuse
+  console.log(`\n${name}:`)
+  console.log('| reader | cold MB/s | x squashfuse | warm MB/s | walk files/s | x squashfuse | first byte ms |')
+  console.log('|---|---|---|---|---|---|---|')
+  for (const [tn, r] of Object.entries(rows)) {
+    console.log(`| ${tn} | ${r.coldMBps.toFixed(0)} | ${(r.coldMBps / sq.coldMBps).toFixed(2)} | ${r.warmMBps.toFixed(0)} | ${r.walkFilesPerSec.toFixed(0)} | ${(r.walkFilesPerSec / sq.walkFilesPerSec).toFixed(2)} | ${r.ttfbMs.toFixed(1)} |`)
+  }
+}
