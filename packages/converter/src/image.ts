@@ -1,8 +1,8 @@
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
-  BootstrapReader, RafsError, encodeBootstrap, loadDigester, mergeLayers, readTree, validateBootstrap,
-  type CompressorName, type DigesterName, type RafsTree
+  RafsError, encodeBootstrap, loadDigester, mergeLayers, openValidated, readTree,
+  type BootstrapReader, type CompressorName, type DigesterName, type RafsTree
 } from '@nydusjs/rafs'
 import { buildLayer, type BuildStats } from './build/build-layer.js'
 import { ChunkDict } from './build/chunk-dict.js'
@@ -16,14 +16,9 @@ export async function loadBootstrap (path: string): Promise<BootstrapReader> {
   const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
     throw new ConverterError('ERR_SOURCE_NOT_FOUND', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
   })
-  try {
-    const r = BootstrapReader.open(buf)
-    validateBootstrap(r, await loadDigester(r.sb.digester))
-    return r
-  } catch (err) {
-    if (err instanceof RafsError) throw new ConverterError('ERR_BAD_ARGUMENT', `bootstrap ${path}: ${err.message}`, { cause: err })
-    throw err
-  }
+  return await openValidated(buf).catch((err: unknown) => {
+    throw err instanceof RafsError ? new ConverterError('ERR_BAD_ARGUMENT', `bootstrap ${path}: ${err.message}`, { cause: err }) : err
+  })
 }
 
 export interface CreateOptions {

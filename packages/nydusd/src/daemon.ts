@@ -4,7 +4,7 @@ import type { Server } from 'node:http'
 import { resolve as resolvePath } from 'node:path'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
-import { BootstrapReader, RafsError, loadDigester, validateBootstrap } from '@nydusjs/rafs'
+import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
 import { ChunkCache, HttpBackend, LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
 import { startApi } from './api.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
@@ -125,14 +125,9 @@ export async function openBootstrap (path: string): Promise<BootstrapReader> {
   const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
     throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
   })
-  try {
-    const r = BootstrapReader.open(buf)
-    validateBootstrap(r, await loadDigester(r.sb.digester))
-    return r
-  } catch (err) {
-    if (err instanceof RafsError) throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.message}`, { cause: err })
-    throw err
-  }
+  return await openValidated(buf).catch((err: unknown) => {
+    throw err instanceof RafsError ? new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.message}`, { cause: err }) : err
+  })
 }
 
 function makeBackend (c: NydusdConfig): BlobBackend {

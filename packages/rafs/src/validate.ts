@@ -1,8 +1,8 @@
 import { isDir, isReg, isLnk } from './constants.js'
-import type { Digester } from './digest.js'
+import { loadDigester, type Digester } from './digest.js'
 import { fail } from './errors.js'
 import { encodeEntry } from './merkle.js'
-import type { BootstrapReader, InodeRecord } from './reader.js'
+import { BootstrapReader, type InodeRecord } from './reader.js'
 
 /**
  * Checks that the child ranges tile [1, n) in record order with correct parent
@@ -126,4 +126,11 @@ function describe (r: BootstrapReader, rec: InodeRecord): string {
   } catch {
     return `inode ${rec.index}`
   }
+}
+
+/** Opens and fully validates an untrusted bootstrap held in memory. */
+export async function openValidated (buf: Buffer): Promise<BootstrapReader> {
+  const r = BootstrapReader.open(buf)
+  validateBootstrap(r, await loadDigester(r.sb.digester))
+  return r
 }
