@@ -99,8 +99,8 @@ export class RafsFs {
     const first = Math.floor(pos / cs)
     const last = Math.floor((end - 1) / cs)
     const datas = await Promise.all(chunks.slice(first, last + 1).map(async c => await this.fetcher.get(c)))
-    // Sequential readers get the next chunks fetched while they consume this one.
-    for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.get(c, false).catch(() => {})
+    // Sequential readers get the next chunks fetched while they consume this one (asked once, when a chunk is entered).
+    if (pos % cs === 0) for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.get(c, false).catch(() => {})
     let out = 0
     datas.forEach((data, i) => {
       const base = (first + i) * cs
@@ -135,6 +135,9 @@ export class RafsFs {
         cb(...r)
       }
     }
+    const readOk = this.metrics.fuseOps.labels('read', 'ok')
+    const readBad = this.metrics.fuseOps.labels('read', 'error')
+    const readLatency = this.metrics.fuseLatency.labels('read')
     const rofs = (): ((...args: unknown[]) => void) => (...args: unknown[]) => { (args.pop() as (e: number) => void)(Fuse.EROFS) }
     const ops: Record<string, (...args: any[]) => void> = {
       init: (cb: (e: number) => void) => cb(0),
@@ -167,11 +170,11 @@ export class RafsFs {
         const rec = this.resolve(path)
         if (rec === undefined || !isReg(rec.mode)) { cb(Fuse.EIO); return }
         this.read(rec, buf, len, pos).then(n => {
-          this.metrics.fuseOps.inc({ op: 'read', result: 'ok' })
-          this.metrics.fuseLatency.observe({ op: 'read' }, Number(process.hrtime.bigint() - t0) / 1e9)
+          readOk.inc()
+          readLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9)
           cb(n)
         }, (err: Error) => {
-          this.metrics.fuseOps.inc({ op: 'read', result: 'error' })
+          readBad.inc()
           this.log.error({ path, offset: pos, length: len, err: err.message }, 'read failed: EIO')
           cb(Fuse.EIO)
         })
