@@ -93,20 +93,26 @@ export class ChunkFetcher {
 
   /** The chunk's verified, uncompressed bytes. */
   async get (c: ChunkRef, foreground = true): Promise<Buffer> {
-    const blob = this.o.blobs[c.blobIndex]
-    const k = key(blob.id, c.compressedOffset)
-    const pending = this.inflight.get(k)
-    if (pending !== undefined) return await pending
-    const p = this.load(c, blob, k, foreground)
-    this.inflight.set(k, p)
+    // Counted before the first await, so prefetch sees a foreground read the moment it starts.
+    if (foreground) this.foregroundInflight++
     try {
-      return await p
+      const blob = this.o.blobs[c.blobIndex]
+      const k = key(blob.id, c.compressedOffset)
+      const pending = this.inflight.get(k)
+      if (pending !== undefined) return await pending
+      const p = this.load(c, blob, k)
+      this.inflight.set(k, p)
+      try {
+        return await p
+      } finally {
+        this.inflight.delete(k)
+      }
     } finally {
-      this.inflight.delete(k)
+      if (foreground) this.foregroundInflight--
     }
   }
 
-  private async load (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<Buffer> {
+  private async load (c: ChunkRef, blob: BlobInfo, k: string): Promise<Buffer> {
     const hot = this.decoded.get(k)
     if (hot !== undefined) { this.o.metrics.cacheHits.inc(); return hot }
     const raw = this.merged.take(k)
@@ -126,12 +132,7 @@ export class ChunkFetcher {
       await this.o.cache!.remove(k)
     }
     this.o.metrics.cacheMisses.inc()
-    if (foreground) this.foregroundInflight++
-    try {
-      return await this.fetch(c, blob)
-    } finally {
-      if (foreground) this.foregroundInflight--
-    }
+    return await this.fetch(c, blob)
   }
 
   /** Fetches `c` plus the missing chunks right after it in the blob, up to merging_size, in one request. */

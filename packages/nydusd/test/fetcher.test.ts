@@ -1,0 +1,71 @@
+import test from 'ava'
+import { readFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { pino } from 'pino'
+import { BootstrapReader, loadDigester, type ChunkRef } from '@nydusjs/rafs'
+import { LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
+import { layerFixture } from '@nydusjs/testkit'
+import { ChunkFetcher } from '../src/chunk-fetcher.js'
+import { DaemonMetrics } from '../src/metrics.js'
+import { Prefetcher } from '../src/prefetch.js'
+import { buildImage } from './helpers.js'
+
+/** The real localfs backend, slowed down and counted. */
+class CountingBackend implements BlobBackend {
+  readonly name = 'counting'
+  reads = 0
+  log: Array<{ offset: number, length: number }> = []
+  constructor (private readonly inner: BlobBackend, private readonly delayMs: number) {}
+  async read (id: string, offset: number, length: number): Promise<Buffer> {
+    this.reads++
+    this.log.push({ offset, length })
+    await sleep(this.delayMs)
+    return await this.inner.read(id, offset, length)
+  }
+
+  async size (id: string): Promise<number> { return await this.inner.size(id) }
+  async close (): Promise<void> { await this.inner.close() }
+}
+
+async function setup (t: Parameters<typeof buildImage>[0], delayMs: number, mergingSize = 0): Promise<{ fetcher: ChunkFetcher, backend: CountingBackend, r: BootstrapReader, chunks: ChunkRef[] }> {
+  const img = await buildImage(t, layerFixture('gnu.tar'), ['--chunk-size', '0x1000', '--compressor', 'none'])
+  const r = BootstrapReader.open(await readFile(img.boot))
+  const backend = new CountingBackend(new LocalFsBackend(img.blobs), delayMs)
+  const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
+  const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+  return { fetcher, backend, r, chunks }
+}
+
+test('concurrent reads of one missing chunk fetch it once', async t => {
+  const { fetcher, backend, chunks } = await setup(t, 30)
+  const c = chunks[5]
+  const all = await Promise.all(Array.from({ length: 20 }, async () => await fetcher.get(c)))
+  t.is(backend.reads, 1)
+  t.true(all.every(b => b.equals(all[0])))
+  t.is(all[0].length, c.uncompressedSize)
+})
+
+test('adjacent missing chunks are fetched in one request up to merging_size', async t => {
+  const { fetcher, backend, chunks } = await setup(t, 0, 16 * 1024)
+  const sorted = [...chunks].sort((a, b) => a.compressedOffset - b.compressedOffset)
+  await fetcher.get(sorted[0])
+  t.is(backend.reads, 1)
+  t.true(backend.log[0].length > sorted[0].compressedSize && backend.log[0].length <= 16 * 1024)
+  const covered = sorted.filter(c => c.compressedOffset + c.compressedSize <= backend.log[0].offset + backend.log[0].length)
+  for (const c of covered) await fetcher.get(c)
+  t.is(backend.reads, 1, 'the merged neighbours are served without another request')
+})
+
+test('prefetch waits while a foreground read is in flight', async t => {
+  const { fetcher, backend, r } = await setup(t, 40)
+  const pre = new Prefetcher(r, fetcher, { all: true, threads: 1, bandwidthRate: 0 }, new DaemonMetrics(), pino({ level: 'silent' }))
+  const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i)).sort((a, b) => b.compressedOffset - a.compressedOffset)
+  const fg = fetcher.get(chunks[0]) // foreground, slow
+  const running = pre.run()
+  await sleep(20)
+  t.is(backend.reads, 1, 'no prefetch request starts while the foreground one is waiting')
+  await fg
+  await running
+  t.is(pre.status.state, 'done')
+  t.is(pre.status.doneChunks, pre.status.totalChunks)
+})
