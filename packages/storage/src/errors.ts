@@ -2,6 +2,7 @@ export type StorageErrorCode =
   | 'ERR_BLOB_NOT_FOUND'
   | 'ERR_BACKEND_IO'
   | 'ERR_BACKEND_HTTP'
+  | 'ERR_BACKEND_AUTH'
   | 'ERR_BACKEND_TIMEOUT'
   | 'ERR_BACKEND_SHORT_READ'
   | 'ERR_CACHE_IO'
