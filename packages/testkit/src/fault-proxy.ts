@@ -1,0 +1,74 @@
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+export type Fault = 'pass' | 'reset' | 'stall' | 'status500' | 'status503' | 'truncate' | 'corrupt' | 'unauthorized'
+
+export interface FaultProxy {
+  host: string
+  url: string
+  /** The fault applied to every blob request from now on. */
+  set: (f: Fault) => void
+  /** The fault applied to the next `n` blob requests only. */
+  next: (f: Fault, n?: number) => void
+  /** Blob requests seen, by the fault applied. */
+  counts: () => Record<Fault, number>
+  close: () => Promise<void>
+}
+
+/**
+ * An HTTP proxy on a free loopback port in front of any source. Requests for
+ * blobs (`/blobs/` in the path) get the current fault; others (tokens) pass.
+ */
+export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) => void }, upstream: string): Promise<FaultProxy> {
+  const up = new URL(upstream)
+  let mode: Fault = 'pass'
+  const queue: Fault[] = []
+  const counts = Object.fromEntries(['pass', 'reset', 'stall', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])) as Record<Fault, number>
+  const stalled = new Set<ServerResponse>()
+  const server: Server = createServer((req, res) => {
+    const f: Fault = (req.url ?? '').includes('/blobs/') ? (queue.shift() ?? mode) : 'pass'
+    counts[f]++
+    switch (f) {
+      case 'reset': req.socket.destroy(); return
+      case 'stall': stalled.add(res); return
+      case 'status500': res.writeHead(500).end('injected'); return
+      case 'status503': res.writeHead(503).end('injected'); return
+      case 'unauthorized': res.writeHead(401, { 'www-authenticate': 'Bearer realm="http://127.0.0.1:1/expired",service="x"' }).end(); return
+      default: forward(req, res, f)
+    }
+  })
+  const forward = (req: IncomingMessage, res: ServerResponse, f: Fault): void => {
+    const out = request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers, host: up.host } }, upRes => {
+      const headers = { ...upRes.headers }
+      if (f !== 'pass') delete headers['content-length']
+      res.writeHead(upRes.statusCode ?? 502, headers)
+      if (f === 'pass') { upRes.pipe(res); return }
+      const parts: Buffer[] = []
+      upRes.on('data', (b: Buffer) => parts.push(b))
+      upRes.on('end', () => {
+        const body = Buffer.concat(parts)
+        if (f === 'corrupt' && body.length > 0) { body[body.length >> 1] ^= 0xff; res.end(body); return }
+        res.write(body.subarray(0, body.length >> 1))
+        res.socket?.destroy() // truncate
+      })
+    })
+    out.on('error', () => res.destroy())
+    req.pipe(out)
+  }
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  const close = async (): Promise<void> => {
+    for (const r of stalled) r.destroy()
+    server.closeAllConnections()
+    await new Promise<void>(resolve => server.close(() => resolve()))
+  }
+  t.teardown(close)
+  return {
+    host: `127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${port}`,
+    set: f => { mode = f },
+    next: (f, n = 1) => { for (let i = 0; i < n; i++) queue.push(f) },
+    counts: () => ({ ...counts }),
+    close
+  }
+}
