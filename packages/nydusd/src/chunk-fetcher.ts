@@ -1,5 +1,5 @@
 import { decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
-import { StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage'
+import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage'
 import type { Logger } from 'pino'
 import { NydusdError } from './errors.js'
 import type { DaemonMetrics } from './metrics.js'
@@ -141,11 +141,22 @@ export class ChunkFetcher {
     const start = run[0].compressedOffset
     const last = run[run.length - 1]
     const length = last.compressedOffset + last.compressedSize - start
-    const backend = this.o.backend.name
+    let backend = this.o.backend.name
     const t0 = process.hrtime.bigint()
     let raw: Buffer
+    let checked: Buffer | undefined
     try {
-      raw = await this.o.backend.read(blob.id, start, length)
+      if (this.o.backend instanceof ChainBackend) {
+        // The chain moves to its next source when the wanted chunk does not verify.
+        const served = await this.o.backend.readVerified(blob.id, start, length, b => {
+          checked = this.decodeQuiet(c, b.subarray(0, c.compressedSize))
+          return checked !== undefined
+        })
+        raw = served.data
+        backend = served.source
+      } else {
+        raw = await this.o.backend.read(blob.id, start, length)
+      }
       this.o.metrics.backendRequests.inc({ backend, result: 'ok' })
       this.o.metrics.backendBytes.inc({ backend }, length)
     } catch (err) {
@@ -157,7 +168,8 @@ export class ChunkFetcher {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
     for (const r of run.slice(1)) this.merged.set(key(blob.id, r.compressedOffset), Buffer.from(raw.subarray(r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)))
-    const wanted = this.decode(c, blob, raw.subarray(0, c.compressedSize))
+    if (checked !== undefined) this.verified.add(key(blob.id, c.compressedOffset))
+    const wanted = checked ?? this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
     if (wanted !== undefined) await this.keep(blob, c, wanted)
     if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
     return wanted
@@ -168,15 +180,28 @@ export class ChunkFetcher {
     await this.o.cache?.put(blob.id, c.compressedOffset, data).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
   }
 
-  /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */
-  private decode (c: ChunkRef, blob: BlobInfo, piece: Buffer): Buffer | undefined {
-    const backend = this.o.backend.name
+  /** Decompressed and verified bytes, or undefined. */
+  private decodeQuiet (c: ChunkRef, piece: Buffer): Buffer | undefined {
     try {
-      const data = decompressChunk(piece, c.flags, c.uncompressedSize)
-      if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
+      return this.decodeOrThrow(c, piece)
+    } catch {
+      return undefined
+    }
+  }
+
+  private decodeOrThrow (c: ChunkRef, piece: Buffer): Buffer {
+    const data = decompressChunk(piece, c.flags, c.uncompressedSize)
+    if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
+    // A stored-raw chunk is a view of the request buffer; copy only when that buffer holds more than this chunk.
+    return c.flags === 0 && data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
+  }
+
+  /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */
+  private decode (c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Buffer | undefined {
+    try {
+      const data = this.decodeOrThrow(c, piece)
       this.verified.add(key(blob.id, c.compressedOffset))
-      // A stored-raw chunk is a view of the request buffer; copy only when that buffer holds more than this chunk.
-      return c.flags === 0 && data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
+      return data
     } catch (err) {
       this.o.metrics.verifyFailures.inc({ backend })
       this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: (err as Error).message }, 'chunk failed verification')

@@ -14,9 +14,42 @@ const Http = z.object({
   })
 })
 
+const Registry = z.object({
+  type: z.literal('registry'),
+  config: z.strictObject({
+    scheme: z.enum(['http', 'https']).default('https'),
+    host: z.string().min(1),
+    repo: z.string().min(1),
+    auth: z.string().optional().describe('base64 of user:password'),
+    registry_token: z.string().optional(),
+    docker_config: z.string().optional(),
+    skip_verify: z.boolean().default(false),
+    ca_file: z.string().optional(),
+    timeout: z.number().positive().default(30),
+    connect_timeout: z.number().positive().default(10),
+    mirrors: z.array(z.strictObject({ host: z.string().min(1), scheme: z.enum(['http', 'https']).optional(), headers: z.record(z.string(), z.string()).optional() })).default([])
+  })
+})
+
+/** Resilience of one link of a chain; times in seconds as elsewhere in the config. */
+const LinkOptions = {
+  retry_limit: z.number().int().min(0).max(10).default(2),
+  request_timeout: z.number().positive().default(30),
+  concurrency: z.number().int().min(1).max(1024).default(16),
+  breaker_threshold: z.number().int().min(1).default(5),
+  breaker_reset: z.number().positive().default(10)
+}
+const Single = z.discriminatedUnion('type', [LocalFs, Http, Registry])
+const Chain = z.object({
+  type: z.literal('chain'),
+  config: z.strictObject({
+    backends: z.array(z.intersection(Single, z.object(LinkOptions))).min(1)
+  })
+})
+
 export const ConfigSchema = z.strictObject({
   device: z.strictObject({
-    backend: z.discriminatedUnion('type', [LocalFs, Http]),
+    backend: z.discriminatedUnion('type', [LocalFs, Http, Registry, Chain]),
     cache: z.strictObject({
       type: z.literal('blobcache'),
       config: z.strictObject({
@@ -37,6 +70,7 @@ export const ConfigSchema = z.strictObject({
 })
 
 export type NydusdConfig = z.infer<typeof ConfigSchema>
+export type BackendConfig = z.infer<typeof Single>
 
 /** Parses and validates; every wrong field is named in one line. */
 export function parseConfig (value: unknown, where: string): NydusdConfig {

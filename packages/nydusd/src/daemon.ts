@@ -5,10 +5,10 @@ import { resolve as resolvePath } from 'node:path'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
-import { ChunkCache, HttpBackend, LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
+import { ChainBackend, ChunkCache, HttpBackend, LocalFsBackend, RegistryBackend, type BlobBackend } from '@nydusjs/storage'
 import { startApi } from './api.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
-import type { NydusdConfig } from './config.js'
+import type { BackendConfig, NydusdConfig } from './config.js'
 import { NydusdError } from './errors.js'
 import { DaemonMetrics } from './metrics.js'
 import { Prefetcher } from './prefetch.js'
@@ -54,10 +54,10 @@ export class Nydusd {
     const log = o.log ?? pino({ level: 'info' })
     const reader = await openBootstrap(o.bootstrap)
     await checkMountpoint(o.mountpoint)
-    const backend = makeBackend(o.config)
     const c = o.config.device.cache
     const cache = c === undefined ? undefined : await ChunkCache.open(c.config.work_dir, { sizeLimit: c.config.size_limit })
     const metrics = new DaemonMetrics()
+    const backend = await makeBackend(o.config, metrics, log)
     const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
     const fetcher = new ChunkFetcher({
       backend, cache, blobs: reader.blobs(), chunks, digester: await loadDigester(reader.sb.digester),
@@ -130,10 +130,31 @@ export async function openBootstrap (path: string): Promise<BootstrapReader> {
   })
 }
 
-function makeBackend (c: NydusdConfig): BlobBackend {
+async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger): Promise<BlobBackend> {
   const b = c.device.backend
+  if (b.type !== 'chain') return await single(b)
+  const links = await Promise.all(b.config.backends.map(async l => ({
+    backend: await single(l),
+    options: { retries: l.retry_limit, timeoutMs: l.request_timeout * 1000, concurrency: l.concurrency, breakerThreshold: l.breaker_threshold, breakerResetMs: l.breaker_reset * 1000 }
+  })))
+  return new ChainBackend(links, {
+    onFailover: (link, err) => {
+      metrics.backendFailovers.inc({ backend: link })
+      if ((err as { code?: string }).code === 'ERR_BACKEND_VERIFY') metrics.verifyFailures.inc({ backend: link })
+      log.warn({ backend: link, err: err.message }, 'source failed; trying the next one')
+    }
+  })
+}
+
+async function single (b: BackendConfig): Promise<BlobBackend> {
   if (b.type === 'localfs') return new LocalFsBackend(b.config.dir)
-  return new HttpBackend({ url: b.config.url, timeoutMs: b.config.timeout * 1000, connections: b.config.connections, headers: b.config.headers })
+  if (b.type === 'http') return new HttpBackend({ url: b.config.url, timeoutMs: b.config.timeout * 1000, connections: b.config.connections, headers: b.config.headers })
+  const r = b.config
+  const ca = r.ca_file === undefined ? undefined : await readFile(r.ca_file, 'utf8').catch((err: Error) => { throw new NydusdError('ERR_CONFIG', `registry ca_file ${r.ca_file}: ${err.message}`) })
+  return new RegistryBackend({
+    scheme: r.scheme, host: r.host, repo: r.repo, auth: r.auth, registryToken: r.registry_token, dockerConfig: r.docker_config,
+    skipVerify: r.skip_verify, ca, timeoutMs: r.timeout * 1000, connectTimeoutMs: r.connect_timeout * 1000, mirrors: r.mirrors
+  })
 }
 
 async function checkMountpoint (mnt: string): Promise<void> {

@@ -145,7 +145,7 @@ export class ChainBackend implements BlobBackend {
       try {
         const data = await link.backend.read(blobId, offset, length, signal === undefined ? timeout : AbortSignal.any([signal, timeout]))
         if (verify(data)) return data
-        err = new StorageError('ERR_BACKEND_IO', `${link.backend.name}: blob ${blobId} range ${offset}+${length} failed verification`, { backend: link.backend.name })
+        err = new StorageError('ERR_BACKEND_VERIFY', `${link.backend.name}: blob ${blobId} range ${offset}+${length} failed verification`, { backend: link.backend.name })
       } catch (e) {
         err = e as Error
         if (timeout.aborted) err = new StorageError('ERR_BACKEND_TIMEOUT', `${link.backend.name}: blob ${blobId}: no answer within ${link.o.timeoutMs} ms`, { backend: link.backend.name })

@@ -5,6 +5,7 @@ export type StorageErrorCode =
   | 'ERR_BACKEND_AUTH'
   | 'ERR_BACKEND_TIMEOUT'
   | 'ERR_BACKEND_SHORT_READ'
+  | 'ERR_BACKEND_VERIFY'
   | 'ERR_CACHE_IO'
 
 /** A failure of a blob source or the cache; `backend` names the source for logs and metrics. */
