@@ -31,6 +31,24 @@ const Registry = z.object({
   })
 })
 
+/** The original nydusd's s3 backend fields, plus addressing and connect_to. */
+const S3 = z.object({
+  type: z.literal('s3'),
+  config: z.strictObject({
+    endpoint: z.string().min(1),
+    scheme: z.enum(['http', 'https']).default('https'),
+    region: z.string().optional(),
+    bucket_name: z.string().min(1),
+    object_prefix: z.string().default(''),
+    access_key_id: z.string().optional(),
+    access_key_secret: z.string().optional(),
+    addressing: z.enum(['path', 'virtual']).default('path'),
+    connect_to: z.string().optional(),
+    skip_verify: z.boolean().default(false),
+    timeout: z.number().positive().default(30)
+  })
+})
+
 /** Resilience of one link of a chain; times in seconds as elsewhere in the config. */
 const LinkOptions = {
   retry_limit: z.number().int().min(0).max(10).default(2),
@@ -39,7 +57,7 @@ const LinkOptions = {
   breaker_threshold: z.number().int().min(1).default(5),
   breaker_reset: z.number().positive().default(10)
 }
-const Single = z.discriminatedUnion('type', [LocalFs, Http, Registry])
+const Single = z.discriminatedUnion('type', [LocalFs, Http, Registry, S3])
 const Chain = z.object({
   type: z.literal('chain'),
   config: z.strictObject({
@@ -49,7 +67,7 @@ const Chain = z.object({
 
 export const ConfigSchema = z.strictObject({
   device: z.strictObject({
-    backend: z.discriminatedUnion('type', [LocalFs, Http, Registry, Chain]),
+    backend: z.discriminatedUnion('type', [LocalFs, Http, Registry, S3, Chain]),
     cache: z.strictObject({
       type: z.literal('blobcache'),
       config: z.strictObject({
