@@ -133,3 +133,19 @@ test('mirrors are tried first, with their own headers; a mirror without the blob
   t.true((await b.read(id, 64, 64)).equals(data.subarray(64, 128)), 'the origin serves when every mirror fails')
   await b.close()
 })
+
+test('an image pushed with skopeo from an OCI layout is readable blob by blob', async t => {
+  const { fixture, mustRun } = await import('@nydusjs/testkit')
+  const { readFile } = await import('node:fs/promises')
+  const reg = await startRegistry(t, { auth: { type: 'htpasswd', users: { ci: 'ci-pass' } } })
+  await mustRun('skopeo', ['copy', '--dest-tls-verify=false', '--dest-creds', 'ci:ci-pass', `oci:${fixture('oci', 'multilayer')}:latest`, `docker://${reg.host}/nydusjs/ml:latest`])
+  const index = JSON.parse(await readFile(fixture('oci', 'multilayer', 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> }
+  const manifest = JSON.parse(await readFile(fixture('oci', 'multilayer', 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8')) as { layers: Array<{ digest: string, size: number }> }
+  const b = new RegistryBackend({ scheme: 'http', host: reg.host, repo: 'nydusjs/ml', auth: b64('ci:ci-pass') })
+  for (const l of manifest.layers) {
+    const want = await readFile(fixture('oci', 'multilayer', 'blobs', 'sha256', l.digest.slice(7)))
+    t.is(await b.size(l.digest.slice(7)), l.size)
+    t.true((await b.read(l.digest.slice(7), 0, want.length)).equals(want))
+  }
+  await b.close()
+})
