@@ -45,15 +45,22 @@ test('concurrent reads of one missing chunk fetch it once', async t => {
   t.is(all[0].length, c.uncompressedSize)
 })
 
-test('adjacent missing chunks are fetched in one request up to merging_size', async t => {
+test('sequential misses are merged into one request up to merging_size; a scattered one fetches only its chunk', async t => {
   const { fetcher, backend, chunks } = await setup(t, 0, 16 * 1024)
   const sorted = [...chunks].sort((a, b) => a.compressedOffset - b.compressedOffset)
   await fetcher.get(sorted[0])
-  t.is(backend.reads, 1)
-  t.true(backend.log[0].length > sorted[0].compressedSize && backend.log[0].length <= 16 * 1024)
-  const covered = sorted.filter(c => c.compressedOffset + c.compressedSize <= backend.log[0].offset + backend.log[0].length)
+  t.is(backend.log[0].length, sorted[0].compressedSize, 'a first, unrelated read is not merged')
+  await fetcher.get(sorted[1])
+  t.is(backend.reads, 2)
+  const merged = backend.log[1]
+  t.true(merged.length > sorted[1].compressedSize && merged.length <= 16 * 1024, 'a read that continues the previous one is merged')
+  const covered = sorted.filter(c => c.compressedOffset >= merged.offset && c.compressedOffset + c.compressedSize <= merged.offset + merged.length)
+  t.true(covered.length > 1)
   for (const c of covered) await fetcher.get(c)
-  t.is(backend.reads, 1, 'the merged neighbours are served without another request')
+  t.is(backend.reads, 2, 'the merged neighbours are served without another request')
+  const far = sorted[sorted.length - 1]
+  await fetcher.get(far)
+  t.is(backend.log[2].length, far.compressedSize)
 })
 
 test('prefetch waits while a foreground read is in flight', async t => {

@@ -149,3 +149,18 @@ test('an image pushed with skopeo from an OCI layout is readable blob by blob', 
   }
   await b.close()
 })
+
+test('a 401 on a cached token (it expired early, or was revoked) is answered with a fresh token, on the same source', async t => {
+  const { startFaultProxy } = await import('@nydusjs/testkit')
+  const reg = await startRegistry(t, { auth: { type: 'token', users: { admin: { password: 'adm', actions: ['pull', 'push'] }, reader: { password: 'rd', actions: ['pull'] } } } })
+  const id = idOf(await pushBlob(reg, REPO, data, await adminToken(reg, REPO, 'admin', 'adm')))
+  const proxy = await startFaultProxy(t, reg.url)
+  const b = new RegistryBackend({ scheme: 'http', host: proxy.host, repo: REPO, auth: b64('reader:rd') })
+  t.true((await b.read(id, 0, 10)).equals(data.subarray(0, 10)))
+  const issued = reg.token!.issued()
+  proxy.next('unauthorized')
+  t.true((await b.read(id, 10, 10)).equals(data.subarray(10, 20)))
+  t.is(reg.token!.issued(), issued + 1)
+  t.is(proxy.counts().unauthorized, 1)
+  await b.close()
+})

@@ -33,10 +33,23 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
       case 'stall': stalled.add(res); return
       case 'status500': res.writeHead(500).end('injected'); return
       case 'status503': res.writeHead(503).end('injected'); return
-      case 'unauthorized': res.writeHead(401, { 'www-authenticate': 'Bearer realm="http://127.0.0.1:1/expired",service="x"' }).end(); return
+      case 'unauthorized': challenge(req, res); return
       default: forward(req, res, f)
     }
   })
+  /** As if the token had expired: the upstream's own challenge, got by asking without credentials. */
+  const challenge = (req: IncomingMessage, res: ServerResponse): void => {
+    const headers = { ...req.headers, host: up.host }
+    delete headers.authorization
+    const out = request({ host: up.hostname, port: up.port, method: 'HEAD', path: req.url, headers }, upRes => {
+      upRes.resume()
+      const www = upRes.headers['www-authenticate']
+      res.writeHead(401, www === undefined ? {} : { 'www-authenticate': www }).end()
+    })
+    out.on('error', () => res.destroy())
+    out.end()
+    req.resume()
+  }
   const forward = (req: IncomingMessage, res: ServerResponse, f: Fault): void => {
     const out = request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers, host: up.host } }, upRes => {
       const headers = { ...upRes.headers }
