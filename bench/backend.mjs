@@ -52,18 +52,30 @@ try {
   const files = sh('sh', ['-c', `tar -tvf '${tar}' | awk '$1 ~ /^-/ {print $3, $6}'`]).trim().split('\n').map(l => { const [size, path] = l.split(' '); return { size: Number(size), path: path.replace(/^\.\//, '') } })
   const imageBytes = files.reduce((s, f) => s + f.size, 0)
 
-  // 1. Whole image: nydusd over the registry vs skopeo copy + extraction.
-  const m = await mount(registry)
-  const [nydusSecs] = await secs(async () => sh('sh', ['-c', `cd '${m.mnt}' && find . -type f -print0 | xargs -0 cat > /dev/null`]))
-  const fetchedAll = metric(await api(m.sock, '/api/v1/metrics'), 'nydusd_backend_bytes_total', 'registry')
-  await m.stop()
-  const [skopeoSecs] = await secs(async () => {
-    sh('skopeo', ['copy', '--src-tls-verify=false', `docker://${reg.host}/bench/oci:latest`, `oci:${join(work, 'pulled')}:latest`])
-    const idx = JSON.parse(readFileSync(join(work, 'pulled', 'index.json'), 'utf8'))
-    const man = JSON.parse(readFileSync(join(work, 'pulled', 'blobs', 'sha256', idx.manifests[0].digest.slice(7)), 'utf8'))
-    mkdirSync(join(work, 'rootfs'))
-    for (const l of man.layers) sh('tar', ['-xzf', join(work, 'pulled', 'blobs', 'sha256', l.digest.slice(7)), '-C', join(work, 'rootfs')])
-  })
+  // 1. Whole image: nydusd over the registry vs skopeo copy + extraction; 3 interleaved runs, medians.
+  const median = xs => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+  const nydusRuns = []
+  const skopeoRuns = []
+  let fetchedAll = 0
+  for (let run = 0; run < 3; run++) {
+    const m = await mount(registry)
+    const [n] = await secs(async () => sh('sh', ['-c', `cd '${m.mnt}' && find . -type f -print0 | xargs -0 cat > /dev/null`]))
+    fetchedAll = metric(await api(m.sock, '/api/v1/metrics'), 'nydusd_backend_bytes_total', 'registry')
+    await m.stop()
+    nydusRuns.push(n)
+    rmSync(join(work, 'pulled'), { recursive: true, force: true })
+    rmSync(join(work, 'rootfs'), { recursive: true, force: true })
+    const [k] = await secs(async () => {
+      sh('skopeo', ['copy', '--src-tls-verify=false', `docker://${reg.host}/bench/oci:latest`, `oci:${join(work, 'pulled')}:latest`])
+      const idx = JSON.parse(readFileSync(join(work, 'pulled', 'index.json'), 'utf8'))
+      const man = JSON.parse(readFileSync(join(work, 'pulled', 'blobs', 'sha256', idx.manifests[0].digest.slice(7)), 'utf8'))
+      mkdirSync(join(work, 'rootfs'))
+      for (const l of man.layers) sh('tar', ['-xzf', join(work, 'pulled', 'blobs', 'sha256', l.digest.slice(7)), '-C', join(work, 'rootfs')])
+    })
+    skopeoRuns.push(k)
+  }
+  const nydusSecs = median(nydusRuns)
+  const skopeoSecs = median(skopeoRuns)
 
   // 2. 5% of the image's bytes, file by file in path order of a spread sample.
   const sample = []
@@ -101,8 +113,8 @@ try {
     date: new Date().toISOString(),
     imageBytes,
     blobBytes: blobBytes.length,
-    nydusdWholeImage: { seconds: nydusSecs, fetched: fetchedAll },
-    skopeoCopyExtract: { seconds: skopeoSecs },
+    nydusdWholeImage: { seconds: nydusSecs, runs: nydusRuns, fetched: fetchedAll },
+    skopeoCopyExtract: { seconds: skopeoSecs, runs: skopeoRuns },
     partial,
     ttfbMs: ttfb
   }
