@@ -1,6 +1,7 @@
 import { Pool } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
+import { transportError } from './http-util.js'
 
 export interface HttpBackendOptions {
   /** Base URL; a blob is at `${url}/${blobId}`. */
@@ -66,9 +67,7 @@ export class HttpBackend implements BlobBackend {
     try {
       return await this.pool.request({ method, path, headers: { ...this.opts.headers, ...headers }, signal, headersTimeout: timeout, bodyTimeout: timeout })
     } catch (err) {
-      const e = err as Error & { code?: string }
-      const code = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP'
-      throw new StorageError(code, `http ${this.base.origin}: blob ${blobId}: ${e.message}`, { cause: err, backend: this.name })
+      throw transportError(`http ${this.base.origin}: blob ${blobId}`, err, this.name)
     }
   }
 

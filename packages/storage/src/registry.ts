@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { Agent, request, type Dispatcher } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
+import { rangeBody, transportError } from './http-util.js'
 
 export interface RegistryMirror {
   host: string
@@ -94,11 +95,7 @@ export class RegistryBackend implements BlobBackend {
 
   private async readFrom (ep: Endpoint, blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.send(ep, 'GET', blobId, { range: `bytes=${offset}-${offset + length - 1}` }, signal)
-    const whole = res.statusCode === 200
-    const body = Buffer.from(await res.body.arrayBuffer())
-    const out = whole ? body.subarray(offset, offset + length) : body
-    if (out.length !== length) throw new StorageError('ERR_BACKEND_SHORT_READ', `${ep.label}: blob ${blobId} range ${offset}+${length}: got ${out.length} bytes`, { backend: this.name })
-    return out
+    return await rangeBody(res, offset, length, `${ep.label}: blob ${blobId}`, this.name)
   }
 
   /** One request with auth and redirects handled; resolves only with a 2xx response. */
@@ -131,9 +128,7 @@ export class RegistryBackend implements BlobBackend {
     try {
       return await request(url, { method, headers, signal, dispatcher: this.dispatcher })
     } catch (err) {
-      const e = err as Error & { code?: string }
-      const timeout = ['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'].includes(e.code ?? '')
-      throw new StorageError(timeout ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP', `${ep.label}: ${e.message}`, { cause: err, backend: this.name })
+      throw transportError(ep.label, err, this.name)
     }
   }
 

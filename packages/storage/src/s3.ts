@@ -2,6 +2,7 @@ import aws4 from 'aws4'
 import { Agent, request, type Dispatcher } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
+import { rangeBody, transportError } from './http-util.js'
 
 export interface S3BackendOptions {
   /** host[:port] of the service, e.g. `s3.us-east-1.amazonaws.com` or a MinIO/Ceph endpoint. */
@@ -42,10 +43,7 @@ export class S3Backend implements BlobBackend {
 
   async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.send('GET', blobId, { range: `bytes=${offset}-${offset + length - 1}` }, signal)
-    const body = Buffer.from(await res.body.arrayBuffer())
-    const out = res.statusCode === 200 ? body.subarray(offset, offset + length) : body
-    if (out.length !== length) throw new StorageError('ERR_BACKEND_SHORT_READ', `${this.label}: blob ${blobId} range ${offset}+${length}: got ${out.length} bytes`, { backend: this.name })
-    return out
+    return await rangeBody(res, offset, length, `${this.label}: blob ${blobId}`, this.name)
   }
 
   async size (blobId: string, signal?: AbortSignal): Promise<number> {
@@ -69,9 +67,7 @@ export class S3Backend implements BlobBackend {
     try {
       res = await request(origin + path, { method, headers: signed.headers as Record<string, string>, signal, dispatcher: this.dispatcher })
     } catch (err) {
-      const e = err as Error & { code?: string }
-      const timeout = ['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'].includes(e.code ?? '')
-      throw new StorageError(timeout ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP', `${this.label}: ${e.message}`, { cause: err, backend: this.name })
+      throw transportError(this.label, err, this.name)
     }
     if (res.statusCode === 200 || res.statusCode === 206) return res
     const text = method === 'GET' ? (await res.body.text()).slice(0, 500) : (await res.body.dump(), '')
