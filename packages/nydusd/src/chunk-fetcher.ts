@@ -67,6 +67,7 @@ export class ChunkFetcher {
   private readonly merged: BufferLru
   /** Per blob, where the last fetched run ended: the next run starting there is sequential. */
   private readonly lastEnd = new Map<number, number>()
+  private readonly writes = new Set<Promise<void>>()
   foregroundInflight = 0
 
   constructor (private readonly o: FetcherOptions) {
@@ -120,7 +121,7 @@ export class ChunkFetcher {
     const raw = this.merged.take(k)
     if (raw !== undefined) {
       const data = this.decode(c, blob, raw)
-      if (data !== undefined) { await this.keep(blob, c, data); return data }
+      if (data !== undefined) { this.keep(blob, c, data); return data }
     }
     const cached = await this.o.cache?.get(blob.id, c.compressedOffset, c.uncompressedSize)
     if (cached !== undefined) {
@@ -172,14 +173,25 @@ export class ChunkFetcher {
     for (const r of run.slice(1)) this.merged.set(key(blob.id, r.compressedOffset), Buffer.from(raw.subarray(r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)))
     if (checked !== undefined) this.verified.add(key(blob.id, c.compressedOffset))
     const wanted = checked ?? this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
-    if (wanted !== undefined) await this.keep(blob, c, wanted)
+    if (wanted !== undefined) this.keep(blob, c, wanted)
     if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
     return wanted
   }
 
-  private async keep (blob: BlobInfo, c: ChunkRef, data: Buffer): Promise<void> {
+  /** Keeps a verified chunk; the disk write happens off the read's critical path (see `flush`). */
+  private keep (blob: BlobInfo, c: ChunkRef, data: Buffer): void {
     this.decoded.set(key(blob.id, c.compressedOffset), data)
-    await this.o.cache?.put(blob.id, c.compressedOffset, data).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
+    const cache = this.o.cache
+    if (cache === undefined) return
+    const p: Promise<void> = cache.put(blob.id, c.compressedOffset, data)
+      .catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
+      .finally(() => this.writes.delete(p))
+    this.writes.add(p)
+  }
+
+  /** Waits for pending cache writes (at shutdown, so a restart finds them). */
+  async flush (): Promise<void> {
+    while (this.writes.size > 0) await Promise.all([...this.writes])
   }
 
   /** Decompressed and verified bytes, or undefined. */

@@ -118,6 +118,7 @@ export class Nydusd {
     const fuse = this.fuse
     if (fuse !== undefined) await new Promise<void>(resolve => fuse.unmount(err => { if (err !== null) this.log.warn({ err: err.message }, 'unmount failed'); resolve() }))
     await new Promise<void>(resolve => this.api === undefined ? resolve() : this.api.close(() => resolve()))
+    await this.fetcher.flush()
     await this.backend.close()
     this.log.info({ mountpoint: this.o.mountpoint }, 'unmounted')
   }

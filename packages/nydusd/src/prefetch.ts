@@ -60,6 +60,7 @@ export class Prefetcher {
       }
     }
     await Promise.all(Array.from({ length: this.o.threads }, worker))
+    await this.fetcher.flush() // done means on disk
     this.status.state = this.stopped ? 'stopped' : 'done'
     this.log.info({ ...this.status, seconds: (Date.now() - this.started) / 1000 }, 'prefetch finished')
   }
