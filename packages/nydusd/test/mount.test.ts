@@ -103,3 +103,14 @@ test.serial('a busy mountpoint is refused with a clear message', async t => {
   t.regex(r.stderr, /^nydusd: error: mountpoint .* is busy/)
   t.is((await readdir(img.mnt)).length > 0, true, 'the first mount still serves')
 })
+
+test.serial('without /dev/fuse nydusd refuses with a clear message and mounts nothing', async t => {
+  const img = await buildImage(t, layerFixture('ml-3.tar'))
+  const cfg = join(img.dir, 'c.json')
+  await writeFile(cfg, JSON.stringify(localConfig(img)))
+  // A private mount namespace whose /dev is an empty tmpfs: no FUSE device.
+  const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /dev && exec '${process.execPath}' '${nydusdBin}' --config '${cfg}' --bootstrap '${img.boot}' --mountpoint '${img.mnt}'`])
+  t.is(r.code, 1, r.stderr)
+  t.regex(r.stderr, /^nydusd: error: FUSE is not available: \/dev\/fuse is missing/)
+  t.deepEqual(await readdir(img.mnt), [])
+})
