@@ -26,6 +26,8 @@ export class RafsFs {
   private readonly lookups = new Map<string, InodeRecord | null>()
   private readonly chunkLists = new Map<number, ChunkRef[]>()
   readonly access = new AccessLog()
+  /** statfs's size: the image is immutable, so it is counted once. */
+  private readonly blocks: number
 
   constructor (
     private readonly r: BootstrapReader,
@@ -33,7 +35,9 @@ export class RafsFs {
     private readonly metrics: DaemonMetrics,
     private readonly log: Logger,
     private readonly enableXattr = true
-  ) {}
+  ) {
+    this.blocks = Math.ceil(r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
+  }
 
   resolve (path: string): InodeRecord | undefined {
     let hit = this.lookups.get(path)
@@ -180,8 +184,7 @@ export class RafsFs {
         })
       },
       statfs: (_path: string, cb: (e: number, s?: unknown) => void) => {
-        const blocks = Math.ceil(this.r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
-        cb(0, { bsize: 4096, frsize: 4096, blocks, bfree: 0, bavail: 0, files: this.r.inodeCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })
+        cb(0, { bsize: 4096, frsize: 4096, blocks: this.blocks, bfree: 0, bavail: 0, files: this.r.inodeCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })
       },
       access: timed('access', (path: string, mode: number) => {
         const rec = this.resolve(path)

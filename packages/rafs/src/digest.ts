@@ -44,7 +44,3 @@ export async function loadDigester (name: DigesterName): Promise<Digester> {
   blake3 ??= createBLAKE3().then(h => new Blake3Digester(h))
   return await blake3
 }
-
-export function sha256Hex (data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex')
-}

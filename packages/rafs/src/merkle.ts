@@ -1,5 +1,3 @@
-import type { Digester } from './digest.js'
-
 /** What a directory's digest covers of one child (see docs/format.md, "The merkle tree"). */
 export interface EntryFields {
   name: Buffer
@@ -43,9 +41,6 @@ export function encodeEntry (e: EntryFields): Buffer {
   return buf
 }
 
-export function directoryDigest (d: Digester, entries: readonly Buffer[]): Buffer {
-  return d.digestMany(entries)
-}
 
 export function writeU64 (buf: Buffer, v: number, o: number): number {
   buf.writeUInt32LE(v % 0x100000000, o)

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { open, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { encodeBlobTrailer, type CompressorName, type DigesterName, type TocEntry } from '@nydusjs/rafs'
 
@@ -70,8 +70,4 @@ export class BlobWriter {
     }
     this.written += n
   }
-}
-
-export async function publish (tmp: string, final: string): Promise<void> {
-  await rename(tmp, final)
 }
