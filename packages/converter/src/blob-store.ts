@@ -35,22 +35,26 @@ export class LocalBlobStore {
   /** The chunk's uncompressed bytes, checked against its digest. */
   async readChunk (c: ChunkRef): Promise<Buffer> {
     const blob = this.blobs[c.blobIndex]
-    const raw = await this.readRaw(blob, c.compressedOffset, c.compressedSize)
-    let data: Buffer
-    try {
-      data = decompressChunk(raw, c.flags, c.uncompressedSize)
-    } catch (err) {
-      if (err instanceof RafsError) throw new ConverterError('ERR_BLOB_CORRUPT', `blob ${blob.id}, chunk at ${c.compressedOffset}: ${err.message}`)
-      throw err
-    }
-    if (!this.digester.digest(data).equals(c.digest)) {
-      throw new ConverterError('ERR_BLOB_CORRUPT', `blob ${blob.id}, chunk at ${c.compressedOffset}: content does not match digest ${c.digest.toString('hex')}`)
-    }
-    return data
+    return verifyChunk(await this.readRaw(blob, c.compressedOffset, c.compressedSize), c, blob.id, this.digester)
   }
 
   async close (): Promise<void> {
     for (const h of this.handles.values()) await h.then(async fh => await fh.close(), () => {})
     this.handles.clear()
   }
+}
+
+/** A chunk's raw bytes decompressed and checked against its digest. */
+export function verifyChunk (raw: Buffer, c: ChunkRef, blobId: string, digester: Digester): Buffer {
+  let data: Buffer
+  try {
+    data = decompressChunk(raw, c.flags, c.uncompressedSize)
+  } catch (err) {
+    if (err instanceof RafsError) throw new ConverterError('ERR_BLOB_CORRUPT', `blob ${blobId}, chunk at ${c.compressedOffset}: ${err.message}`)
+    throw err
+  }
+  if (!digester.digest(data).equals(c.digest)) {
+    throw new ConverterError('ERR_BLOB_CORRUPT', `blob ${blobId}, chunk at ${c.compressedOffset}: content does not match digest ${c.digest.toString('hex')}`)
+  }
+  return data
 }

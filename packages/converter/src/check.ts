@@ -23,6 +23,14 @@ export interface CheckReport {
 export async function checkImage (bootstrapPath: string, blobDir?: string): Promise<CheckReport> {
   const report: CheckReport = { bootstrap: bootstrapPath, blobsChecked: 0, chunksChecked: 0, problems: [] }
   const buf = await readFile(bootstrapPath).catch((err: Error) => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `bootstrap ${bootstrapPath}: ${err.message}`) })
+  const r = await checkBootstrap(buf, report)
+  if (r === undefined) return report
+  if (blobDir !== undefined) await checkBlobs(r, blobDir, report)
+  return report
+}
+
+/** Checksum, structure and merkle tree; problems go into the report, and the reader comes back when usable. */
+export async function checkBootstrap (buf: Buffer, report: CheckReport): Promise<BootstrapReader | undefined> {
   let r: BootstrapReader
   try {
     r = BootstrapReader.open(buf, { skipChecksum: true })
@@ -31,13 +39,12 @@ export async function checkImage (bootstrapPath: string, blobDir?: string): Prom
   } catch (err) {
     if (!(err instanceof RafsError)) throw err
     report.problems.push(`bootstrap: ${err.message} [${err.code}]`)
-    return report
+    return undefined
   }
   report.rootDigest = r.sb.rootDigest.toString('hex')
   report.inodes = r.inodeCount
   report.chunks = r.sb.chunkCount
-  if (blobDir !== undefined) await checkBlobs(r, blobDir, report)
-  return report
+  return r
 }
 
 async function checkBlobs (r: BootstrapReader, dir: string, report: CheckReport): Promise<void> {

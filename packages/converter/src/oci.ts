@@ -15,7 +15,7 @@ export interface Descriptor {
 
 const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json'])
 const MANIFEST_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json'])
-const LAYER_TYPES: Record<string, SourceType> = {
+export const LAYER_TYPES: Record<string, SourceType> = {
   'application/vnd.oci.image.layer.v1.tar': 'tar',
   'application/vnd.oci.image.layer.v1.tar+gzip': 'targz',
   'application/vnd.oci.image.layer.v1.tar+zstd': 'tarzst',

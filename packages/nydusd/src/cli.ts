@@ -2,13 +2,20 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { loadConfig } from './config.js'
 import { Nydusd, VERSION } from './daemon.js'
+import { prepareImage } from './image-source.js'
 
 const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chunks on demand
 
 Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [--log-level info] [--prefetch]
+       nydusd --image REGISTRY/REPO:TAG --mountpoint DIR [--config FILE] [--insecure] [--platform OS/ARCH] [--work-dir DIR] ...
 
   --config FILE      JSON config (device.backend, device.cache, digest_validate, fs_prefetch)
   --bootstrap FILE   the image bootstrap (nydus-image create/merge/convert output)
+  --image REF        a converted image in a registry: its bootstrap is pulled and its blobs
+                     read lazily from the same repository (a config is optional then)
+  --insecure         with --image: plain HTTP, or HTTPS without certificate checks
+  --platform P       with --image: the platform to pick from an index (default: this machine's)
+  --work-dir DIR     with --image: where the bootstrap and the blob cache go (default: TMPDIR/nydusd)
   --mountpoint DIR   an empty, unmounted directory
   --apisock PATH     serve the HTTP API on this unix socket
   --log-level LEVEL  trace, debug, info, warn, error (default info)
@@ -24,6 +31,10 @@ export async function main (argv: string[]): Promise<number> {
       options: {
         config: { type: 'string' },
         bootstrap: { type: 'string' },
+        image: { type: 'string' },
+        insecure: { type: 'boolean', default: false },
+        platform: { type: 'string' },
+        'work-dir': { type: 'string' },
         mountpoint: { type: 'string' },
         apisock: { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
@@ -38,14 +49,23 @@ export async function main (argv: string[]): Promise<number> {
   }
   if (args.help === true) { process.stdout.write(USAGE + '\n'); return 0 }
   if (args.version === true) { process.stdout.write(`nydusd ${VERSION}\n`); return 0 }
-  for (const f of ['config', 'bootstrap', 'mountpoint'] as const) if (args[f] === undefined) return fail(`missing required flag --${f} (see --help)`)
+  if (args.image !== undefined && args.bootstrap !== undefined) return fail('--image and --bootstrap exclude each other')
+  const required = args.image === undefined ? ['config', 'bootstrap', 'mountpoint'] as const : ['mountpoint'] as const
+  for (const f of required) if (args[f] === undefined) return fail(`missing required flag --${f} (see --help)`)
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
   if (!levels.includes(args['log-level'])) return fail(`--log-level must be one of ${levels.join(', ')}`)
   const log = pino({ level: args['log-level'], base: { pid: process.pid } }, pino.destination(2))
   let daemon: Nydusd
   try {
-    const config = await loadConfig(args.config!)
-    daemon = await Nydusd.start({ config, bootstrap: args.bootstrap!, mountpoint: args.mountpoint!, apisock: args.apisock, prefetch: args.prefetch, log })
+    let config = args.config === undefined ? undefined : await loadConfig(args.config)
+    let bootstrap = args.bootstrap
+    if (args.image !== undefined) {
+      const img = await prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] })
+      log.info({ image: args.image, digest: img.digest }, 'pulled bootstrap')
+      config = img.config
+      bootstrap = img.bootstrap
+    }
+    daemon = await Nydusd.start({ config: config!, bootstrap: bootstrap!, mountpoint: args.mountpoint!, apisock: args.apisock, prefetch: args.prefetch, log })
   } catch (err) {
     const e = err as Error & { code?: string }
     return fail(`${e.message}${e.code?.startsWith('ERR_') === true ? ` [${e.code}]` : ''}`)

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises'
+import { S3ConfigSchema, schemaIssues } from '@nydusjs/storage'
 import { z } from 'zod'
 import { NydusdError } from './errors.js'
 
@@ -31,23 +32,7 @@ const Registry = z.object({
   })
 })
 
-/** The original nydusd's s3 backend fields, plus addressing and connect_to. */
-const S3 = z.object({
-  type: z.literal('s3'),
-  config: z.strictObject({
-    endpoint: z.string().min(1),
-    scheme: z.enum(['http', 'https']).default('https'),
-    region: z.string().optional(),
-    bucket_name: z.string().min(1),
-    object_prefix: z.string().default(''),
-    access_key_id: z.string().optional(),
-    access_key_secret: z.string().optional(),
-    addressing: z.enum(['path', 'virtual']).default('path'),
-    connect_to: z.string().optional(),
-    skip_verify: z.boolean().default(false),
-    timeout: z.number().positive().default(30)
-  })
-})
+const S3 = z.object({ type: z.literal('s3'), config: S3ConfigSchema })
 
 /** Resilience of one link of a chain; times in seconds as elsewhere in the config. */
 const LinkOptions = {
@@ -94,8 +79,7 @@ export type BackendConfig = z.infer<typeof Single>
 export function parseConfig (value: unknown, where: string): NydusdConfig {
   const r = ConfigSchema.safeParse(value)
   if (r.success) return r.data
-  const issues = r.error.issues.map(i => `${i.path.length === 0 ? '(root)' : i.path.join('.')}: ${i.message}`)
-  throw new NydusdError('ERR_CONFIG', `config ${where}: ${issues.join('; ')}`)
+  throw new NydusdError('ERR_CONFIG', `config ${where}: ${schemaIssues(r.error)}`)
 }
 
 export async function loadConfig (path: string): Promise<NydusdConfig> {

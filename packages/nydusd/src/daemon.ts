@@ -5,7 +5,7 @@ import { resolve as resolvePath } from 'node:path'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
-import { ChainBackend, ChunkCache, HttpBackend, LocalFsBackend, RegistryBackend, S3Backend, StorageError, type BlobBackend } from '@nydusjs/storage'
+import { ChainBackend, ChunkCache, HttpBackend, LocalFsBackend, RegistryBackend, S3Backend, StorageError, s3Options, type BlobBackend } from '@nydusjs/storage'
 import { startApi } from './api.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
 import type { BackendConfig, NydusdConfig } from './config.js'
@@ -154,10 +154,7 @@ async function single (b: BackendConfig): Promise<BlobBackend> {
   if (b.type === 'http') return new HttpBackend({ url: b.config.url, timeoutMs: b.config.timeout * 1000, connections: b.config.connections, headers: b.config.headers })
   if (b.type === 's3') {
     const c = b.config
-    return new S3Backend({
-      endpoint: c.endpoint, scheme: c.scheme, region: c.region, bucket: c.bucket_name, objectPrefix: c.object_prefix, accessKeyId: c.access_key_id,
-      secretAccessKey: c.access_key_secret, addressing: c.addressing, connectTo: c.connect_to, skipVerify: c.skip_verify, timeoutMs: c.timeout * 1000
-    })
+    return new S3Backend(s3Options(c))
   }
   const r = b.config
   const ca = r.ca_file === undefined ? undefined : await readFile(r.ca_file, 'utf8').catch((err: Error) => { throw new NydusdError('ERR_CONFIG', `registry ca_file ${r.ca_file}: ${err.message}`) })

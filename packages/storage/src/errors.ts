@@ -7,6 +7,10 @@ export type StorageErrorCode =
   | 'ERR_BACKEND_SHORT_READ'
   | 'ERR_BACKEND_VERIFY'
   | 'ERR_CACHE_IO'
+  | 'ERR_MANIFEST_NOT_FOUND'
+  | 'ERR_REGISTRY_REJECTED'
+  | 'ERR_REGISTRY_RESPONSE'
+  | 'ERR_REGISTRY_REFERENCE'
 
 /** A failure of a blob source or the cache; `backend` names the source for logs and metrics. */
 export class StorageError extends Error {

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream'
 import aws4 from 'aws4'
 import { Agent, request, type Dispatcher } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
@@ -52,11 +53,28 @@ export class S3Backend implements BlobBackend {
     return Number(res.headers['content-length'])
   }
 
+  /** Whether the object for this blob exists (HEAD). */
+  async has (blobId: string): Promise<boolean> {
+    try {
+      await this.size(blobId)
+      return true
+    } catch (err) {
+      if ((err as StorageError).code === 'ERR_BLOB_NOT_FOUND') return false
+      throw err
+    }
+  }
+
+  /** Uploads a blob; its id is the sha256 of its bytes, so the payload is signed without reading it twice. */
+  async put (blobId: string, size: number, body: () => Readable): Promise<void> {
+    const res = await this.send('PUT', blobId, { 'content-length': String(size), 'content-type': 'application/octet-stream', 'x-amz-content-sha256': blobId }, undefined, body())
+    await res.body.dump()
+  }
+
   async close (): Promise<void> {
     await this.dispatcher.close()
   }
 
-  private async send (method: 'GET' | 'HEAD', blobId: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private async send (method: 'GET' | 'HEAD' | 'PUT', blobId: string, headers: Record<string, string>, signal?: AbortSignal, body?: Readable): Promise<Dispatcher.ResponseData> {
     const key = `${this.o.objectPrefix ?? ''}${checkBlobId(blobId)}`
     const virtual = this.o.addressing === 'virtual'
     const host = virtual ? `${this.o.bucket}.${this.o.endpoint}` : this.o.endpoint
@@ -65,7 +83,7 @@ export class S3Backend implements BlobBackend {
     const origin = `${this.o.scheme ?? 'https'}://${this.o.connectTo ?? host}`
     let res: Dispatcher.ResponseData
     try {
-      res = await request(origin + path, { method, headers: signed.headers as Record<string, string>, signal, dispatcher: this.dispatcher })
+      res = await request(origin + path, { method, headers: signed.headers as Record<string, string>, body, signal, dispatcher: this.dispatcher })
     } catch (err) {
       throw transportError(this.label, err, this.name)
     }

@@ -25,6 +25,7 @@ export interface BuildStats {
   uniqueChunks: number
   dedupHits: number
   dictHits: number
+  dictBytes: number
   blobSize: number
 }
 
@@ -79,7 +80,7 @@ export async function buildLayer (source: EntrySource, opts: BuildOptions): Prom
     return {
       tree,
       blob,
-      stats: { files, entries, bytesIn: pipe.bytesIn, chunks, uniqueChunks: writer.toc.length, dedupHits: pipe.dedupHits, dictHits: pipe.dictHits, blobSize: blob === undefined ? 0 : writer.size }
+      stats: { files, entries, bytesIn: pipe.bytesIn, chunks, uniqueChunks: writer.toc.length, dedupHits: pipe.dedupHits, dictHits: pipe.dictHits, dictBytes: pipe.dictBytes, blobSize: blob === undefined ? 0 : writer.size }
     }
   } catch (err) {
     await pipe.close()

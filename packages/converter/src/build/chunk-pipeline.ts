@@ -45,6 +45,8 @@ export class ChunkPipeline {
   readonly refs = new Set<ChunkRef>()
   dedupHits = 0
   dictHits = 0
+  /** Compressed bytes the dictionary saved from being stored again. */
+  dictBytes = 0
   bytesIn = 0
 
   constructor (private readonly opts: PipelineOptions) {
@@ -158,7 +160,7 @@ export class ChunkPipeline {
     const own = this.own.get(key)
     if (own !== undefined) { this.dedupHits++; return own }
     const dict = this.opts.dict.lookup(key)
-    if (dict !== undefined) { this.dictHits++; this.refs.add(dict); return dict }
+    if (dict !== undefined) { this.dictHits++; this.dictBytes += dict.compressedSize; this.refs.add(dict); return dict }
     const e = await this.opts.blob.append(digest, data, flags, size)
     const ref: ChunkRef = { ...e, blobIndex: 0 }
     this.own.set(key, ref)
