@@ -25,8 +25,4 @@ export const httpConfig = (img: Image, url: string, extra: Record<string, unknow
   ...extra
 })
 
-/** Paths whose bytes are not UTF-8 (or show as U+FFFD through fuse-native), left out of comparisons. */
-export const nonUtf8 = (path: string): boolean => {
-  const b = Buffer.from(path, 'latin1')
-  return !Buffer.from(b.toString('utf8'), 'utf8').equals(b) || b.toString('utf8').includes('\ufffd')
-}
+export { nonUtf8 } from '@nydusjs/testkit'

@@ -50,11 +50,14 @@ export async function apiGet (sock: string, path: string): Promise<{ status: num
  * Starts the real nydusd bin on `mnt` and waits until the mount is up. The
  * test's teardown always stops it and unmounts, even when the test failed.
  */
-export async function mountImage (t: Teardown, o: { dir: string, bootstrap: string, config: unknown, mnt: string, args?: string[] }): Promise<MountedImage> {
+export async function mountImage (t: Teardown, o: { dir: string, bootstrap?: string, image?: string, config?: unknown, mnt: string, args?: string[] }): Promise<MountedImage> {
   const cfg = join(o.dir, `nydusd-${Date.now()}-${Math.random().toString(16).slice(2)}.json`)
-  await writeFile(cfg, JSON.stringify(o.config))
+  if (o.config !== undefined) await writeFile(cfg, JSON.stringify(o.config))
   const apisock = `${cfg}.sock`
-  const proc = spawn(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', o.bootstrap, '--mountpoint', o.mnt, '--apisock', apisock, '--log-level', 'debug', ...(o.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // With an image reference the daemon pulls the bootstrap itself (and needs no config).
+  const source = o.image !== undefined ? ['--image', o.image, '--work-dir', `${cfg}.work`] : ['--bootstrap', o.bootstrap!]
+  const args = [nydusdBin, ...(o.config !== undefined ? ['--config', cfg] : []), ...source, '--mountpoint', o.mnt, '--apisock', apisock, '--log-level', 'debug', ...(o.args ?? [])]
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
   proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
   proc.stdout!.resume()

@@ -35,8 +35,8 @@ export interface TokenServer {
   realm: string
   /** Tokens issued so far. */
   issued: () => number
-  /** Users and the actions each may take on every repository. */
-  users: Map<string, { password: string, actions: string[] }>
+  /** Users and the actions each may take: on every repository, or per repository name. */
+  users: Map<string, { password: string, actions: Actions }>
   /** Lifetime of new tokens in seconds. */
   ttl: number
 }
@@ -44,7 +44,10 @@ export interface TokenServer {
 export type RegistryAuth =
   | { type: 'none' }
   | { type: 'htpasswd', users: Record<string, string> }
-  | { type: 'token', users: Record<string, { password: string, actions: string[] }>, anonymousActions?: string[], ttl?: number }
+  | { type: 'token', users: Record<string, { password: string, actions: Actions }>, anonymousActions?: string[], ttl?: number }
+
+/** Actions (`pull`, `push`) on every repository, or per repository name. */
+export type Actions = string[] | Record<string, string[]>
 
 export interface TestRegistry {
   host: string
@@ -108,7 +111,7 @@ async function startTokenServer (t: Teardown, ca: TestCa, auth: Extract<Registry
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x')
     const basic = /^Basic (.+)$/.exec(req.headers.authorization ?? '')
-    let actions = auth.anonymousActions ?? []
+    let actions: Actions = auth.anonymousActions ?? []
     if (basic !== null) {
       const [u, ...rest] = Buffer.from(basic[1], 'base64').toString().split(':')
       const user = users.get(u)
@@ -117,7 +120,8 @@ async function startTokenServer (t: Teardown, ca: TestCa, auth: Extract<Registry
     }
     const access = url.searchParams.getAll('scope').map(s => {
       const [type, name, acts] = s.split(':')
-      return { type, name, actions: acts.split(',').filter(a => actions.includes(a)) }
+      const allowed = Array.isArray(actions) ? actions : (actions[name] ?? [])
+      return { type, name, actions: acts.split(',').filter(a => allowed.includes(a)) }
     })
     const now = Math.floor(Date.now() / 1000)
     new SignJWT({ access })

@@ -137,3 +137,9 @@ export function diffTrees (a: Map<string, NodeInfo>, b: Map<string, NodeInfo>, o
 export async function gnuExtract (tarPath: string, dest: string): Promise<void> {
   await mustRun('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-permissions', '-xf', tarPath, '-C', dest])
 }
+
+/** Paths fuse-native cannot show as stored (not valid UTF-8): left out of mount comparisons. */
+export const nonUtf8 = (path: string): boolean => {
+  const b = Buffer.from(path, 'latin1')
+  return !Buffer.from(b.toString('utf8'), 'utf8').equals(b) || b.toString('utf8').includes('\ufffd')
+}

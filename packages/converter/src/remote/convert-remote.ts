@@ -114,7 +114,7 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
     const dicts = await loadDicts(o.chunkDict ?? [], regs, insecure, o.platforms?.[0] ?? platform ?? 'linux/amd64')
     const patterns = o.prefetchPatterns === undefined ? [] : await readPrefetchPatterns(o.prefetchPatterns)
     const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256' }
-    const asIndex = isIndex || o.mergePlatform === true
+    const asIndex = (isIndex && images.length > 1) || o.mergePlatform === true
     const reports: ImageReport[] = []
     const entries: IndexEntry[] = []
     let single: Blob | undefined
