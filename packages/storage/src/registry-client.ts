@@ -196,9 +196,10 @@ export class RegistryClient {
   private async send (method: Dispatcher.HttpMethod, path: string, o: SendOptions): Promise<Dispatcher.ResponseData> {
     const url = path.startsWith('http') ? path : this.origin + path
     const repo = /\/v2\/(.+?)\/(?:manifests|blobs)\//.exec(new URL(url).pathname)?.[1] ?? ''
+    const label = `registry ${this.host}/${repo}: ${o.what}`
     let auth = await this.auth.header(this.host, o.scope)
     for (let attempt = 0; ; attempt++) {
-      let res = await this.call(url, method, { ...o.headers, ...(auth === undefined ? {} : { authorization: auth }) }, o.body?.(), o.signal)
+      let res = await this.call(url, method, { ...o.headers, ...(auth === undefined ? {} : { authorization: auth }) }, o.body?.(), o.signal, label)
       if (res.statusCode === 401 && attempt === 0) {
         const challenge = String(res.headers['www-authenticate'] ?? '')
         await res.body.dump()
@@ -208,7 +209,7 @@ export class RegistryClient {
       for (let hops = 0; (method === 'GET' || method === 'HEAD') && res.statusCode >= 300 && res.statusCode < 400 && res.headers.location !== undefined; hops++) {
         await res.body.dump()
         if (hops >= 5) throw new StorageError('ERR_BACKEND_HTTP', `registry ${this.host}/${repo}: ${o.what}: too many redirects`, { backend: 'registry' })
-        res = await this.call(new URL(String(res.headers.location), url).toString(), method, {}, undefined, o.signal)
+        res = await this.call(new URL(String(res.headers.location), url).toString(), method, {}, undefined, o.signal, label)
       }
       if (o.expect.includes(res.statusCode)) return res
       throw await this.statusError(res, repo, method, o)
@@ -231,11 +232,11 @@ export class RegistryClient {
     return new StorageError('ERR_REGISTRY_REJECTED', `${where}: rejected with status ${s}${detail}`, { backend: 'registry' })
   }
 
-  private async call (url: string, method: Dispatcher.HttpMethod, headers: Record<string, string>, body: Readable | Buffer | string | undefined, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private async call (url: string, method: Dispatcher.HttpMethod, headers: Record<string, string>, body: Readable | Buffer | string | undefined, signal: AbortSignal | undefined, label: string): Promise<Dispatcher.ResponseData> {
     try {
       return await request(url, { method, headers, body, signal, dispatcher: this.dispatcher })
     } catch (err) {
-      throw transportError(`registry ${this.host}`, err, 'registry')
+      throw transportError(label, err, 'registry')
     }
   }
 

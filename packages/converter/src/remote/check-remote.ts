@@ -100,7 +100,9 @@ async function compareWithSource (regs: Registries, o: RemoteCheckOptions, platf
     const where = `source ${o.source} layer ${i + 1} (${l.digest})`
     const type = LAYER_TYPES[l.mediaType]
     if (type === undefined) throw new ConverterError('ERR_OCI_LAYOUT', `${where}: unsupported layer media type ${JSON.stringify(l.mediaType)}`)
-    await want.applyLayer(streamedLayerSource(await sc.blobStream(src.repo, l.digest), l, type, where))
+    const source = streamedLayerSource(await sc.blobStream(src.repo, l.digest), l, type, where)
+    await want.applyLayer(source)
+    await source.verified
   }
   return compareTrees(want, readTree(r))
 }

@@ -162,6 +162,7 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
       const source = streamedLayerSource(await sc.blobStream(src.repo, l.digest), l, type, where)
       const progress = (phase: 'pull' | 'push', bytes: number): void => o.onProgress?.({ image: index, layer: i, layers: img.manifest.layers.length, phase, bytes })
       const build = await buildLayer(source, { ...o, digester: ctx.digester, dict, blobDir: ctx.work, onProgress: b => progress('pull', b) })
+      await source.verified
       dict.addTree(build.tree, `layer ${i + 1}`)
       trees.push(build.tree)
       const s = build.stats

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { Transform, type Readable, type TransformCallback } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { ConverterError } from '../errors.js'
 import type { EntrySource } from '../sources/entry.js'
 import { decompressed, type SourceType } from '../sources/open.js'
@@ -34,11 +35,15 @@ class DigestCheck extends Transform {
  * memory. Its digest is checked as the bytes pass; when the reader stops at the
  * end-of-archive blocks the rest is drained, so a wrong layer always fails the build.
  */
-export function streamedLayerSource (body: Readable, want: { digest: string, size: number }, type: SourceType, where: string): EntrySource {
+export function streamedLayerSource (body: Readable, want: { digest: string, size: number }, type: SourceType, where: string): EntrySource & { verified: Promise<void> } {
   const check = new DigestCheck(want, where)
   body.on('error', err => check.destroy(new ConverterError('ERR_SOURCE_NOT_FOUND', `${where}: download failed (${err.message})`)))
   body.pipe(check)
-  return new TarSource(drainAtEnd(decompressed(check, type, where)), where)
+  // Settles once every byte has passed the check; awaited after the build, whatever the tar reader consumed.
+  const verified = finished(check)
+  verified.catch(() => {})
+  const src = new TarSource(drainAtEnd(decompressed(check, type, where)), where)
+  return Object.assign(src, { verified })
 }
 
 async function * drainAtEnd (src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {

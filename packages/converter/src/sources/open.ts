@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs'
 import { open, stat } from 'node:fs/promises'
 import { createGunzip } from 'node:zlib'
-import type { Readable } from 'node:stream'
+import { pipeline, type Readable } from 'node:stream'
 import { DecompressStream } from 'zstd-napi'
 import { ConverterError } from '../errors.js'
 import { TarSource } from '../tar/reader.js'
@@ -40,8 +40,8 @@ export function sniff (head: Buffer, where: string): SourceType {
 export function decompressed (raw: AsyncIterable<Uint8Array> & Readable, type: SourceType, where: string): AsyncIterable<Uint8Array> {
   if (type === 'tar') return raw
   const d: Readable = type === 'targz' ? createGunzip({ chunkSize: READ_CHUNK }) : new DecompressStream()
-  raw.on('error', err => d.destroy(err))
-  raw.pipe(d as unknown as NodeJS.WritableStream)
+  // pipeline, not pipe: an error on either side reaches the reader, never an unhandled 'error' event.
+  pipeline(raw, d as unknown as NodeJS.ReadWriteStream, () => {})
   return wrapErrors(d, `${where}: corrupt ${type === 'targz' ? 'gzip' : 'zstd'} stream`)
 }
 
