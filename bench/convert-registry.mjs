@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// npm run bench:convert-registry: the Debian/python3 image converted from one
+// local docker-registry to another by `nydus-image convert`, against
+// `skopeo copy` of the same image between the same two registries (the floor
+// for moving the bytes), 3 interleaved runs, medians. Two registries, so
+// neither tool can skip the transfer with a cross-repository mount.
+// Writes .bench/convert-registry.json.
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { startRegistry } from '../packages/testkit/dist/src/index.js'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const work = join(root, '.bench', 'convert-registry')
+const sh = (cmd, args, opts = {}) => String(execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26, ...opts }) ?? '')
+const cleanups = []
+const t = { teardown: fn => cleanups.push(fn) }
+const secs = fn => { const s = process.hrtime.bigint(); const r = fn(); return [Number(process.hrtime.bigint() - s) / 1e9, r] }
+const median = xs => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+
+try {
+  rmSync(work, { recursive: true, force: true })
+  mkdirSync(work, { recursive: true })
+  sh('bash', [join(root, 'fixtures/scripts/build-debian.sh')], { stdio: 'inherit' })
+  const tar = join(root, 'fixtures/.cache/debian-python3/rootfs.tar')
+  sh('bash', [join(root, 'fixtures/scripts/make-oci-layout.sh'), join(work, 'oci'), 'latest', tar])
+  const src = await startRegistry(t)
+  const dst = await startRegistry(t)
+  sh('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${join(work, 'oci')}:latest`, `docker://${src.host}/bench/debian:1`])
+  const manifest = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${src.host}/bench/debian:1`]))
+  const layerBytes = manifest.layers.reduce((n, l) => n + l.size, 0)
+  const runs = { convert: [], skopeo: [] }
+  let report
+  for (let run = 0; run < 3; run++) {
+    const [tc, out] = secs(() => sh(process.execPath, [join(root, 'packages/converter/bin/run.js'), 'convert', '--source', `${src.host}/bench/debian:1`, '--target', `${dst.host}/bench/nydus-${run}:1`, '--source-insecure', '--target-insecure', '--output-json', '-']))
+    report = JSON.parse(out)
+    runs.convert.push(tc)
+    const [ts] = secs(() => sh('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${src.host}/bench/debian:1`, `docker://${dst.host}/bench/copy-${run}:1`]))
+    runs.skopeo.push(ts)
+  }
+  const c = median(runs.convert)
+  const s = median(runs.skopeo)
+  const result = {
+    source_layer_bytes: layerBytes,
+    pushed_bytes: report.pushed_bytes,
+    convert_s: c,
+    skopeo_copy_s: s,
+    convert_mb_s: layerBytes / 1e6 / c,
+    skopeo_mb_s: layerBytes / 1e6 / s,
+    ratio_convert_over_skopeo: c / s,
+    runs
+  }
+  writeFileSync(join(root, '.bench', 'convert-registry.json'), JSON.stringify(result, null, 2))
+  console.log(`source image: ${(layerBytes / 1e6).toFixed(1)} MB compressed; converted image pushed ${(report.pushed_bytes / 1e6).toFixed(1)} MB`)
+  console.log(`nydus-image convert  ${c.toFixed(2)} s  ${(layerBytes / 1e6 / c).toFixed(0)} MB/s  (runs ${runs.convert.map(x => x.toFixed(2)).join(', ')})`)
+  console.log(`skopeo copy          ${s.toFixed(2)} s  ${(layerBytes / 1e6 / s).toFixed(0)} MB/s  (runs ${runs.skopeo.map(x => x.toFixed(2)).join(', ')})`)
+  console.log(`convert / skopeo copy = ${(c / s).toFixed(2)}x (target: within 2x)`)
+} finally {
+  for (const fn of cleanups.reverse()) await fn()
+}
