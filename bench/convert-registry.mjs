@@ -2,8 +2,8 @@
 // npm run bench:convert-registry: the Debian/python3 image converted from one
 // local docker-registry to another by `nydus-image convert`, against
 // `skopeo copy` of the same image between the same two registries (the floor
-// for moving the bytes), 3 interleaved runs, medians. Two registries, so
-// neither tool can skip the transfer with a cross-repository mount.
+// for moving the bytes), 3 interleaved runs, medians. Each run pushes to a
+// fresh registry, so neither tool can skip the transfer with a mount.
 // Writes .bench/convert-registry.json.
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -26,17 +26,19 @@ try {
   const tar = join(root, 'fixtures/.cache/debian-python3/rootfs.tar')
   sh('bash', [join(root, 'fixtures/scripts/make-oci-layout.sh'), join(work, 'oci'), 'latest', tar])
   const src = await startRegistry(t)
-  const dst = await startRegistry(t)
   sh('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${join(work, 'oci')}:latest`, `docker://${src.host}/bench/debian:1`])
   const manifest = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${src.host}/bench/debian:1`]))
   const layerBytes = manifest.layers.reduce((n, l) => n + l.size, 0)
   const runs = { convert: [], skopeo: [] }
   let report
   for (let run = 0; run < 3; run++) {
+    // A fresh target registry per run and tool: skopeo remembers where blobs went and would mount instead of copying.
+    const dst = await startRegistry(t)
+    const dst2 = await startRegistry(t)
     const [tc, out] = secs(() => sh(process.execPath, [join(root, 'packages/converter/bin/run.js'), 'convert', '--source', `${src.host}/bench/debian:1`, '--target', `${dst.host}/bench/nydus-${run}:1`, '--source-insecure', '--target-insecure', '--output-json', '-']))
     report = JSON.parse(out)
     runs.convert.push(tc)
-    const [ts] = secs(() => sh('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${src.host}/bench/debian:1`, `docker://${dst.host}/bench/copy-${run}:1`]))
+    const [ts] = secs(() => sh('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${src.host}/bench/debian:1`, `docker://${dst2.host}/bench/copy-${run}:1`]))
     runs.skopeo.push(ts)
   }
   const c = median(runs.convert)
