@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { INDEX_TYPES, IMAGE_TYPES, matchesPlatform, type Platform } from '@nydusjs/storage'
 import { ConverterError } from './errors.js'
 import type { SourceType } from './sources/open.js'
 
@@ -13,8 +14,6 @@ export interface Descriptor {
   platform?: { os?: string, architecture?: string, variant?: string }
 }
 
-const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json'])
-const MANIFEST_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json'])
 export const LAYER_TYPES: Record<string, SourceType> = {
   'application/vnd.oci.image.layer.v1.tar': 'tar',
   'application/vnd.oci.image.layer.v1.tar+gzip': 'targz',
@@ -82,12 +81,11 @@ export class OciLayout {
     for (let depth = 0; INDEX_TYPES.has(d.mediaType); depth++) {
       if (depth > 4) throw new ConverterError('ERR_OCI_LAYOUT', `${this.dir}: image indexes nest too deeply`)
       const idx: { manifests?: Descriptor[] } = await this.readJson<{ manifests?: Descriptor[] }>(d)
-      const [os, arch, variant] = platform.split('/')
-      const hit: Descriptor | undefined = (idx.manifests ?? []).find((m: Descriptor) => m.platform?.os === os && m.platform?.architecture === arch && (variant === undefined || m.platform?.variant === variant))
+      const hit: Descriptor | undefined = (idx.manifests ?? []).find((m: Descriptor) => matchesPlatform(m.platform as Platform | undefined, platform))
       if (hit === undefined) throw new ConverterError('ERR_OCI_LAYOUT', `${this.dir}: the index ${d.digest} has no image for platform ${platform}`)
       d = hit
     }
-    if (!MANIFEST_TYPES.has(d.mediaType)) throw new ConverterError('ERR_OCI_LAYOUT', `${this.dir}: unsupported manifest media type ${JSON.stringify(d.mediaType)}`)
+    if (!IMAGE_TYPES.has(d.mediaType)) throw new ConverterError('ERR_OCI_LAYOUT', `${this.dir}: unsupported manifest media type ${JSON.stringify(d.mediaType)}`)
     const m = await this.readJson<{ layers?: Descriptor[] }>(d)
     if (!Array.isArray(m.layers)) throw new ConverterError('ERR_OCI_LAYOUT', `${this.dir}: manifest ${d.digest} has no layers`)
     const layers = m.layers.map(l => {

@@ -84,16 +84,6 @@ export class RegistryClient {
     })
   }
 
-  /** The digest a tag points at, or undefined when the tag does not exist. */
-  async resolveTag (repo: string, ref: string): Promise<string | undefined> {
-    try {
-      return (await this.getManifest(repo, ref)).digest
-    } catch (err) {
-      if ((err as StorageError).code === 'ERR_MANIFEST_NOT_FOUND') return undefined
-      throw err
-    }
-  }
-
   async putManifest (repo: string, ref: string, mediaType: string, body: Buffer): Promise<string> {
     await this.retry(async () => {
       const res = await this.send('PUT', `/v2/${repo}/manifests/${ref}`, { scope: push(repo), what: `manifest ${repo}:${ref}`, expect: [201], headers: { 'content-type': mediaType }, body: () => body })

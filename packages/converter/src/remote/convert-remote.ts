@@ -7,7 +7,7 @@ import {
   type CompressorName, type DigesterName, type RafsTree
 } from '@nydusjs/rafs'
 import {
-  OCI_INDEX, OCI_MANIFEST, S3Backend, S3ConfigSchema, parseImageRef, s3Options, schemaIssues,
+  OCI_INDEX, OCI_MANIFEST, S3Backend, S3ConfigSchema, hostPlatform, parseImageRef, platformString, s3Options, schemaIssues,
   type ImageRef, type Platform, type PushResult, type RegistryClient
 } from '@nydusjs/storage'
 import { buildLayer } from '../build/build-layer.js'
@@ -110,8 +110,8 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
     const target = o.backendType === 's3' ? new S3BlobTarget(await loadS3(o.backendConfig)) : new RegistryBlobTarget(tc, dst.repo)
     const top = await sc.getManifest(src.repo, src.ref)
     const { images, isIndex } = await selectImages(sc, src.repo, top, o.source, o)
-    const platform = images[0].desc.platform === undefined ? undefined : [images[0].desc.platform.os, images[0].desc.platform.architecture].join('/')
-    const dicts = await loadDicts(o.chunkDict ?? [], regs, insecure, o.platforms?.[0] ?? platform ?? 'linux/amd64')
+    const first = images[0].desc.platform
+    const dicts = await loadDicts(o.chunkDict ?? [], regs, insecure, o.platforms?.[0] ?? (first === undefined ? hostPlatform() : platformString(first)))
     const patterns = o.prefetchPatterns === undefined ? [] : await readPrefetchPatterns(o.prefetchPatterns)
     const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256' }
     const asIndex = (isIndex && images.length > 1) || o.mergePlatform === true
@@ -200,7 +200,7 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
       manifest,
       platform,
       report: {
-        platform: [platform.os, platform.architecture, platform.variant].filter(Boolean).join('/'),
+        platform: platformString(platform),
         source_digest: img.desc.digest,
         target_digest: manifest.desc.digest,
         bootstrap_digest: boot.digest,
@@ -238,10 +238,8 @@ function dictSaved (tree: RafsTree, own: Set<string>): number {
 /** `--merge-platform`: the source manifest goes into the target repository beside its conversion, blobs mounted or copied. */
 async function copySourceImage (ctx: Ctx, img: SourceImage): Promise<void> {
   const { sc, tc, src, dst } = ctx
+  const target = new RegistryBlobTarget(tc, dst.repo)
   for (const d of [img.manifest.config, ...img.manifest.layers]) {
-    if (sc === tc && await tc.mountBlob(dst.repo, d.digest, src.repo)) continue
-    if (await tc.hasBlob(dst.repo, d.digest)) continue
-    const target = new RegistryBlobTarget(tc, dst.repo)
     await target.putForeign(d.digest.slice('sha256:'.length), d.size, { client: sc, repo: src.repo }, ctx.work)
   }
   const m = await sc.getManifest(src.repo, img.desc.digest)
