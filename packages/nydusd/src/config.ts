@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { S3ConfigSchema, schemaIssues } from '@nydusjs/storage'
+import { S3ConfigSchema, schemaIssues } from '@nydusjs/storage/s3-config'
 import { z } from 'zod'
 import { NydusdError } from './errors.js'
 

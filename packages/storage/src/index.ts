@@ -7,7 +7,8 @@ export { RegistryBackend, type RegistryBackendOptions, type RegistryMirror } fro
 export { RegistryAuth, parseParams, type RegistryCredentials } from './registry-auth.js'
 export { RegistryClient, MANIFEST_TYPES, insecureScheme, type RegistryClientOptions, type FetchedManifest, type PushResult } from './registry-client.js'
 export { ChainBackend, type ChainLink, type LinkOptions, type ChainEvents, type ServedRange } from './chain.js'
-export { S3Backend, type S3BackendOptions } from './s3.js'
+export { S3Backend, s3Options, type S3BackendOptions } from './s3.js'
 export * from './oci-image.js'
-export { S3ConfigSchema, s3Options, schemaIssues, type S3Config } from './s3-config.js'
+// S3ConfigSchema and schemaIssues: import '@nydusjs/storage/s3-config' (it loads zod).
+export type { S3Config } from './s3-config.js'
 export { pullBootstrap, type PulledBootstrap } from './nydus-image.js'

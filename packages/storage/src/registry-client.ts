@@ -15,7 +15,11 @@ export interface RegistryClientOptions extends RegistryCredentials {
   timeoutMs?: number
   /** Extra attempts for transient failures (5xx, resets, timeouts). */
   retries?: number
-  /** Blobs larger than this are uploaded in PATCH chunks of this size. */
+  /**
+   * Blobs larger than this are uploaded in PATCH chunks of this size; smaller
+   * ones in one PUT, which the registry takes faster. Default 96 MiB: under the
+   * 100 MB request-body limit common at CDN fronts.
+   */
   uploadChunkSize?: number
 }
 
@@ -29,6 +33,7 @@ export const MANIFEST_TYPES = [
   'application/vnd.docker.distribution.manifest.v2+json'
 ]
 const MAX_MANIFEST = 4 * 1024 * 1024
+const DEFAULT_UPLOAD_CHUNK = 96 * 1024 * 1024
 const RETRYABLE = new Set(['ERR_BACKEND_HTTP', 'ERR_BACKEND_TIMEOUT', 'ERR_BACKEND_SHORT_READ'])
 /** Statuses that say "this registry does not take chunked uploads": fall back to one PUT. */
 const NO_CHUNKS = new Set([400, 404, 405, 416, 501])
@@ -138,7 +143,7 @@ export class RegistryClient {
   }
 
   private async upload (repo: string, blob: { digest: string, size: number }, open: (start: number, end: number) => Readable | Buffer, onBytes?: (n: number) => void): Promise<void> {
-    const chunk = this.o.uploadChunkSize ?? 32 * 1024 * 1024
+    const chunk = this.o.uploadChunkSize ?? DEFAULT_UPLOAD_CHUNK
     let loc: string | undefined = await this.startUpload(repo, blob.digest)
     if (blob.size > chunk) {
       for (let start = 0; start < blob.size; start += chunk) {

@@ -1,7 +1,10 @@
 import { z } from 'zod'
-import type { S3BackendOptions } from './s3.js'
 
-/** The original nydusd's s3 backend fields, plus addressing and connect_to; shared by nydusd and `nydus-image convert`. */
+/**
+ * The original nydusd's s3 backend fields, plus addressing and connect_to;
+ * shared by nydusd and `nydus-image convert`. A subpath of its own
+ * (`@nydusjs/storage/s3-config`) so that importing the package does not load zod.
+ */
 export const S3ConfigSchema = z.strictObject({
   endpoint: z.string().min(1),
   scheme: z.enum(['http', 'https']).default('https'),
@@ -17,13 +20,6 @@ export const S3ConfigSchema = z.strictObject({
 })
 
 export type S3Config = z.infer<typeof S3ConfigSchema>
-
-export function s3Options (c: S3Config): S3BackendOptions {
-  return {
-    endpoint: c.endpoint, scheme: c.scheme, region: c.region, bucket: c.bucket_name, objectPrefix: c.object_prefix, accessKeyId: c.access_key_id,
-    secretAccessKey: c.access_key_secret, addressing: c.addressing, connectTo: c.connect_to, skipVerify: c.skip_verify, timeoutMs: c.timeout * 1000
-  }
-}
 
 /** `a.b: message; c: message` naming every wrong field. */
 export function schemaIssues (err: z.ZodError): string {

@@ -4,6 +4,7 @@ import { Agent, request, type Dispatcher } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
 import { rangeBody, transportError } from './http-util.js'
+import type { S3Config } from './s3-config.js'
 
 export interface S3BackendOptions {
   /** host[:port] of the service, e.g. `s3.us-east-1.amazonaws.com` or a MinIO/Ceph endpoint. */
@@ -97,3 +98,11 @@ export class S3Backend implements BlobBackend {
 }
 
 const encodeKey = (k: string): string => k.split('/').map(encodeURIComponent).join('/')
+
+/** nydusd's s3 config fields to S3Backend options. */
+export function s3Options (c: S3Config): S3BackendOptions {
+  return {
+    endpoint: c.endpoint, scheme: c.scheme, region: c.region, bucket: c.bucket_name, objectPrefix: c.object_prefix, accessKeyId: c.access_key_id,
+    secretAccessKey: c.access_key_secret, addressing: c.addressing, connectTo: c.connect_to, skipVerify: c.skip_verify, timeoutMs: c.timeout * 1000
+  }
+}

@@ -1,7 +1,7 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-export type Fault = 'pass' | 'reset' | 'stall' | 'status500' | 'status503' | 'truncate' | 'corrupt' | 'unauthorized'
+export type Fault = 'pass' | 'reset' | 'stall' | 'status405' | 'status500' | 'status503' | 'truncate' | 'corrupt' | 'unauthorized'
 
 export interface FaultProxy {
   host: string
@@ -12,6 +12,8 @@ export interface FaultProxy {
   next: (f: Fault, n?: number) => void
   /** Blob requests seen, by the fault applied. */
   counts: () => Record<Fault, number>
+  /** Blob requests seen, in order: method, path without the query, and the fault applied. */
+  requests: () => Array<{ method: string, path: string, fault: Fault }>
   close: () => Promise<void>
 }
 
@@ -23,14 +25,17 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
   const up = new URL(upstream)
   let mode: Fault = 'pass'
   const queue: Fault[] = []
-  const counts = Object.fromEntries(['pass', 'reset', 'stall', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])) as Record<Fault, number>
+  const counts = Object.fromEntries(['pass', 'reset', 'stall', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])) as Record<Fault, number>
   const stalled = new Set<ServerResponse>()
+  const log: Array<{ method: string, path: string, fault: Fault }> = []
   const server: Server = createServer((req, res) => {
     const f: Fault = (req.url ?? '').includes('/blobs/') ? (queue.shift() ?? mode) : 'pass'
     counts[f]++
+    if ((req.url ?? '').includes('/blobs/')) log.push({ method: req.method ?? '', path: (req.url ?? '').split('?')[0], fault: f })
     switch (f) {
       case 'reset': req.socket.destroy(); return
       case 'stall': stalled.add(res); return
+      case 'status405': req.resume(); res.writeHead(405).end('injected'); return
       case 'status500': res.writeHead(500).end('injected'); return
       case 'status503': res.writeHead(503).end('injected'); return
       case 'unauthorized': challenge(req, res); return
@@ -54,6 +59,8 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
     const out = request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers, host: up.host } }, upRes => {
       const headers = { ...upRes.headers }
       if (f !== 'pass') delete headers['content-length']
+      // Upload locations name the upstream; point them back here so the whole upload passes the proxy.
+      if (typeof headers.location === 'string' && headers.location.startsWith(up.origin)) headers.location = `http://127.0.0.1:${port}${headers.location.slice(up.origin.length)}`
       res.writeHead(upRes.statusCode ?? 502, headers)
       if (f === 'pass') { upRes.pipe(res); return }
       const parts: Buffer[] = []
@@ -68,8 +75,9 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
     out.on('error', () => res.destroy())
     req.pipe(out)
   }
+  let port = 0
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
+  port = (server.address() as AddressInfo).port
   const close = async (): Promise<void> => {
     for (const r of stalled) r.destroy()
     server.closeAllConnections()
@@ -82,6 +90,7 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
     set: f => { mode = f },
     next: (f, n = 1) => { for (let i = 0; i < n; i++) queue.push(f) },
     counts: () => ({ ...counts }),
+    requests: () => [...log],
     close
   }
 }

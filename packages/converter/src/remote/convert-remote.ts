@@ -7,7 +7,7 @@ import {
   type CompressorName, type DigesterName, type RafsTree
 } from '@nydusjs/rafs'
 import {
-  OCI_INDEX, OCI_MANIFEST, S3Backend, S3ConfigSchema, hostPlatform, parseImageRef, platformString, s3Options, schemaIssues,
+  OCI_INDEX, OCI_MANIFEST, S3Backend, hostPlatform, parseImageRef, platformString, s3Options,
   type ImageRef, type Platform, type PushResult, type RegistryClient
 } from '@nydusjs/storage'
 import { buildLayer } from '../build/build-layer.js'
@@ -255,6 +255,8 @@ export async function loadS3 (path: string | undefined): Promise<S3Backend> {
   } catch (err) {
     throw new ConverterError('ERR_BAD_ARGUMENT', `--backend-config ${path}: invalid JSON (${(err as Error).message})`)
   }
+  // Loaded here: zod costs start-up time that only the s3 mode needs.
+  const { S3ConfigSchema, schemaIssues } = await import('@nydusjs/storage/s3-config')
   const r = S3ConfigSchema.safeParse(json)
   if (!r.success) throw new ConverterError('ERR_BAD_ARGUMENT', `--backend-config ${path}: ${schemaIssues(r.error)}`)
   return new S3Backend(s3Options(r.data))
