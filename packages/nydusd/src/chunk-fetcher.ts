@@ -1,6 +1,7 @@
-import { decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
+import { CHUNK_FLAG_COMPRESSED, decompressChunkInto, decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
 import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage'
 import type { Logger } from 'pino'
+import { BufferPool } from './buffer-pool.js'
 import { NydusdError } from './errors.js'
 import type { DaemonMetrics } from './metrics.js'
 
@@ -23,7 +24,8 @@ export interface FetcherOptions {
 class BufferLru {
   private readonly map = new Map<string, Buffer>()
   private bytes = 0
-  constructor (private readonly limit: number) {}
+  /** `onEvict` gets every buffer the LRU drops (not those handed out by `take`). */
+  constructor (private readonly limit: number, private readonly onEvict?: (v: Buffer) => void) {}
   get (k: string): Buffer | undefined {
     const v = this.map.get(k)
     if (v !== undefined) { this.map.delete(k); this.map.set(k, v) }
@@ -39,24 +41,36 @@ class BufferLru {
   set (k: string, v: Buffer): void {
     if (v.length > this.limit) return
     const old = this.map.get(k)
-    if (old !== undefined) { this.bytes -= old.length; this.map.delete(k) }
+    if (old !== undefined) {
+      this.bytes -= old.length
+      this.map.delete(k)
+      if (old !== v) this.onEvict?.(old)
+    }
     this.map.set(k, v)
     this.bytes += v.length
     for (const [key, val] of this.map) {
       if (this.bytes <= this.limit) break
       this.map.delete(key)
       this.bytes -= val.length
+      this.onEvict?.(val)
     }
   }
 }
+
+/** A chunk being loaded, and who waits for its bytes. */
+interface Inflight { waiters: Array<(data: Buffer) => void>, done: Promise<void> }
 
 /**
  * The read path for one chunk: cache, else one (merged) range request to the
  * backend, then verify against the bootstrap's digest, decompress, cache.
  * Concurrent requests for the same chunk share one fetch.
+ *
+ * Decoded chunks live in pooled buffers that are reused once the memory LRU
+ * drops them, so callers see a chunk's bytes only inside `withChunk`'s
+ * callback, which runs synchronously while the bytes are held.
  */
 export class ChunkFetcher {
-  private readonly inflight = new Map<string, Promise<Buffer>>()
+  private readonly inflight = new Map<string, Inflight>()
   /** Per blob, chunks sorted by compressed offset. */
   private readonly byBlob = new Map<number, ChunkRef[]>()
   /** Chunks whose cached copy was hashed since start: a torn file from before a crash is caught once. */
@@ -68,10 +82,14 @@ export class ChunkFetcher {
   /** Per blob, where the last fetched run ended: the next run starting there is sequential. */
   private readonly lastEnd = new Map<number, number>()
   private readonly writes = new Set<Promise<void>>()
+  /** Buffers a cache write still reads from: never recycled. */
+  private readonly writing = new Set<ArrayBufferLike>()
+  private readonly pool: BufferPool
   foregroundInflight = 0
 
   constructor (private readonly o: FetcherOptions) {
-    this.decoded = new BufferLru(o.memoryCacheSize ?? 32 * 1024 * 1024)
+    this.pool = new BufferPool(o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0))
+    this.decoded = new BufferLru(o.memoryCacheSize ?? 32 * 1024 * 1024, v => { if (!this.writing.has(v.buffer)) this.pool.give(v) })
     this.merged = new BufferLru(Math.max(o.mergingSize * 8, 8 * 1024 * 1024))
     const seen = new Set<string>()
     for (const c of o.chunks) {
@@ -85,6 +103,9 @@ export class ChunkFetcher {
     for (const list of this.byBlob.values()) list.sort((a, b) => a.compressedOffset - b.compressedOffset)
   }
 
+  /** Chunk buffers served from the pool rather than allocated. */
+  get buffersReused (): number { return this.pool.reused }
+
   isCached (c: ChunkRef): boolean {
     return this.o.cache?.has(this.o.blobs[c.blobIndex].id, c.compressedOffset) ?? false
   }
@@ -94,34 +115,60 @@ export class ChunkFetcher {
     return this.inflight.has(k) || this.decoded.get(k) !== undefined || this.merged.get(k) !== undefined || this.isCached(c)
   }
 
-  /** The chunk's verified, uncompressed bytes. */
+  /** A copy of the chunk's verified, uncompressed bytes (for callers that keep them). */
   async get (c: ChunkRef, foreground = true): Promise<Buffer> {
+    let out: Buffer | undefined
+    await this.withChunk(c, data => { out = Buffer.from(data) }, foreground)
+    return out!
+  }
+
+  /**
+   * Calls `use` with the chunk's verified, uncompressed bytes, synchronously
+   * while they are held: `use` copies what it needs and keeps no reference.
+   */
+  async withChunk (c: ChunkRef, use: (data: Buffer) => void, foreground = true): Promise<void> {
     // Counted before the first await, so prefetch sees a foreground read the moment it starts.
     if (foreground) this.foregroundInflight++
     try {
       const blob = this.o.blobs[c.blobIndex]
       const k = key(blob.id, c.compressedOffset)
-      const pending = this.inflight.get(k)
-      if (pending !== undefined) return await pending
-      const p = this.load(c, blob, k)
-      this.inflight.set(k, p)
-      try {
-        return await p
-      } finally {
-        this.inflight.delete(k)
+      const hot = this.decoded.get(k)
+      if (hot !== undefined) { this.o.metrics.cacheHits.inc(); use(hot); return }
+      let f = this.inflight.get(k)
+      if (f !== undefined) {
+        f.waiters.push(use)
+      } else {
+        // The waiter is in place before loading starts: a load can deliver without awaiting.
+        const entry: Inflight = { waiters: [use], done: Promise.resolve() }
+        this.inflight.set(k, entry)
+        entry.done = this.load(c, blob, k).finally(() => { if (this.inflight.get(k) === entry) this.inflight.delete(k) })
+        f = entry
       }
+      await f.done
     } finally {
       if (foreground) this.foregroundInflight--
     }
   }
 
-  private async load (c: ChunkRef, blob: BlobInfo, k: string): Promise<Buffer> {
+  /** Hands a chunk's bytes to everyone waiting for it, in the same tick that produced them. */
+  private deliver (k: string, data: Buffer): void {
+    const f = this.inflight.get(k)
+    if (f === undefined) return
+    this.inflight.delete(k)
+    let failure: unknown
+    for (const use of f.waiters) {
+      try { use(data) } catch (err) { failure ??= err }
+    }
+    if (failure !== undefined) throw failure
+  }
+
+  private async load (c: ChunkRef, blob: BlobInfo, k: string): Promise<void> {
     const hot = this.decoded.get(k)
-    if (hot !== undefined) { this.o.metrics.cacheHits.inc(); return hot }
+    if (hot !== undefined) { this.o.metrics.cacheHits.inc(); this.deliver(k, hot); return }
     const raw = this.merged.take(k)
     if (raw !== undefined) {
       const data = this.decode(c, blob, raw)
-      if (data !== undefined) { this.keep(blob, c, data); return data }
+      if (data !== undefined) { this.keep(blob, c, data); return }
     }
     const cached = await this.o.cache?.get(blob.id, c.compressedOffset, c.uncompressedSize)
     if (cached !== undefined) {
@@ -129,17 +176,18 @@ export class ChunkFetcher {
         this.verified.add(k)
         this.o.metrics.cacheHits.inc()
         this.decoded.set(k, cached)
-        return cached
+        this.deliver(k, cached)
+        return
       }
       this.o.log.warn({ blob: blob.id, offset: c.compressedOffset }, 'cached chunk does not match its digest; fetching it again')
       await this.o.cache!.remove(k)
     }
     this.o.metrics.cacheMisses.inc()
-    return await this.fetch(c, blob)
+    await this.fetch(c, blob)
   }
 
   /** Fetches `c` plus the missing chunks right after it in the blob, up to merging_size, in one request. */
-  private async fetch (c: ChunkRef, blob: BlobInfo): Promise<Buffer> {
+  private async fetch (c: ChunkRef, blob: BlobInfo): Promise<void> {
     const run = this.mergeRun(c, blob)
     const start = run[0].compressedOffset
     const last = run[run.length - 1]
@@ -157,6 +205,9 @@ export class ChunkFetcher {
         })
         raw = served.data
         backend = served.source
+      } else if (this.o.backend.readInto !== undefined) {
+        raw = this.pool.take(length)
+        await this.o.backend.readInto(blob.id, start, raw)
       } else {
         raw = await this.o.backend.read(blob.id, start, length)
       }
@@ -173,20 +224,25 @@ export class ChunkFetcher {
     for (const r of run.slice(1)) this.merged.set(key(blob.id, r.compressedOffset), Buffer.from(raw.subarray(r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)))
     if (checked !== undefined) this.verified.add(key(blob.id, c.compressedOffset))
     const wanted = checked ?? this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
-    if (wanted !== undefined) this.keep(blob, c, wanted)
     if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
-    return wanted
+    // The compressed bytes are spent (merged neighbours were copied out above); raw-stored, they are the chunk.
+    if (wanted.buffer !== raw.buffer) this.pool.give(raw)
+    this.keep(blob, c, wanted)
   }
 
-  /** Keeps a verified chunk; the disk write happens off the read's critical path (see `flush`). */
+  /** Keeps a verified chunk and hands it to its waiters; the disk write happens off the read's critical path (see `flush`). */
   private keep (blob: BlobInfo, c: ChunkRef, data: Buffer): void {
-    this.decoded.set(key(blob.id, c.compressedOffset), data)
+    const k = key(blob.id, c.compressedOffset)
     const cache = this.o.cache
-    if (cache === undefined) return
-    const p: Promise<void> = cache.put(blob.id, c.compressedOffset, data)
-      .catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
-      .finally(() => this.writes.delete(p))
-    this.writes.add(p)
+    if (cache !== undefined) {
+      this.writing.add(data.buffer)
+      const p: Promise<void> = cache.put(blob.id, c.compressedOffset, data)
+        .catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
+        .finally(() => { this.writes.delete(p); this.writing.delete(data.buffer) })
+      this.writes.add(p)
+    }
+    this.decoded.set(k, data)
+    this.deliver(k, data)
   }
 
   /** Waits for pending cache writes (at shutdown, so a restart finds them). */
@@ -204,10 +260,16 @@ export class ChunkFetcher {
   }
 
   private decodeOrThrow (c: ChunkRef, piece: Buffer): Buffer {
-    const data = decompressChunk(piece, c.flags, c.uncompressedSize)
-    if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
-    // A stored-raw chunk is a view of the request buffer; copy only when that buffer holds more than this chunk.
-    return c.flags === 0 && data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
+    const dst = (c.flags & CHUNK_FLAG_COMPRESSED) !== 0 ? this.pool.take(c.uncompressedSize) : undefined
+    try {
+      const data = dst === undefined ? decompressChunk(piece, c.flags, c.uncompressedSize) : decompressChunkInto(piece, c.flags, c.uncompressedSize, dst)
+      if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
+      // A stored-raw chunk is a view of the request buffer; copy only when that buffer holds more than this chunk.
+      return c.flags === 0 && data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
+    } catch (err) {
+      if (dst !== undefined) this.pool.give(dst)
+      throw err
+    }
   }
 
   /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */

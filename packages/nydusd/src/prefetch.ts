@@ -47,7 +47,7 @@ export class Prefetcher {
         if (this.stopped) return
         try {
           if (!this.fetcher.isCached(c)) {
-            await this.fetcher.get(c, false)
+            await this.fetcher.withChunk(c, () => {}, false)
             this.status.bytes += c.compressedSize
             this.metrics.prefetchBytes.inc(c.compressedSize)
           }

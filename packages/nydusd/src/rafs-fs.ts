@@ -7,6 +7,7 @@ import type { DaemonMetrics } from './metrics.js'
 const W_OK = 2
 const LOOKUP_CACHE = 65536
 const READAHEAD_CHUNKS = 2
+const noop = (): void => {}
 
 /** First-access order of files, the input of `nydus-image create --prefetch-files`. */
 export class AccessLog {
@@ -102,16 +103,16 @@ export class RafsFs {
     const chunks = this.chunksOf(rec)
     const first = Math.floor(pos / cs)
     const last = Math.floor((end - 1) / cs)
-    const datas = await Promise.all(chunks.slice(first, last + 1).map(async c => await this.fetcher.get(c)))
-    // Sequential readers get the next chunks fetched while they consume this one (asked once, when a chunk is entered).
-    if (pos % cs === 0) for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.get(c, false).catch(() => {})
     let out = 0
-    datas.forEach((data, i) => {
+    // Each chunk is copied out the moment it is there: the fetcher reuses its buffers.
+    await Promise.all(chunks.slice(first, last + 1).map(async (c, i) => await this.fetcher.withChunk(c, data => {
       const base = (first + i) * cs
       const from = Math.max(pos, base) - base
       const to = Math.min(end, base + data.length) - base
-      out += data.copy(buf, out, from, to)
-    })
+      out += data.copy(buf, base + from - pos, from, to)
+    })))
+    // Sequential readers get the next chunks fetched while they consume this one (asked once, when a chunk is entered).
+    if (pos % cs === 0) for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.withChunk(c, noop, false).catch(() => {})
     this.metrics.bytesRead.inc(out)
     return out
   }

@@ -1,4 +1,6 @@
+import { createRequire } from 'node:module'
 import { compress, decompress } from 'zstd-napi'
+import type * as ZstdBinding from 'zstd-napi/binding.js'
 import { CHUNK_FLAG_COMPRESSED, type CompressorName } from './constants.js'
 import { RafsError } from './errors.js'
 
@@ -36,6 +38,29 @@ export function decompressChunk (data: Uint8Array, flags: number, expectedSize: 
     throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk decodes to ${out.length} bytes, expected ${expectedSize}`)
   }
   return out
+}
+
+// zstd-napi's documented low-level binding: decompresses into a buffer the caller owns.
+const zstdBinding = createRequire(import.meta.url)('zstd-napi/binding.js') as typeof ZstdBinding
+
+/**
+ * As decompressChunk, but a compressed chunk is decoded into `dst` (at least
+ * `expectedSize` bytes), so a reader can reuse its buffers; the result is a
+ * view of `dst`, or of `data` when the chunk is stored raw.
+ */
+export function decompressChunkInto (data: Uint8Array, flags: number, expectedSize: number, dst: Buffer): Buffer {
+  if ((flags & CHUNK_FLAG_COMPRESSED) === 0) return decompressChunk(data, flags, expectedSize)
+  const claimed = zstdFrameContentSize(data)
+  if (claimed !== expectedSize) throw new RafsError('ERR_RAFS_BAD_CHUNK', `zstd frame claims ${claimed ?? 'no'} content size, expected ${expectedSize}`)
+  if (dst.length < expectedSize) throw new RangeError(`decompressChunkInto: ${dst.length}-byte buffer for a ${expectedSize}-byte chunk`)
+  let n: number
+  try {
+    n = zstdBinding.decompress(dst.subarray(0, expectedSize), data)
+  } catch (err) {
+    throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk does not decompress: ${(err as Error).message}`)
+  }
+  if (n !== expectedSize) throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk decodes to ${n} bytes, expected ${expectedSize}`)
+  return dst.subarray(0, n)
 }
 
 /** The content size a zstd frame header declares, or undefined when absent or not a frame. */

@@ -11,17 +11,22 @@ export class LocalFsBackend implements BlobBackend {
   constructor (readonly dir: string) {}
 
   async read (blobId: string, offset: number, length: number): Promise<Buffer> {
-    const fh = await this.handle(blobId)
     const buf = Buffer.allocUnsafe(length)
+    await this.readInto(blobId, offset, buf)
+    return buf
+  }
+
+  async readInto (blobId: string, offset: number, dst: Buffer): Promise<void> {
+    const fh = await this.handle(blobId)
+    const length = dst.length
     let got = 0
     while (got < length) {
-      const { bytesRead } = await fh.read(buf, got, length - got, offset + got).catch((err: Error) => {
+      const { bytesRead } = await fh.read(dst, got, length - got, offset + got).catch((err: Error) => {
         throw new StorageError('ERR_BACKEND_IO', `localfs ${this.dir}: reading blob ${blobId}: ${err.message}`, { cause: err, backend: this.name })
       })
       if (bytesRead === 0) throw new StorageError('ERR_BACKEND_SHORT_READ', `localfs ${this.dir}: blob ${blobId} ends before byte ${offset + length}`, { backend: this.name })
       got += bytesRead
     }
-    return buf
   }
 
   async size (blobId: string): Promise<number> {
