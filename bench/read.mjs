@@ -3,7 +3,8 @@
 // cache), squashfuse (mksquashfs -comp zstd) and a kernel EROFS loop mount
 // (mkfs.erofs --chunksize), in one run: cold and warm sequential MB/s, a
 // metadata walk in files/s, and time to first byte of a small file.
-// Datasets: the Debian/python3 image and one 1 GiB file. Writes .bench/read.json.
+// Datasets: the Debian/python3 image and one 1 GiB file; medians of 3 rounds
+// that interleave the tools. Writes .bench/read.json.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs'
 import { join, dirname } from 'node:path'
@@ -88,19 +89,30 @@ async function measure (tool, s) {
   return { coldMBps: bytes / 1e6 / cold, warmMBps: bytes / 1e6 / warm, walkFilesPerSec: files / walk, ttfbMs: ttfb * 1000 }
 }
 
+const median = xs => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+const ROUNDS = 3
 const sets = prepare()
 const results = {}
 for (const [name, s] of Object.entries(sets)) {
+  // Rounds interleave the tools, so a noisy moment of the machine hits them alike; figures are medians.
+  const runs = {}
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [tn, tool] of Object.entries(tools)) (runs[tn] ??= []).push(await measure(tool, s))
+  }
   results[name] = {}
-  for (const [tn, tool] of Object.entries(tools)) results[name][tn] = await measure(tool, s)
+  for (const [tn, rs] of Object.entries(runs)) {
+    results[name][tn] = Object.fromEntries(Object.keys(rs[0]).map(k => [k, median(rs.map(r => r[k]))]))
+    results[name][tn].coldRuns = rs.map(r => Math.round(r.coldMBps))
+  }
 }
 writeFileSync(join(root, '.bench', 'read.json'), JSON.stringify({ date: new Date().toISOString(), results }, null, 2))
 for (const [name, rows] of Object.entries(results)) {
   const sq = rows.squashfuse
   console.log(`\n${name}:`)
-  console.log('| reader | cold MB/s | x squashfuse | warm MB/s | walk files/s | x squashfuse | first byte ms |')
-  console.log('|---|---|---|---|---|---|---|')
+  console.log(`(medians of ${ROUNDS} interleaved rounds)`)
+  console.log('| reader | cold MB/s | cold runs | x squashfuse | warm MB/s | walk files/s | x squashfuse | first byte ms |')
+  console.log('|---|---|---|---|---|---|---|---|')
   for (const [tn, r] of Object.entries(rows)) {
-    console.log(`| ${tn} | ${r.coldMBps.toFixed(0)} | ${(r.coldMBps / sq.coldMBps).toFixed(2)} | ${r.warmMBps.toFixed(0)} | ${r.walkFilesPerSec.toFixed(0)} | ${(r.walkFilesPerSec / sq.walkFilesPerSec).toFixed(2)} | ${r.ttfbMs.toFixed(1)} |`)
+    console.log(`| ${tn} | ${r.coldMBps.toFixed(0)} | ${r.coldRuns.join(', ')} | ${(r.coldMBps / sq.coldMBps).toFixed(2)} | ${r.warmMBps.toFixed(0)} | ${r.walkFilesPerSec.toFixed(0)} | ${(r.walkFilesPerSec / sq.walkFilesPerSec).toFixed(2)} | ${r.ttfbMs.toFixed(1)} |`)
   }
 }
