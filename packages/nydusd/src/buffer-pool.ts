@@ -19,8 +19,9 @@ export class BufferPool {
   take (len: number): Buffer {
     if (len > this.size || len * 2 < this.size) return Buffer.allocUnsafe(len)
     let ab = this.free.pop()
-    if (ab !== undefined) this.reused++
-    if (ab === undefined) {
+    if (ab !== undefined) {
+      this.reused++
+    } else {
       ab = new ArrayBuffer(this.size)
       this.owned.add(ab)
     }
@@ -33,6 +34,4 @@ export class BufferPool {
     if (!this.owned.has(ab) || this.free.length >= this.max || this.free.includes(ab)) return
     this.free.push(ab)
   }
-
-  get idle (): number { return this.free.length }
 }

@@ -162,9 +162,8 @@ export class ChunkFetcher {
     if (failure !== undefined) throw failure
   }
 
+  /** Called by `withChunk` right after it missed the memory LRU, with no await between. */
   private async load (c: ChunkRef, blob: BlobInfo, k: string): Promise<void> {
-    const hot = this.decoded.get(k)
-    if (hot !== undefined) { this.o.metrics.cacheHits.inc(); this.deliver(k, hot); return }
     const raw = this.merged.take(k)
     if (raw !== undefined) {
       const data = this.decode(c, blob, raw)

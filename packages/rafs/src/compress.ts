@@ -19,24 +19,9 @@ export function compressChunk (data: Uint8Array, compressor: CompressorName, lev
 }
 
 export function decompressChunk (data: Uint8Array, flags: number, expectedSize: number): Buffer {
-  let out: Buffer
-  if ((flags & CHUNK_FLAG_COMPRESSED) !== 0) {
-    // zstd-napi allocates what the frame header claims: check it first, the bytes are untrusted.
-    const claimed = zstdFrameContentSize(data)
-    if (claimed !== expectedSize) {
-      throw new RafsError('ERR_RAFS_BAD_CHUNK', `zstd frame claims ${claimed ?? 'no'} content size, expected ${expectedSize}`)
-    }
-    try {
-      out = decompress(data)
-    } catch (err) {
-      throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk does not decompress: ${(err as Error).message}`)
-    }
-  } else {
-    out = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  }
-  if (out.length !== expectedSize) {
-    throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk decodes to ${out.length} bytes, expected ${expectedSize}`)
-  }
+  if ((flags & CHUNK_FLAG_COMPRESSED) !== 0) return checkedZstd(data, expectedSize, () => decompress(data))
+  const out = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  if (out.length !== expectedSize) throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk decodes to ${out.length} bytes, expected ${expectedSize}`)
   return out
 }
 
@@ -50,17 +35,22 @@ const zstdBinding = createRequire(import.meta.url)('zstd-napi/binding.js') as ty
  */
 export function decompressChunkInto (data: Uint8Array, flags: number, expectedSize: number, dst: Buffer): Buffer {
   if ((flags & CHUNK_FLAG_COMPRESSED) === 0) return decompressChunk(data, flags, expectedSize)
+  if (dst.length < expectedSize) throw new RangeError(`decompressChunkInto: ${dst.length}-byte buffer for a ${expectedSize}-byte chunk`)
+  return checkedZstd(data, expectedSize, () => dst.subarray(0, zstdBinding.decompress(dst.subarray(0, expectedSize), data)))
+}
+
+/** Runs `decode` on a zstd frame whose header claims exactly `expectedSize` (the bytes are untrusted; zstd-napi allocates what the header claims). */
+function checkedZstd (data: Uint8Array, expectedSize: number, decode: () => Buffer): Buffer {
   const claimed = zstdFrameContentSize(data)
   if (claimed !== expectedSize) throw new RafsError('ERR_RAFS_BAD_CHUNK', `zstd frame claims ${claimed ?? 'no'} content size, expected ${expectedSize}`)
-  if (dst.length < expectedSize) throw new RangeError(`decompressChunkInto: ${dst.length}-byte buffer for a ${expectedSize}-byte chunk`)
-  let n: number
+  let out: Buffer
   try {
-    n = zstdBinding.decompress(dst.subarray(0, expectedSize), data)
+    out = decode()
   } catch (err) {
     throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk does not decompress: ${(err as Error).message}`)
   }
-  if (n !== expectedSize) throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk decodes to ${n} bytes, expected ${expectedSize}`)
-  return dst.subarray(0, n)
+  if (out.length !== expectedSize) throw new RafsError('ERR_RAFS_BAD_CHUNK', `chunk decodes to ${out.length} bytes, expected ${expectedSize}`)
+  return out
 }
 
 /** The content size a zstd frame header declares, or undefined when absent or not a frame. */
