@@ -1,4 +1,6 @@
 #!/usr/bin/env node
 import { main } from '../dist/src/cli.js'
 
-process.exitCode = await main(process.argv.slice(2))
+// Exit explicitly: fuse-native keeps a libuv handle referenced after a session
+// the kernel ended, which would keep the process alive.
+process.exit(await main(process.argv.slice(2)))

@@ -21,7 +21,7 @@ Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [
   --log-level LEVEL  trace, debug, info, warn, error (default info)
   --prefetch         fetch the whole image in the background (fs_prefetch.enable)
 
-Runs in the foreground; SIGINT or SIGTERM unmounts and exits.`
+Runs in the foreground; SIGINT or SIGTERM unmounts and exits, as does an unmount from outside.`
 
 export async function main (argv: string[]): Promise<number> {
   let args
@@ -71,12 +71,13 @@ export async function main (argv: string[]): Promise<number> {
     return fail(`${e.message}${e.code?.startsWith('ERR_') === true ? ` [${e.code}]` : ''}`)
   }
   await new Promise<void>(resolve => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'stopping')
+    const stop = (why: string): void => {
+      log.info({ why }, 'stopping')
       daemon.stop().then(resolve, resolve)
     }
     process.once('SIGINT', () => stop('SIGINT'))
     process.once('SIGTERM', () => stop('SIGTERM'))
+    void daemon.ended.then(() => stop('unmounted'))
   })
   return 0
 }

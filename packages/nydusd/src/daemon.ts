@@ -10,6 +10,7 @@ import { startApi } from './api.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
 import type { BackendConfig, NydusdConfig } from './config.js'
 import { NydusdError } from './errors.js'
+import { FuseSessionWatch, fuseFds } from './fuse-session.js'
 import { DaemonMetrics } from './metrics.js'
 import { Prefetcher } from './prefetch.js'
 import { RafsFs } from './rafs-fs.js'
@@ -38,6 +39,11 @@ export class Nydusd {
   private fuse?: Fuse
   private api?: Server
   private prefetcher?: Prefetcher
+  private session?: FuseSessionWatch
+  private sessionEnded = false
+  private endedResolve!: () => void
+  /** Settles when the kernel ends the FUSE session without us (external umount). */
+  readonly ended = new Promise<void>(resolve => { this.endedResolve = resolve })
   state: 'INIT' | 'RUNNING' | 'STOPPED' = 'INIT'
 
   private constructor (
@@ -77,12 +83,19 @@ export class Nydusd {
     const fuse = new Fuse(this.o.mountpoint, this.fs.ops(), { ...MOUNT_OPTIONS, force: false, mkdir: false })
     const base = fuse._fuseOptions.bind(fuse)
     fuse._fuseOptions = () => { const s = base(); return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}` }
+    const before = await fuseFds()
     await new Promise<void>((resolve, reject) => fuse.mount(err => {
       if (err !== null) reject(new NydusdError('ERR_MOUNT', `mounting ${this.o.mountpoint}: ${err.message}`, { cause: err }))
       else resolve()
     }))
     this.fuse = fuse
     this.state = 'RUNNING'
+    this.session = await FuseSessionWatch.after(before)
+    this.session?.start(() => {
+      this.sessionEnded = true
+      this.log.warn({ mountpoint: this.o.mountpoint }, 'FUSE session ended: the mountpoint was unmounted from outside')
+      this.endedResolve()
+    })
     this.log.info({ mountpoint: this.o.mountpoint, bootstrap: this.o.bootstrap, backend: this.backend.name, inodes: this.reader.inodeCount }, 'mounted')
   }
 
@@ -115,12 +128,23 @@ export class Nydusd {
     if (this.state === 'STOPPED') return
     this.state = 'STOPPED'
     this.prefetcher?.stop()
-    const fuse = this.fuse
-    if (fuse !== undefined) await new Promise<void>(resolve => fuse.unmount(err => { if (err !== null) this.log.warn({ err: err.message }, 'unmount failed'); resolve() }))
+    this.session?.stop()
+    if (!this.sessionEnded) await this.unmount()
     await new Promise<void>(resolve => this.api === undefined ? resolve() : this.api.close(() => resolve()))
     await this.fetcher.flush()
     await this.backend.close()
     this.log.info({ mountpoint: this.o.mountpoint }, 'unmounted')
+  }
+
+  /** fusermount can hang on a wedged mount; stopping must not. */
+  private async unmount (): Promise<void> {
+    const fuse = this.fuse
+    if (fuse === undefined) return
+    let timer: NodeJS.Timeout | undefined
+    const done = new Promise<void>(resolve => fuse.unmount(err => { if (err !== null) this.log.warn({ err: err.message }, 'unmount failed'); resolve() }))
+    const late = new Promise<void>(resolve => { timer = setTimeout(() => { this.log.warn({ mountpoint: this.o.mountpoint }, 'unmount did not finish within 5 s; going on'); resolve() }, 5000) })
+    await Promise.race([done, late])
+    clearTimeout(timer)
   }
 }
 

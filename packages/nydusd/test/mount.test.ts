@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { busyboxFixture, diffTrees, fixture, gnuExtract, layerFixture, mountImage, nydusdBin, nydusImage, run, snapshotTree, tempDir } from '@nydusjs/testkit'
 import { buildImage, localConfig, nonUtf8 } from './helpers.js'
 
@@ -113,4 +114,21 @@ test.serial('without /dev/fuse nydusd refuses with a clear message and mounts no
   t.is(r.code, 1, r.stderr)
   t.regex(r.stderr, /^nydusd: error: FUSE is not available: \/dev\/fuse is missing/)
   t.deepEqual(await readdir(img.mnt), [])
+})
+
+test.serial('an unmount from outside ends the daemon, once the last open file is closed', async t => {
+  const img = await buildImage(t, layerFixture('pax.tar'))
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  const want = await readFile(join(m.mnt, 'text.txt'))
+  const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
+  const fh = await open(join(m.mnt, 'text.txt'), 'r')
+  t.is((await run('fusermount', ['-u', '-z', m.mnt])).code, 0)
+  // Lazily detached but still in use: the daemon must keep serving the open file.
+  await sleep(2500)
+  t.is(m.proc.exitCode, null, 'still running while a file is open')
+  t.true((await fh.readFile()).equals(want))
+  await fh.close()
+  const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)])
+  t.is(code, 0)
+  t.regex(m.logs(), /FUSE session ended: the mountpoint was unmounted from outside/)
 })
