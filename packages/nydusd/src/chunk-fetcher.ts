@@ -2,6 +2,7 @@ import { CHUNK_FLAG_COMPRESSED, decompressChunkInto, decompressChunk, type BlobI
 import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage'
 import type { Logger } from 'pino'
 import { BufferPool } from './buffer-pool.js'
+import { HashWorker } from './hash-worker.js'
 import { NydusdError } from './errors.js'
 import type { DaemonMetrics } from './metrics.js'
 
@@ -18,6 +19,8 @@ export interface FetcherOptions {
   log: Logger
   /** Bytes of decoded chunks kept in memory: FUSE asks for 128 KiB at a time, so one chunk serves several reads. */
   memoryCacheSize?: number
+  /** Hash large chunks on a worker thread (default true; only with digestValidate). */
+  hashThread?: boolean
 }
 
 /** A byte-bounded LRU of buffers. */
@@ -85,12 +88,14 @@ export class ChunkFetcher {
   /** Buffers a cache write still reads from: never recycled. */
   private readonly writing = new Set<ArrayBufferLike>()
   private readonly pool: BufferPool
+  private readonly hasher?: HashWorker
   foregroundInflight = 0
 
   constructor (private readonly o: FetcherOptions) {
     this.pool = new BufferPool(o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0))
     this.decoded = new BufferLru(o.memoryCacheSize ?? 32 * 1024 * 1024, v => { if (!this.writing.has(v.buffer)) this.pool.give(v) })
     this.merged = new BufferLru(Math.max(o.mergingSize * 8, 8 * 1024 * 1024))
+    if (o.digestValidate && o.hashThread !== false) this.hasher = new HashWorker(o.digester)
     const seen = new Set<string>()
     for (const c of o.chunks) {
       const k = key(o.blobs[c.blobIndex].id, c.compressedOffset)
@@ -105,6 +110,9 @@ export class ChunkFetcher {
 
   /** Chunk buffers served from the pool rather than allocated. */
   get buffersReused (): number { return this.pool.reused }
+
+  /** Chunks whose digest the hash thread computed. */
+  get hashedOffThread (): number { return this.hasher?.offloaded ?? 0 }
 
   isCached (c: ChunkRef): boolean {
     return this.o.cache?.has(this.o.blobs[c.blobIndex].id, c.compressedOffset) ?? false
@@ -166,12 +174,12 @@ export class ChunkFetcher {
   private async load (c: ChunkRef, blob: BlobInfo, k: string): Promise<void> {
     const raw = this.merged.take(k)
     if (raw !== undefined) {
-      const data = this.decode(c, blob, raw)
+      const data = await this.decode(c, blob, raw)
       if (data !== undefined) { this.keep(blob, c, data); return }
     }
     const cached = await this.o.cache?.get(blob.id, c.compressedOffset, c.uncompressedSize)
     if (cached !== undefined) {
-      if (this.verified.has(k) || !this.o.digestValidate || this.o.digester.digest(cached).equals(c.digest)) {
+      if (this.verified.has(k) || !this.o.digestValidate || (await this.digestOf(cached)).equals(c.digest)) {
         this.verified.add(k)
         this.o.metrics.cacheHits.inc()
         this.decoded.set(k, cached)
@@ -222,7 +230,7 @@ export class ChunkFetcher {
     }
     for (const r of run.slice(1)) this.merged.set(key(blob.id, r.compressedOffset), Buffer.from(raw.subarray(r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)))
     if (checked !== undefined) this.verified.add(key(blob.id, c.compressedOffset))
-    const wanted = checked ?? this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
+    const wanted = checked ?? await this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
     if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
     // The compressed bytes are spent (merged neighbours were copied out above); raw-stored, they are the chunk.
     if (wanted.buffer !== raw.buffer) this.pool.give(raw)
@@ -249,35 +257,56 @@ export class ChunkFetcher {
     while (this.writes.size > 0) await Promise.all([...this.writes])
   }
 
-  /** Decompressed and verified bytes, or undefined. */
-  private decodeQuiet (c: ChunkRef, piece: Buffer): Buffer | undefined {
-    try {
-      return this.decodeOrThrow(c, piece)
-    } catch {
-      return undefined
-    }
+  /** Flushes and stops the hash thread. */
+  async close (): Promise<void> {
+    await this.flush()
+    await this.hasher?.close()
   }
 
-  private decodeOrThrow (c: ChunkRef, piece: Buffer): Buffer {
-    const dst = (c.flags & CHUNK_FLAG_COMPRESSED) !== 0 ? this.pool.take(c.uncompressedSize) : undefined
+  private async digestOf (data: Buffer): Promise<Buffer> {
+    return await (this.hasher?.digest(data) ?? this.o.digester.digestAsync(data))
+  }
+
+  /** Decompressed and verified bytes, or undefined (synchronous: a chain link's answer is judged on the spot). */
+  private decodeQuiet (c: ChunkRef, piece: Buffer): Buffer | undefined {
+    let data: Buffer | undefined
     try {
-      const data = dst === undefined ? decompressChunk(piece, c.flags, c.uncompressedSize) : decompressChunkInto(piece, c.flags, c.uncompressedSize, dst)
-      if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
-      // A stored-raw chunk is a view of the request buffer; copy only when that buffer holds more than this chunk.
-      return c.flags === 0 && data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
+      data = this.unpack(c, piece)
+      if (!this.o.digestValidate || this.o.digester.digest(data).equals(c.digest)) return data
+    } catch {}
+    if (data !== undefined) this.pool.give(data)
+    return undefined
+  }
+
+  /** Decompressed (into a pooled buffer) and, stored raw, copied out of a larger request buffer. */
+  private unpack (c: ChunkRef, piece: Buffer): Buffer {
+    if ((c.flags & CHUNK_FLAG_COMPRESSED) === 0) {
+      const data = decompressChunk(piece, c.flags, c.uncompressedSize)
+      return data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
+    }
+    const dst = this.pool.take(c.uncompressedSize)
+    try {
+      return decompressChunkInto(piece, c.flags, c.uncompressedSize, dst)
     } catch (err) {
-      if (dst !== undefined) this.pool.give(dst)
+      this.pool.give(dst)
       throw err
     }
   }
 
-  /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */
-  private decode (c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Buffer | undefined {
+  /**
+   * Decompressed and verified bytes, or undefined (logged and counted) when
+   * they do not match. Large chunks are hashed on another thread, so the JS
+   * thread serves FUSE while read-ahead chunks are checked.
+   */
+  private async decode (c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
+    let data: Buffer | undefined
     try {
-      const data = this.decodeOrThrow(c, piece)
+      data = this.unpack(c, piece)
+      if (this.o.digestValidate && !(await this.digestOf(data)).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
       this.verified.add(key(blob.id, c.compressedOffset))
       return data
     } catch (err) {
+      if (data !== undefined) this.pool.give(data)
       this.o.metrics.verifyFailures.inc({ backend })
       this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: (err as Error).message }, 'chunk failed verification')
       return undefined

@@ -80,7 +80,8 @@ export class Nydusd {
   }
 
   private async mount (): Promise<void> {
-    const fuse = new Fuse(this.o.mountpoint, this.fs.ops(), { ...MOUNT_OPTIONS, force: false, mkdir: false })
+    const ops = this.fs.ops()
+    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: opTimeouts(ops) })
     const base = fuse._fuseOptions.bind(fuse)
     fuse._fuseOptions = () => { const s = base(); return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}` }
     const before = await fuseFds()
@@ -131,7 +132,7 @@ export class Nydusd {
     this.session?.stop()
     if (!this.sessionEnded) await this.unmount()
     await new Promise<void>(resolve => this.api === undefined ? resolve() : this.api.close(() => resolve()))
-    await this.fetcher.flush()
+    await this.fetcher.close()
     await this.backend.close()
     this.log.info({ mountpoint: this.o.mountpoint }, 'unmounted')
   }
@@ -146,6 +147,15 @@ export class Nydusd {
     await Promise.race([done, late])
     clearTimeout(timer)
   }
+}
+
+/**
+ * fuse-native arms a 15 s timer per request by default. Only reads can wait
+ * (on a backend); every other op answers synchronously from the bootstrap,
+ * so their timers are pure cost.
+ */
+function opTimeouts (ops: Record<string, unknown>): Record<string, number | false> {
+  return Object.fromEntries(Object.keys(ops).map(op => [op, op === 'read' ? 15_000 : false]))
 }
 
 export async function openBootstrap (path: string): Promise<BootstrapReader> {

@@ -43,11 +43,20 @@ export class RafsFs {
   resolve (path: string): InodeRecord | undefined {
     let hit = this.lookups.get(path)
     if (hit === undefined) {
-      hit = this.r.lookup(Buffer.from(path, 'utf8')) ?? this.lossyLookup(path) ?? null
+      hit = this.lookupFresh(path) ?? this.lossyLookup(path) ?? null
       if (this.lookups.size >= LOOKUP_CACHE) this.lookups.clear()
       this.lookups.set(path, hit)
     }
     return hit ?? undefined
+  }
+
+  /** The kernel looks a path up after its parent, so the parent is usually cached: one name search. */
+  private lookupFresh (path: string): InodeRecord | undefined {
+    const slash = path.lastIndexOf('/')
+    if (slash <= 0 || path.endsWith('/')) return this.r.lookup(Buffer.from(path, 'utf8'))
+    const parent = this.lookups.get(path.slice(0, slash))
+    if (parent === undefined) return this.r.lookup(Buffer.from(path, 'utf8'))
+    return parent === null ? undefined : this.r.child(parent, Buffer.from(path.slice(slash + 1), 'utf8'))
   }
 
   /**
@@ -163,17 +172,11 @@ export class RafsFs {
         if (rec === undefined) return Fuse.ENOENT
         return isLnk(rec.mode) ? [0, this.r.readlink(rec).toString('utf8')] : Fuse.EINVAL
       }),
-      open: timed('open', (path: string, flags: number) => {
-        const rec = this.resolve(path)
-        if (rec === undefined) return Fuse.ENOENT
-        if ((flags & 3) !== 0) return Fuse.EROFS
-        if (isReg(rec.mode)) this.access.record(path)
-        return [0, rec.index]
-      }),
-      read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+      read: (path: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const t0 = process.hrtime.bigint()
         const rec = this.resolve(path)
         if (rec === undefined || !isReg(rec.mode)) { cb(Fuse.EIO); return }
+        this.access.record(path)
         this.read(rec, buf, len, pos).then(n => {
           readOk.inc()
           readLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9)
@@ -204,8 +207,10 @@ export class RafsFs {
         return [0, this.enableXattr ? this.r.xattrs(rec).map(([k]) => k.toString('utf8')) : []]
       })
     }
-    // release, releasedir and flush are left out on purpose: no per-handle state to drop, and an
-    // unimplemented flush makes the kernel stop sending it, which saves a round trip into JS per close.
+    // open, release, releasedir and flush are left out on purpose. Each FUSE request is two thread
+    // hand-offs into JS, and these carry nothing here: no per-handle state, reads find the inode by
+    // path, the `ro` mount makes the kernel refuse write opens with EROFS, libfuse answers open (with
+    // keep_cache, from kernel_cache) itself, and an unimplemented flush makes the kernel stop sending it.
     for (const op of ['write', 'create', 'truncate', 'ftruncate', 'chown', 'chmod', 'mknod', 'setxattr', 'removexattr', 'utimens', 'unlink', 'rename', 'link', 'symlink', 'mkdir', 'rmdir', 'fsync']) ops[op] = rofs()
     return ops
   }

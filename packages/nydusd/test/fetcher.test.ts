@@ -129,3 +129,42 @@ test('chunk buffers are reused under memory-cache churn, and 48 concurrent reade
   t.true(fetcher.buffersReused > 100, `buffers reused: ${fetcher.buffersReused}`)
   await backend.close()
 })
+
+test('1 MiB chunks are hashed on the hash thread: concurrent readers get exactly their chunks, a flipped byte is refused', async t => {
+  const src = await tempDir(t, 'big-src-')
+  for (let i = 0; i < 8; i++) {
+    const body = i % 2 === 0 ? randomBytes(1536 * 1024) : Buffer.from(`row ${i} `.repeat(250_000).slice(0, 1536 * 1024))
+    await writeFile(join(src, `f${i}`), body)
+  }
+  const img = await buildImage(t, src)
+  const r = BootstrapReader.open(await readFile(img.boot))
+  const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
+  const victim = chunks.find(c => c.flags === 0 && c.uncompressedSize === 1024 * 1024)!
+  const [blob] = r.blobs()
+  const blobPath = join(img.blobs, blob.id)
+  const bytes = await readFile(blobPath)
+  bytes[victim.compressedOffset + 4321] ^= 1
+  await writeFile(blobPath, bytes)
+  const backend = new JitterBackend(new LocalFsBackend(img.blobs))
+  t.teardown(async () => { await backend.close() })
+  const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 0, memoryCacheSize: 2 * 1024 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+  t.teardown(async () => { await fetcher.close() })
+  const good = chunks.filter(c => c !== victim && c.compressedOffset !== victim.compressedOffset)
+  let wrong = 0
+  let served = 0
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    for (let n = 0; n < 12; n++) {
+      const c = good[Math.floor(Math.random() * good.length)]
+      await fetcher.withChunk(c, data => {
+        served++
+        if (!createHash('sha256').update(data).digest().equals(c.digest)) wrong++
+      })
+    }
+  }))
+  t.is(served, 16 * 12)
+  t.is(wrong, 0)
+  t.true(fetcher.hashedOffThread > 0, `hashed off thread: ${fetcher.hashedOffThread}`)
+  const before = fetcher.hashedOffThread
+  await t.throwsAsync(fetcher.get(victim), { code: 'ERR_CHUNK_VERIFY' })
+  t.is(fetcher.hashedOffThread, before + 1, 'the bad chunk was judged by the hash thread')
+})

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, webcrypto } from 'node:crypto'
 import { createBLAKE3, type IHasher } from 'hash-wasm'
 import type { DigesterName } from './constants.js'
 
@@ -7,7 +7,12 @@ export interface Digester {
   readonly name: DigesterName
   digest (data: Uint8Array): Buffer
   digestMany (parts: readonly Uint8Array[]): Buffer
+  /** The same hash, computed off the JS thread where that is possible. */
+  digestAsync (data: Uint8Array): Promise<Buffer>
 }
+
+/** Below this the thread pool's hand-off costs more than hashing on the JS thread. */
+const ASYNC_MIN_BYTES = 64 * 1024
 
 class Sha256Digester implements Digester {
   readonly name = 'sha256' as const
@@ -19,6 +24,12 @@ class Sha256Digester implements Digester {
     const h = createHash('sha256')
     for (const p of parts) h.update(p)
     return h.digest()
+  }
+
+  async digestAsync (data: Uint8Array): Promise<Buffer> {
+    // WebCrypto's digest copies its input and hashes on libuv's thread pool; it refuses shared memory.
+    if (data.length < ASYNC_MIN_BYTES || data.buffer instanceof SharedArrayBuffer) return this.digest(data)
+    return Buffer.from(await webcrypto.subtle.digest('SHA-256', data))
   }
 }
 
@@ -33,6 +44,10 @@ class Blake3Digester implements Digester {
     const h = this.hasher.init()
     for (const p of parts) h.update(p)
     return Buffer.from(h.digest('binary'))
+  }
+
+  async digestAsync (data: Uint8Array): Promise<Buffer> {
+    return this.digest(data)
   }
 }
 

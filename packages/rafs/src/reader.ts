@@ -130,30 +130,43 @@ export class BootstrapReader {
     for (let i = from; i < to; i++) yield this.inode(i)
   }
 
-  /** Binary search per component: O(depth x log n) record reads. */
+  /** Binary search per component: O(depth x log n) name comparisons. */
   lookup (path: string | Buffer): InodeRecord | undefined {
     const p = typeof path === 'string' ? Buffer.from(path) : path
     let cur = this.root()
     for (const part of p.toString('latin1').split('/')) {
       if (part === '' || part === '.') continue
-      if (!isDir(cur.mode)) return undefined
-      const want = Buffer.from(part, 'latin1')
-      const [from, to] = this.childRange(cur)
-      let lo = from
-      let hi = to
-      let found: InodeRecord | undefined
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1
-        const rec = this.inode(mid)
-        const c = Buffer.compare(rec.name, want)
-        if (c === 0) { found = rec; break }
-        if (c < 0) lo = mid + 1
-        else hi = mid
-      }
-      if (found === undefined) return undefined
-      cur = found
+      const next = this.child(cur, Buffer.from(part, 'latin1'))
+      if (next === undefined) return undefined
+      cur = next
     }
     return cur
+  }
+
+  /**
+   * The child of `dir` named `name` (children are sorted by name). Compares
+   * names straight from the inode table and decodes only the match: a
+   * metadata walk does one of these per FUSE lookup.
+   */
+  child (dir: InodeRecord, name: Buffer): InodeRecord | undefined {
+    if (!isDir(dir.mode)) return undefined
+    const [from, to] = this.childRange(dir)
+    const b = this.t.inode
+    const names = this.t.string
+    let lo = from
+    let hi = to
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const o = mid * INODE_SIZE
+      const off = b.readUInt32LE(o + 84)
+      const len = b.readUInt16LE(o + 88)
+      if (off + len > names.length) return this.inode(mid) // decoding names the bad reference
+      const c = names.compare(name, 0, name.length, off, off + len)
+      if (c === 0) return this.inode(mid)
+      if (c > 0) hi = mid
+      else lo = mid + 1
+    }
+    return undefined
   }
 
   /** The path of a record, from its parent links (bounded by the inode count, so a cycle cannot hang). */
