@@ -94,7 +94,7 @@ export class ChunkFetcher {
   constructor (private readonly o: FetcherOptions) {
     this.pool = new BufferPool(o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0))
     this.decoded = new BufferLru(o.memoryCacheSize ?? 32 * 1024 * 1024, v => { if (!this.writing.has(v.buffer)) this.pool.give(v) })
-    this.merged = new BufferLru(Math.max(o.mergingSize * 8, 8 * 1024 * 1024))
+    this.merged = new BufferLru(Math.max(o.mergingSize * 8, 8 * 1024 * 1024), v => this.pool.give(v))
     if (o.digestValidate && o.hashThread !== false) this.hasher = new HashWorker(o.digester)
     const seen = new Set<string>()
     for (const c of o.chunks) {
@@ -175,7 +175,11 @@ export class ChunkFetcher {
     const raw = this.merged.take(k)
     if (raw !== undefined) {
       const data = await this.decode(c, blob, raw)
-      if (data !== undefined) { this.keep(blob, c, data); return }
+      if (data !== undefined) {
+        if (data.buffer !== raw.buffer) this.pool.give(raw)
+        this.keep(blob, c, data)
+        return
+      }
     }
     const cached = await this.o.cache?.get(blob.id, c.compressedOffset, c.uncompressedSize)
     if (cached !== undefined) {
@@ -228,7 +232,11 @@ export class ChunkFetcher {
     } finally {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
-    for (const r of run.slice(1)) this.merged.set(key(blob.id, r.compressedOffset), Buffer.from(raw.subarray(r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)))
+    for (const r of run.slice(1)) {
+      const piece = this.pool.take(r.compressedSize)
+      raw.copy(piece, 0, r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)
+      this.merged.set(key(blob.id, r.compressedOffset), piece)
+    }
     if (checked !== undefined) this.verified.add(key(blob.id, c.compressedOffset))
     const wanted = checked ?? await this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
     if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads'
 import type { Digester } from '@nydusjs/rafs'
 
 /** Below this, a hand-off to another thread costs more than hashing here. */
-const MIN_BYTES = 64 * 1024
+const MIN_BYTES = 256 * 1024
 
 interface Waiter { data: Uint8Array, resolve: (d: Buffer) => void }
 

@@ -82,13 +82,16 @@ test('prefetch waits while a foreground read is in flight', async t => {
 /** localfs with random delays on both read paths, so loads finish in a shuffled order. */
 class JitterBackend implements BlobBackend {
   readonly name = 'jitter'
+  longest = 0
   constructor (private readonly inner: LocalFsBackend) {}
   async read (id: string, offset: number, length: number): Promise<Buffer> {
+    this.longest = Math.max(this.longest, length)
     await sleep(Math.random() * 3)
     return await this.inner.read(id, offset, length)
   }
 
   async readInto (id: string, offset: number, dst: Buffer): Promise<void> {
+    this.longest = Math.max(this.longest, dst.length)
     await sleep(Math.random() * 3)
     await this.inner.readInto(id, offset, dst)
   }
@@ -97,38 +100,45 @@ class JitterBackend implements BlobBackend {
   async close (): Promise<void> { await this.inner.close() }
 }
 
-test('chunk buffers are reused under memory-cache churn, and 48 concurrent readers still get exactly their chunks', async t => {
-  const src = await tempDir(t, 'pool-src-')
-  for (let i = 0; i < 40; i++) {
-    // Random files are stored raw (views of the read buffer); text files are compressed (decoded into pooled buffers).
-    const body = i % 2 === 0 ? randomBytes(64 * 1024) : Buffer.from(`line ${i} `.repeat(8000).slice(0, 64 * 1024))
-    await writeFile(join(src, `f${i}`), body)
-  }
-  const img = await buildImage(t, src, ['--chunk-size', '0x1000'])
-  const r = BootstrapReader.open(await readFile(img.boot))
-  const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
-  t.true(chunks.some(c => c.flags !== 0) && chunks.some(c => c.flags === 0), 'both compressed and raw chunks')
-  const backend = new JitterBackend(new LocalFsBackend(img.blobs))
-  const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 0, memoryCacheSize: 16 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
-  let wrong = 0
-  let served = 0
-  let step = 0
-  await Promise.all(Array.from({ length: 48 }, async () => {
-    for (let n = 0; n < 60; n++) {
-      // A window of 12 chunks sliding over the image: hits in the 4-chunk memory cache and evictions both happen all the time.
-      const w = Math.floor(step++ / 16) % (chunks.length - 12)
-      const c = chunks[w + Math.floor(Math.random() * 12)]
-      await fetcher.withChunk(c, data => {
-        served++
-        if (!createHash('sha256').update(data).digest().equals(c.digest)) wrong++
-      })
+for (const mergingSize of [0, 64 * 1024]) {
+  test(`chunk buffers are reused under memory-cache churn, and 48 concurrent readers still get exactly their chunks (merging_size ${mergingSize})`, async t => {
+    const src = await tempDir(t, 'pool-src-')
+    for (let i = 0; i < 40; i++) {
+      // Random files are stored raw (views of the read buffer); text files are compressed (decoded into pooled buffers).
+      const body = i % 2 === 0 ? randomBytes(256 * 1024) : Buffer.from(`line ${i} `.repeat(32000).slice(0, 256 * 1024))
+      await writeFile(join(src, `f${i}`), body)
     }
-  }))
-  t.is(served, 48 * 60)
-  t.is(wrong, 0)
-  t.true(fetcher.buffersReused > 100, `buffers reused: ${fetcher.buffersReused}`)
-  await backend.close()
-})
+    // 16 KiB chunks: the smallest buffer class the pool keeps.
+    const img = await buildImage(t, src, ['--chunk-size', '0x4000'])
+    const r = BootstrapReader.open(await readFile(img.boot))
+    const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i)).sort((a, b) => a.compressedOffset - b.compressedOffset)
+    t.true(chunks.some(c => c.flags !== 0) && chunks.some(c => c.flags === 0), 'both compressed and raw chunks')
+    const backend = new JitterBackend(new LocalFsBackend(img.blobs))
+    const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, memoryCacheSize: 64 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+    let wrong = 0
+    let served = 0
+    let step = 0
+    await Promise.all(Array.from({ length: 48 }, async () => {
+      for (let n = 0; n < 20; n++) {
+        // A window of 12 chunks sliding over the blob, read in runs of 3 neighbours (so merging has
+        // something to merge): hits in the 4-chunk memory cache and evictions both happen all the time.
+        const w = Math.floor(step++ / 6) % (chunks.length - 14)
+        const at = w + Math.floor(Math.random() * 12)
+        for (const c of chunks.slice(at, at + 3)) {
+          await fetcher.withChunk(c, data => {
+            served++
+            if (!createHash('sha256').update(data).digest().equals(c.digest)) wrong++
+          })
+        }
+      }
+    }))
+    t.is(served, 48 * 60)
+    t.is(wrong, 0)
+    t.true(fetcher.buffersReused > 100, `buffers reused: ${fetcher.buffersReused}`)
+    if (mergingSize > 0) t.true(backend.longest > 16 * 1024, `longest request ${backend.longest}: some were merged`)
+    await backend.close()
+  })
+}
 
 test('1 MiB chunks are hashed on the hash thread: concurrent readers get exactly their chunks, a flipped byte is refused', async t => {
   const src = await tempDir(t, 'big-src-')

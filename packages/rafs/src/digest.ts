@@ -12,7 +12,7 @@ export interface Digester {
 }
 
 /** Below this the thread pool's hand-off costs more than hashing on the JS thread. */
-const ASYNC_MIN_BYTES = 64 * 1024
+const ASYNC_MIN_BYTES = 256 * 1024
 
 class Sha256Digester implements Digester {
   readonly name = 'sha256' as const
