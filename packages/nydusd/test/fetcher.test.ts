@@ -35,6 +35,7 @@ async function setup (t: Parameters<typeof buildImage>[0], delayMs: number, merg
   const backend = new CountingBackend(new LocalFsBackend(img.blobs), delayMs)
   const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
   const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+  t.teardown(async () => { await fetcher.close(); await backend.close() })
   return { fetcher, backend, r, chunks }
 }
 
@@ -136,6 +137,7 @@ for (const mergingSize of [0, 64 * 1024]) {
     t.is(wrong, 0)
     t.true(fetcher.buffersReused > 100, `buffers reused: ${fetcher.buffersReused}`)
     if (mergingSize > 0) t.true(backend.longest > 16 * 1024, `longest request ${backend.longest}: some were merged`)
+    await fetcher.close()
     await backend.close()
   })
 }
