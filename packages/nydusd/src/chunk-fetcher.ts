@@ -181,7 +181,9 @@ export class ChunkFetcher {
         return
       }
     }
-    const cached = await this.o.cache?.get(blob.id, c.compressedOffset, c.uncompressedSize)
+    const cache = this.o.cache
+    const dst = cache?.has(blob.id, c.compressedOffset) === true ? this.pool.take(c.uncompressedSize) : undefined
+    const cached = dst === undefined ? undefined : await cache!.get(blob.id, c.compressedOffset, c.uncompressedSize, dst)
     if (cached !== undefined) {
       if (this.verified.has(k) || !this.o.digestValidate || (await this.digestOf(cached)).equals(c.digest)) {
         this.verified.add(k)
@@ -191,8 +193,9 @@ export class ChunkFetcher {
         return
       }
       this.o.log.warn({ blob: blob.id, offset: c.compressedOffset }, 'cached chunk does not match its digest; fetching it again')
-      await this.o.cache!.remove(k)
+      await cache!.remove(k)
     }
+    if (dst !== undefined) this.pool.give(dst)
     this.o.metrics.cacheMisses.inc()
     await this.fetch(c, blob)
   }

@@ -50,20 +50,25 @@ export class ChunkCache {
     return this.lru.has(`${blobId}/${offset}`)
   }
 
-  /** The cached bytes, or undefined. A file of the wrong size is dropped. */
-  async get (blobId: string, offset: number, size: number): Promise<Buffer | undefined> {
+  /**
+   * The cached bytes, or undefined. A file of the wrong size is dropped.
+   * With `dst` (at least `size` bytes) the bytes are read into it and a view
+   * of it is returned: a reader can reuse its buffers, and a positional read
+   * of the size the index knows is one system call fewer than readFile.
+   */
+  async get (blobId: string, offset: number, size: number, dst?: Buffer): Promise<Buffer | undefined> {
     const key = `${checkBlobId(blobId)}/${offset}`
     const known = this.lru.get(key)
     if (known === undefined) { this.misses++; return undefined }
-    let data: Buffer
+    let data: Buffer | undefined
     try {
-      data = await readFile(join(this.dir, key))
+      data = known !== size ? undefined : dst === undefined ? await readFile(join(this.dir, key)) : await readExactly(join(this.dir, key), dst.subarray(0, size))
     } catch {
       this.forget(key)
       this.misses++
       return undefined
     }
-    if (data.length !== size) {
+    if (data?.length !== size) {
       await this.remove(key)
       this.misses++
       return undefined
@@ -116,5 +121,16 @@ export class ChunkCache {
       await this.remove(key)
       this.evictions++
     }
+  }
+}
+
+/** `dst` filled from the start of the file, or undefined when the file is shorter. */
+async function readExactly (path: string, dst: Buffer): Promise<Buffer | undefined> {
+  const fh = await open(path, 'r')
+  try {
+    const { bytesRead } = await fh.read(dst, 0, dst.length, 0)
+    return bytesRead === dst.length ? dst : undefined
+  } finally {
+    await fh.close()
   }
 }

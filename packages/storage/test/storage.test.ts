@@ -1,7 +1,7 @@
 import test from 'ava'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startBlobServer, tempDir } from '@nydusjs/testkit'
 import { ChunkCache, HttpBackend, LocalFsBackend, StorageError } from '../src/index.js'
@@ -76,4 +76,20 @@ test('chunk cache: survives a reopen, drops torn temporary files, evicts least r
   t.false((await readdir(join(dir, ID))).some(f => f.endsWith('.tmp')))
   t.is(await again.get(ID, 3000, 999), undefined, 'a size mismatch is a miss, and the file is dropped')
   t.false(again.has(ID, 3000))
+})
+
+test('chunk cache: get into a caller buffer returns a view of it; a file cut short since it was indexed is a miss and dropped', async t => {
+  const dir = await tempDir(t)
+  const c = await ChunkCache.open(dir)
+  await c.put(ID, 0, data.subarray(0, 1000))
+  await c.put(ID, 1000, data.subarray(1000, 2000))
+  const dst = Buffer.alloc(4096, 0xee)
+  const got = await c.get(ID, 0, 1000, dst)
+  t.true(got!.equals(data.subarray(0, 1000)))
+  t.is(got!.buffer, dst.buffer, 'a view of the caller buffer')
+  t.is(dst[1000], 0xee, 'nothing written past the chunk')
+  await truncate(join(dir, ID, '1000'), 600)
+  t.is(await c.get(ID, 1000, 1000, dst), undefined)
+  t.false(c.has(ID, 1000))
+  t.is(c.size, 1000)
 })
