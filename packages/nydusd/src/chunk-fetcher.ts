@@ -149,7 +149,7 @@ export class ChunkFetcher {
         // The waiter is in place before loading starts: a load can deliver without awaiting.
         const entry: Inflight = { waiters: [use], done: Promise.resolve() }
         this.inflight.set(k, entry)
-        entry.done = this.load(c, blob, k).finally(() => { if (this.inflight.get(k) === entry) this.inflight.delete(k) })
+        entry.done = this.load(c, blob, k, foreground).finally(() => { if (this.inflight.get(k) === entry) this.inflight.delete(k) })
         f = entry
       }
       await f.done
@@ -171,7 +171,7 @@ export class ChunkFetcher {
   }
 
   /** Called by `withChunk` right after it missed the memory LRU, with no await between. */
-  private async load (c: ChunkRef, blob: BlobInfo, k: string): Promise<void> {
+  private async load (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<void> {
     const raw = this.merged.take(k)
     if (raw !== undefined) {
       const data = await this.decode(c, blob, raw)
@@ -185,6 +185,7 @@ export class ChunkFetcher {
     const dst = cache?.has(blob.id, c.compressedOffset) === true ? this.pool.take(c.uncompressedSize) : undefined
     const cached = dst === undefined ? undefined : await cache!.get(blob.id, c.compressedOffset, c.uncompressedSize, dst)
     if (cached !== undefined) {
+      if (foreground) this.cacheReadAhead(c, blob)
       if (this.verified.has(k) || !this.o.digestValidate || (await this.digestOf(cached)).equals(c.digest)) {
         this.verified.add(k)
         this.o.metrics.cacheHits.inc()
@@ -325,6 +326,27 @@ export class ChunkFetcher {
   }
 
   /**
+   * Each chunk read from the disk cache costs trips through the thread pool
+   * (open, read). When the chunk before this one in the blob is in memory, the
+   * reader is going through the blob in order: the cached chunks that follow,
+   * up to merging_size of blob, are loaded in parallel, so their trips overlap
+   * as one merged request does for misses.
+   */
+  private cacheReadAhead (c: ChunkRef, blob: BlobInfo): void {
+    const list = this.byBlob.get(c.blobIndex)
+    const i = list === undefined ? -1 : lowerBound(list, c.compressedOffset)
+    if (list === undefined || i < 1 || this.decoded.get(key(blob.id, list[i - 1].compressedOffset)) === undefined) return
+    let total = 0
+    for (let j = i + 1; j < list.length && total < this.o.mergingSize; j++) {
+      const n = list[j]
+      total += n.compressedSize
+      if (!this.isCached(n)) break
+      const k = key(blob.id, n.compressedOffset)
+      if (!this.inflight.has(k) && this.decoded.get(k) === undefined) this.withChunk(n, noop, false).catch(() => {})
+    }
+  }
+
+  /**
    * Merging pays off only for sequential access: a request that starts where
    * the previous one of this blob ended is extended up to merging_size; a
    * scattered one fetches just its chunk, so reading 5% of an image costs
@@ -353,6 +375,7 @@ export class ChunkFetcher {
 }
 
 const key = (blobId: string, offset: number): string => `${blobId}/${offset}`
+const noop = (): void => {}
 
 function lowerBound (list: ChunkRef[], offset: number): number {
   let lo = 0

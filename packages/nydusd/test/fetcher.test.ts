@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { pino } from 'pino'
 import { BootstrapReader, loadDigester, type ChunkRef } from '@nydusjs/rafs'
-import { LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
+import { ChunkCache, LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
 import { layerFixture, tempDir } from '@nydusjs/testkit'
 import { ChunkFetcher } from '../src/chunk-fetcher.js'
 import { DaemonMetrics } from '../src/metrics.js'
@@ -180,3 +180,39 @@ test('1 MiB chunks are hashed on the hash thread: concurrent readers get exactly
   await t.throwsAsync(fetcher.get(victim), { code: 'ERR_CHUNK_VERIFY' })
   t.is(fetcher.hashedOffThread, before + 1, 'the bad chunk was judged by the hash thread')
 })
+
+test('a sequential reader served from the disk cache gets the following cached chunks loaded ahead, up to merging_size', async t => {
+  const img = await buildImage(t, layerFixture('gnu.tar'), ['--chunk-size', '0x1000', '--compressor', 'none'])
+  const r = BootstrapReader.open(await readFile(img.boot))
+  const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
+  const sorted = [...new Map(chunks.map(c => [c.compressedOffset, c])).values()].sort((a, b) => a.compressedOffset - b.compressedOffset)
+  const backend = new CountingBackend(new LocalFsBackend(img.blobs), 0)
+  t.teardown(async () => { await backend.close() })
+  const opts = { backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 16 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) }
+  const filler = new ChunkFetcher({ ...opts, cache: await ChunkCache.open(img.cache) })
+  for (const c of sorted) await filler.get(c)
+  await filler.close()
+  const cache = await ChunkCache.open(img.cache)
+  const asked: number[] = []
+  const get = cache.get.bind(cache)
+  cache.get = async (id, offset, size, dst) => { asked.push(offset); return await get(id, offset, size, dst) }
+  const fetcher = new ChunkFetcher({ ...opts, cache })
+  t.teardown(async () => { await fetcher.close() })
+  const before = backend.reads
+  await fetcher.get(sorted[0])
+  await fetcher.get(sorted[1])
+  await sleep(50)
+  const ahead = sorted.slice(2).filter(c => asked.includes(c.compressedOffset))
+  t.true(ahead.length >= 2, `loaded ahead: ${ahead.length}`)
+  t.true(ahead.reduce((n, c) => n + c.compressedSize, 0) <= 16 * 1024, 'no more than merging_size of blob')
+  const calls = asked.length
+  // Stored uncompressed: a chunk's bytes are its range of the blob.
+  for (const c of ahead) t.true((await fetcher.get(c)).equals(await readFromBlob(img.blobs, r, c)))
+  t.is(asked.length, calls, 'the chunks loaded ahead are served from memory')
+  t.is(backend.reads, before, 'and nothing came from the backend')
+})
+
+async function readFromBlob (dir: string, r: BootstrapReader, c: ChunkRef): Promise<Buffer> {
+  const blob = await readFile(join(dir, r.blobs()[c.blobIndex].id))
+  return blob.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize)
+}

@@ -131,6 +131,7 @@ async function readExactly (path: string, dst: Buffer): Promise<Buffer | undefin
     const { bytesRead } = await fh.read(dst, 0, dst.length, 0)
     return bytesRead === dst.length ? dst : undefined
   } finally {
-    await fh.close()
+    // The bytes are in; the reader need not wait for the close's trip through the thread pool.
+    fh.close().catch(() => {})
   }
 }
