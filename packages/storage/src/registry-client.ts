@@ -123,7 +123,9 @@ export class RegistryClient {
   /**
    * Makes the blob present in `repo`: nothing if it is there already (HEAD),
    * a cross-repository mount from one of `mountFrom`, else an upload of
-   * `open(start, end)` (inclusive byte range), retried whole on transient failures.
+   * `open(start, end)` (inclusive byte range). A chunk that fails in transit
+   * is resumed where the registry says it stands; other transient failures
+   * retry the whole upload.
    */
   async pushBlob (repo: string, blob: { digest: string, size: number }, open: (start: number, end: number) => Readable | Buffer, mountFrom: string[] = [], onBytes?: (n: number) => void): Promise<PushResult> {
     if (await this.hasBlob(repo, blob.digest)) return 'exists'
@@ -146,19 +148,33 @@ export class RegistryClient {
     const chunk = this.o.uploadChunkSize ?? DEFAULT_UPLOAD_CHUNK
     let loc: string | undefined = await this.startUpload(repo, blob.digest)
     if (blob.size > chunk) {
-      for (let start = 0; start < blob.size; start += chunk) {
+      let resumes = 0
+      for (let start = 0; start < blob.size;) {
         const end = Math.min(blob.size, start + chunk) - 1
-        const res = await this.send('PATCH', loc, {
-          scope: push(repo),
-          what: `upload of ${blob.digest}`,
-          expect: start === 0 ? [202, ...NO_CHUNKS] : [202],
-          headers: { 'content-type': 'application/octet-stream', 'content-range': `${start}-${end}`, 'content-length': String(end - start + 1) },
-          body: () => open(start, end)
-        })
+        let res: Dispatcher.ResponseData
+        try {
+          res = await this.send('PATCH', loc, {
+            scope: push(repo),
+            what: `upload of ${blob.digest}`,
+            expect: start === 0 ? [202, ...NO_CHUNKS] : [202],
+            headers: { 'content-type': 'application/octet-stream', 'content-range': `${start}-${end}`, 'content-length': String(end - start + 1) },
+            body: () => open(start, end)
+          })
+        } catch (err) {
+          // A chunk that failed in transit: ask the registry what it kept and go on from there.
+          if (resumes >= (this.o.retries ?? 3) || !RETRYABLE.has((err as StorageError).code)) throw err
+          await sleep(Math.random() * 200 * 2 ** resumes++)
+          const status: { loc: string, next: number } | undefined = await this.uploadStatus(repo, loc!, blob.digest, blob.size).catch(() => undefined)
+          // The session is gone (docker's registry cancels one that got part of a body): start afresh.
+          if (status === undefined) throw err
+          ;({ loc, next: start } = status)
+          continue
+        }
         await res.body.dump()
         if (res.statusCode !== 202) { loc = undefined; break }
         loc = this.location(res, `upload of ${blob.digest}`)
         onBytes?.(end - start + 1)
+        start = end + 1
       }
     }
     const url = new URL(loc ?? await this.startUpload(repo, blob.digest))
@@ -173,6 +189,16 @@ export class RegistryClient {
     })
     await res.body.dump()
     if (whole) onBytes?.(blob.size)
+  }
+
+  /** Where an upload session stands (GET on its location): the next byte it wants. */
+  private async uploadStatus (repo: string, loc: string, digest: string, size: number): Promise<{ loc: string, next: number }> {
+    const what = `status of the upload of ${digest}`
+    const res = await this.send('GET', loc, { scope: push(repo), what, expect: [204] })
+    await res.body.dump()
+    const m = /^0-(-?\d+)$/.exec(String(res.headers.range ?? ''))
+    if (m === null || Number(m[1]) < -1 || Number(m[1]) >= size) throw new StorageError('ERR_REGISTRY_RESPONSE', `registry ${this.host}/${repo}: ${what}: no usable Range in the answer`, { backend: 'registry' })
+    return { loc: typeof res.headers.location === 'string' ? this.location(res, what) : loc, next: Number(m[1]) + 1 }
   }
 
   private async startUpload (repo: string, digest: string): Promise<string> {

@@ -1,7 +1,7 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-export type Fault = 'pass' | 'reset' | 'stall' | 'status405' | 'status500' | 'status503' | 'truncate' | 'corrupt' | 'unauthorized'
+export type Fault = 'pass' | 'reset' | 'cutBody' | 'stall' | 'status405' | 'status500' | 'status503' | 'truncate' | 'corrupt' | 'unauthorized'
 
 export interface FaultProxy {
   host: string
@@ -25,7 +25,7 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
   const up = new URL(upstream)
   let mode: Fault = 'pass'
   const queue: Fault[] = []
-  const counts = Object.fromEntries(['pass', 'reset', 'stall', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])) as Record<Fault, number>
+  const counts = Object.fromEntries(['pass', 'reset', 'cutBody', 'stall', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])) as Record<Fault, number>
   const stalled = new Set<ServerResponse>()
   const log: Array<{ method: string, path: string, fault: Fault }> = []
   const server: Server = createServer((req, res) => {
@@ -34,6 +34,7 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
     if ((req.url ?? '').includes('/blobs/')) log.push({ method: req.method ?? '', path: (req.url ?? '').split('?')[0], fault: f })
     switch (f) {
       case 'reset': req.socket.destroy(); return
+      case 'cutBody': cut(req); return
       case 'stall': stalled.add(res); return
       case 'status405': req.resume(); res.writeHead(405).end('injected'); return
       case 'status500': res.writeHead(500).end('injected'); return
@@ -42,6 +43,20 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
       default: forward(req, res, f)
     }
   })
+  /** An upload that dies in transit: upstream gets the headers and half the body, then both sides are cut. */
+  const cut = (req: IncomingMessage): void => {
+    const half = Math.floor(Number(req.headers['content-length'] ?? 0) / 2)
+    const out = request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers, host: up.host } })
+    out.on('error', () => {})
+    let sent = 0
+    req.on('data', (b: Buffer) => {
+      if (sent >= half) return
+      const part = b.subarray(0, half - sent)
+      sent += part.length
+      out.write(part)
+      if (sent >= half) setTimeout(() => { out.destroy(); req.socket.destroy() }, 50)
+    })
+  }
   /** As if the token had expired: the upstream's own challenge, got by asking without credentials. */
   const challenge = (req: IncomingMessage, res: ServerResponse): void => {
     const headers = { ...req.headers, host: up.host }
