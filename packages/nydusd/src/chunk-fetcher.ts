@@ -1,6 +1,7 @@
 import { CHUNK_FLAG_COMPRESSED, decompressChunkInto, decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
 import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage'
 import type { Logger } from 'pino'
+import { BufferLru } from './buffer-lru.js'
 import { BufferPool } from './buffer-pool.js'
 import { HashWorker } from './hash-worker.js'
 import { NydusdError } from './errors.js'
@@ -21,43 +22,6 @@ export interface FetcherOptions {
   memoryCacheSize?: number
   /** Hash large chunks on a worker thread (default true; only with digestValidate). */
   hashThread?: boolean
-}
-
-/** A byte-bounded LRU of buffers. */
-class BufferLru {
-  private readonly map = new Map<string, Buffer>()
-  private bytes = 0
-  /** `onEvict` gets every buffer the LRU drops (not those handed out by `take`). */
-  constructor (private readonly limit: number, private readonly onEvict?: (v: Buffer) => void) {}
-  get (k: string): Buffer | undefined {
-    const v = this.map.get(k)
-    if (v !== undefined) { this.map.delete(k); this.map.set(k, v) }
-    return v
-  }
-
-  take (k: string): Buffer | undefined {
-    const v = this.map.get(k)
-    if (v !== undefined) { this.map.delete(k); this.bytes -= v.length }
-    return v
-  }
-
-  set (k: string, v: Buffer): void {
-    if (v.length > this.limit) return
-    const old = this.map.get(k)
-    if (old !== undefined) {
-      this.bytes -= old.length
-      this.map.delete(k)
-      if (old !== v) this.onEvict?.(old)
-    }
-    this.map.set(k, v)
-    this.bytes += v.length
-    for (const [key, val] of this.map) {
-      if (this.bytes <= this.limit) break
-      this.map.delete(key)
-      this.bytes -= val.length
-      this.onEvict?.(val)
-    }
-  }
 }
 
 /** A chunk being loaded, and who waits for its bytes. */
