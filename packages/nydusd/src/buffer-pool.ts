@@ -4,7 +4,8 @@
  * a major GC every few dozen MiB: a fifth of the CPU of a 1 GiB read went to
  * the collector before this pool. Buffers come in power-of-two classes from
  * 16 KiB up to the largest chunk, so a view never pins more than twice its
- * bytes. They are shared, so HashWorker's thread can hash a chunk where it lies.
+ * bytes. They are shared, so VerifyWorker's thread can decode and hash a chunk
+ * where it lies.
  */
 export class BufferPool {
   private readonly free = new Map<number, SharedArrayBuffer[]>()

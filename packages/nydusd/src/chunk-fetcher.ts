@@ -3,7 +3,7 @@ import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@
 import type { Logger } from 'pino'
 import { BufferLru } from './buffer-lru.js'
 import { BufferPool } from './buffer-pool.js'
-import { HashWorker } from './hash-worker.js'
+import { VerifyWorker } from './verify-worker.js'
 import { NydusdError } from './errors.js'
 import type { DaemonMetrics } from './metrics.js'
 
@@ -20,8 +20,8 @@ export interface FetcherOptions {
   log: Logger
   /** Bytes of decoded chunks kept in memory: FUSE asks for 128 KiB at a time, so one chunk serves several reads. */
   memoryCacheSize?: number
-  /** Hash large chunks on a worker thread (default true; only with digestValidate). */
-  hashThread?: boolean
+  /** Decompress and hash large chunks on a worker thread (default true; only with digestValidate). */
+  verifyThread?: boolean
 }
 
 /** A chunk being loaded, and who waits for its bytes. */
@@ -52,14 +52,14 @@ export class ChunkFetcher {
   /** Buffers a cache write still reads from: never recycled. */
   private readonly writing = new Set<ArrayBufferLike>()
   private readonly pool: BufferPool
-  private readonly hasher?: HashWorker
+  private readonly verifier?: VerifyWorker
   foregroundInflight = 0
 
   constructor (private readonly o: FetcherOptions) {
     this.pool = new BufferPool(o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0))
     this.decoded = new BufferLru(o.memoryCacheSize ?? 32 * 1024 * 1024, v => { if (!this.writing.has(v.buffer)) this.pool.give(v) })
     this.merged = new BufferLru(Math.max(o.mergingSize * 8, 8 * 1024 * 1024), v => this.pool.give(v))
-    if (o.digestValidate && o.hashThread !== false) this.hasher = new HashWorker(o.digester)
+    if (o.digestValidate && o.verifyThread !== false) this.verifier = new VerifyWorker(o.digester)
     const seen = new Set<string>()
     for (const c of o.chunks) {
       const k = key(o.blobs[c.blobIndex].id, c.compressedOffset)
@@ -75,8 +75,8 @@ export class ChunkFetcher {
   /** Chunk buffers served from the pool rather than allocated. */
   get buffersReused (): number { return this.pool.reused }
 
-  /** Chunks whose digest the hash thread computed. */
-  get hashedOffThread (): number { return this.hasher?.offloaded ?? 0 }
+  /** Chunks the verify thread decoded or hashed. */
+  get verifiedOffThread (): number { return this.verifier?.offloaded ?? 0 }
 
   isCached (c: ChunkRef): boolean {
     return this.o.cache?.has(this.o.blobs[c.blobIndex].id, c.compressedOffset) ?? false
@@ -236,11 +236,11 @@ export class ChunkFetcher {
   /** Flushes and stops the hash thread. */
   async close (): Promise<void> {
     await this.flush()
-    await this.hasher?.close()
+    await this.verifier?.close()
   }
 
   private async digestOf (data: Buffer): Promise<Buffer> {
-    return await (this.hasher?.digest(data) ?? this.o.digester.digestAsync(data))
+    return await (this.verifier?.digest(data) ?? this.o.digester.digestAsync(data))
   }
 
   /** Decompressed and verified bytes, or undefined (synchronous: a chain link's answer is judged on the spot). */
@@ -271,18 +271,27 @@ export class ChunkFetcher {
 
   /**
    * Decompressed and verified bytes, or undefined (logged and counted) when
-   * they do not match. Large chunks are hashed on another thread, so the JS
-   * thread serves FUSE while read-ahead chunks are checked.
+   * they do not match. Large chunks are decompressed and hashed on the verify
+   * thread, so the JS thread serves FUSE while read-ahead chunks are checked.
    */
   private async decode (c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
     let data: Buffer | undefined
+    let dst: Buffer | undefined
     try {
-      data = this.unpack(c, piece)
-      if (this.o.digestValidate && !(await this.digestOf(data)).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
+      let digest: Buffer | undefined
+      if (this.verifier !== undefined && (c.flags & CHUNK_FLAG_COMPRESSED) !== 0) {
+        dst = this.pool.take(c.uncompressedSize)
+        ;({ data, digest } = await this.verifier.decode(piece, c.flags, c.uncompressedSize, dst))
+      } else {
+        data = this.unpack(c, piece)
+        if (this.o.digestValidate) digest = await this.digestOf(data)
+      }
+      if (digest !== undefined && !digest.equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
       this.verified.add(key(blob.id, c.compressedOffset))
       return data
     } catch (err) {
-      if (data !== undefined) this.pool.give(data)
+      const spent = data ?? dst
+      if (spent !== undefined) this.pool.give(spent)
       this.o.metrics.verifyFailures.inc({ backend })
       this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: (err as Error).message }, 'chunk failed verification')
       return undefined
