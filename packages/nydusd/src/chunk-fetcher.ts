@@ -233,7 +233,7 @@ export class ChunkFetcher {
     while (this.writes.size > 0) await Promise.all([...this.writes])
   }
 
-  /** Flushes and stops the hash thread. */
+  /** Flushes and stops the verify thread. */
   async close (): Promise<void> {
     await this.flush()
     await this.verifier?.close()

@@ -57,15 +57,13 @@ export class VerifyWorker {
 
   /** A compressed chunk decoded into `dst` (rafs's decompressChunkInto rules), and the digest of the result. */
   async decode (piece: Uint8Array, flags: number, size: number, dst: Buffer): Promise<Decoded> {
-    const local = (): Decoded => {
-      const data = decompressChunkInto(piece, flags, size, dst)
-      return { data, digest: this.digester.digest(data) }
+    const unpack = (): Buffer => decompressChunkInto(piece, flags, size, dst)
+    if (this.worker !== undefined && size >= MIN_BYTES && dst.length >= size && shared(piece) && shared(dst)) {
+      const req: VerifyRequest = { id: this.next++, op: 'decode', src: piece.buffer, srcOff: piece.byteOffset, srcLen: piece.length, dst: dst.buffer, dstOff: dst.byteOffset, flags, size }
+      return await this.send(req, () => { const data = unpack(); return { data, digest: this.digester.digest(data) } })
     }
-    if (this.worker === undefined || size < MIN_BYTES || dst.length < size || !shared(piece) || !shared(dst)) {
-      const data = decompressChunkInto(piece, flags, size, dst)
-      return { data, digest: await this.digest(data) }
-    }
-    return await this.send({ id: this.next++, op: 'decode', src: piece.buffer, srcOff: piece.byteOffset, srcLen: piece.length, dst: dst.buffer, dstOff: dst.byteOffset, flags, size }, local)
+    const data = unpack()
+    return { data, digest: await this.digest(data) }
   }
 
   private async send (req: VerifyRequest, local: () => Decoded): Promise<Decoded> {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { checkBlobId } from './backend.js'
 import { StorageError } from './errors.js'
@@ -53,8 +53,8 @@ export class ChunkCache {
   /**
    * The cached bytes, or undefined. A file of the wrong size is dropped.
    * With `dst` (at least `size` bytes) the bytes are read into it and a view
-   * of it is returned: a reader can reuse its buffers, and a positional read
-   * of the size the index knows is one system call fewer than readFile.
+   * of it is returned, so a reader can reuse its buffers. One positional read
+   * of the size the index knows: no stat, no read to the end.
    */
   async get (blobId: string, offset: number, size: number, dst?: Buffer): Promise<Buffer | undefined> {
     const key = `${checkBlobId(blobId)}/${offset}`
@@ -62,7 +62,7 @@ export class ChunkCache {
     if (known === undefined) { this.misses++; return undefined }
     let data: Buffer | undefined
     try {
-      data = known !== size ? undefined : dst === undefined ? await readFile(join(this.dir, key)) : await readExactly(join(this.dir, key), dst.subarray(0, size))
+      data = known !== size ? undefined : await readExactly(join(this.dir, key), (dst ?? Buffer.allocUnsafe(size)).subarray(0, size))
     } catch {
       this.forget(key)
       this.misses++
