@@ -12,16 +12,18 @@ import { DaemonMetrics } from '../src/metrics.js'
 import { Prefetcher } from '../src/prefetch.js'
 import { buildImage } from './helpers.js'
 
-/** The real localfs backend, slowed down and counted. */
+/** The real localfs backend, slowed down and counted; reads also wait for `gate` while one is set. */
 class CountingBackend implements BlobBackend {
   readonly name = 'counting'
   reads = 0
   log: Array<{ offset: number, length: number }> = []
+  gate: Promise<void> | undefined
   constructor (private readonly inner: BlobBackend, private readonly delayMs: number) {}
   async read (id: string, offset: number, length: number): Promise<Buffer> {
     this.reads++
     this.log.push({ offset, length })
     await sleep(this.delayMs)
+    await this.gate
     return await this.inner.read(id, offset, length)
   }
 
@@ -67,15 +69,21 @@ test('sequential misses are merged into one request up to merging_size; a scatte
 })
 
 test('prefetch waits while a foreground read is in flight', async t => {
-  const { fetcher, backend, r } = await setup(t, 40)
+  const { fetcher, backend, r } = await setup(t, 0)
   const pre = new Prefetcher(r, fetcher, { all: true, threads: 1, bandwidthRate: 0 }, new DaemonMetrics(), pino({ level: 'silent' }))
   const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i)).sort((a, b) => b.compressedOffset - a.compressedOffset)
-  const fg = fetcher.get(chunks[0]) // foreground, slow
+  // The foreground read is held until released, so the check below does not race a timer on a loaded machine.
+  let release = (): void => {}
+  backend.gate = new Promise(resolve => { release = resolve })
+  const fg = fetcher.get(chunks[0])
   const running = pre.run()
-  await sleep(20)
+  await sleep(50)
   t.is(backend.reads, 1, 'no prefetch request starts while the foreground one is waiting')
+  backend.gate = undefined
+  release()
   await fg
   await running
+  t.true(backend.reads > 1, 'prefetch went on once the foreground read was done')
   t.is(pre.status.state, 'done')
   t.is(pre.status.doneChunks, pre.status.totalChunks)
 })
@@ -205,8 +213,11 @@ test('a sequential reader served from the disk cache gets the following cached c
   const before = backend.reads
   await fetcher.get(sorted[0])
   await fetcher.get(sorted[1])
-  await sleep(50)
-  const ahead = sorted.slice(2).filter(c => asked.includes(c.compressedOffset))
+  const loadedAhead = (): ChunkRef[] => sorted.slice(2).filter(c => asked.includes(c.compressedOffset))
+  // Read-ahead runs in the background: wait for it, bounded, rather than for a fixed time.
+  for (let i = 0; i < 100 && loadedAhead().length < 2; i++) await sleep(20)
+  await sleep(20)
+  const ahead = loadedAhead()
   t.true(ahead.length >= 2, `loaded ahead: ${ahead.length}`)
   t.true(ahead.reduce((n, c) => n + c.compressedSize, 0) <= 16 * 1024, 'no more than merging_size of blob')
   const calls = asked.length
