@@ -1,4 +1,5 @@
 import test, { type ExecutionContext } from 'ava'
+import { randomBytes } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
@@ -117,6 +118,44 @@ test('bad input: a missing source, an unknown media type, a corrupt layer, a reg
   await fails(t, reg, ['--source', `${reg.host}/src/ok:1`, '--target', `${proxy.host}/dst/gone:1`, '--source-insecure', '--target-insecure'], /registry 127\.0\.0\.1:\d+\/dst\/gone: /)
   const tag = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/dst/gone:1`])
   t.not(tag.code, 0)
+})
+
+test('a streamed push that fails falls back to pushing the blob from its file; the image is whole', async t => {
+  const reg = await startRegistry(t)
+  const dir = await tempDir(t)
+  await skopeoPush(await umociImage(join(dir, 'oci'), 'v1', [fixture('layers', 'gnu.tar')]), `${reg.host}/src/fb:1`)
+  const proxy = await startFaultProxy(t, reg.url)
+  proxy.next('pass', 2) // the streamed upload's HEAD and POST
+  proxy.next('reset') // its closing PUT
+  const r = await nydusImage(['convert', '--source', `${reg.host}/src/fb:1`, '--target', `${proxy.host}/dst/fb:1`, '--source-insecure', '--target-insecure', '--output-json', '-'])
+  t.is(r.code, 0, r.stderr)
+  const layer = (JSON.parse(r.stdout) as { images: Array<{ layers: Array<{ push: string, streamed: boolean, stream_fallback?: string }> }> }).images[0].layers[0]
+  t.is(layer.push, 'pushed')
+  t.false(layer.streamed)
+  t.regex(layer.stream_fallback ?? '', /registry 127\.0\.0\.1:\d+\/dst\/fb: upload of sha256:[0-9a-f]{64}/)
+  t.is(proxy.requests().slice(0, 7).map(q => q.method).join(' '), 'HEAD POST PUT DELETE HEAD POST PUT', 'the session is dropped, then an ordinary push')
+  const c = await nydusImage(['check', '--target', `${reg.host}/dst/fb:1`, '--source', `${reg.host}/src/fb:1`, '--target-insecure', '--source-insecure'])
+  t.is(c.code, 0, c.stdout + c.stderr)
+})
+
+test('a layer whose blob is larger than one upload chunk goes up in PATCHes while it converts; the registry takes its digest', async t => {
+  const reg = await startRegistry(t)
+  const dir = await tempDir(t)
+  const src = join(dir, 'src')
+  await mkdir(src)
+  // Incompressible, so the blob is about as large as the file: three 8 MiB PATCHes, the rest in the PUT.
+  await writeFile(join(src, 'random.bin'), randomBytes(28 * 1024 * 1024))
+  await writeFile(join(src, 'small.txt'), 'small\n')
+  const tar = join(dir, 'layer.tar')
+  t.is((await run('tar', ['-C', src, '-cf', tar, '.'])).code, 0)
+  await skopeoPush(await umociImage(join(dir, 'oci'), 'v1', [tar]), `${reg.host}/src/big:1`)
+  const proxy = await startFaultProxy(t, reg.url)
+  const r = await nydusImage(['convert', '--source', `${reg.host}/src/big:1`, '--target', `${proxy.host}/dst/big:1`, '--source-insecure', '--target-insecure', '--output-json', '-'])
+  t.is(r.code, 0, r.stderr)
+  t.true((JSON.parse(r.stdout) as { images: Array<{ layers: Array<{ streamed: boolean }> }> }).images[0].layers[0].streamed)
+  t.is(proxy.requests().slice(0, 6).map(q => q.method).join(' '), 'POST PATCH PATCH PATCH HEAD PUT')
+  const c = await nydusImage(['check', '--target', `${reg.host}/dst/big:1`, '--source', `${reg.host}/src/big:1`, '--target-insecure', '--source-insecure'])
+  t.is(c.code, 0, c.stdout + c.stderr)
 })
 
 test('--backend-type s3: data blobs go to S3, the registry gets the bootstrap; nydusd --image reads the blobs from S3', async t => {

@@ -6,7 +6,7 @@ import {
   type TestRegistry
 } from '@nydusjs/testkit'
 
-interface Report { target: { digest: string, media_type: string }, pushed_bytes: number, dict_saved_bytes: number, images: Array<{ platform: string, target_digest: string, blobs: string[], prefetch_files: number, layers: Array<{ push: string }> }> }
+interface Report { target: { digest: string, media_type: string }, pushed_bytes: number, dict_saved_bytes: number, images: Array<{ platform: string, target_digest: string, blobs: string[], prefetch_files: number, layers: Array<{ push: string, streamed: boolean }> }> }
 
 async function convert (t: ExecutionContext, reg: TestRegistry, src: string, dst: string, extra: string[] = []): Promise<Report> {
   const r = await nydusImage(['convert', '--source', `${reg.host}/${src}`, '--target', `${reg.host}/${dst}`, '--source-insecure', '--target-insecure', '--output-json', '-', ...extra])
@@ -41,6 +41,7 @@ test('a single-layer image converts; check --source passes; the mount equals the
   await skopeoPush(await umociImage(join(dir, 'oci'), 'v1', [fixture('layers', 'gnu.tar')]), `${reg.host}/src/one:v1`)
   const first = await convert(t, reg, 'src/one:v1', 'dst/one:v1')
   t.true(first.pushed_bytes > 0)
+  t.deepEqual(first.images[0].layers.map(l => l.streamed), [true], 'a new target gets its blob by the streamed upload')
   const m = await manifest(reg, 'dst/one:v1')
   t.is(m.mediaType, 'application/vnd.oci.image.manifest.v1+json')
   t.deepEqual(m.layers.map((l: any) => l.mediaType), ['application/vnd.oci.image.layer.nydus.blob.v1', 'application/vnd.oci.image.layer.v1.tar+gzip'])
@@ -55,6 +56,7 @@ test('a single-layer image converts; check --source passes; the mount equals the
   t.deepEqual(again.images[0].blobs, first.images[0].blobs)
   t.is(again.pushed_bytes, 0)
   t.deepEqual(again.images[0].layers.map(l => l.push), ['exists'])
+  t.deepEqual(again.images[0].layers.map(l => l.streamed), [false], 'an existing tag: HEAD first, nothing streamed')
 })
 
 test('a multi-layer image with whiteouts and opaque dirs converts and mounts like the source', async t => {

@@ -153,13 +153,7 @@ export class RegistryClient {
         const end = Math.min(blob.size, start + chunk) - 1
         let res: Dispatcher.ResponseData
         try {
-          res = await this.send('PATCH', loc, {
-            scope: push(repo),
-            what: `upload of ${blob.digest}`,
-            expect: start === 0 ? [202, ...NO_CHUNKS] : [202],
-            headers: { 'content-type': 'application/octet-stream', 'content-range': `${start}-${end}`, 'content-length': String(end - start + 1) },
-            body: () => open(start, end)
-          })
+          res = await this.patch(repo, loc!, start, end - start + 1, () => open(start, end), blob.digest, start === 0 ? [202, ...NO_CHUNKS] : [202])
         } catch (err) {
           // A chunk that failed in transit: ask the registry what it kept and go on from there.
           if (resumes >= (this.o.retries ?? 3) || !RETRYABLE.has((err as StorageError).code)) throw err
@@ -201,10 +195,51 @@ export class RegistryClient {
     return { loc: typeof res.headers.location === 'string' ? this.location(res, what) : loc, next: Number(m[1]) + 1 }
   }
 
+  private async patch (repo: string, loc: string, start: number, length: number, body: () => Readable | Buffer, what: string, expect: number[], signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    return await this.send('PATCH', loc, {
+      scope: push(repo),
+      what: `upload of ${what}`,
+      expect,
+      headers: { 'content-type': 'application/octet-stream', 'content-range': `${start}-${start + length - 1}`, 'content-length': String(length) },
+      body,
+      signal
+    })
+  }
+
   private async startUpload (repo: string, digest: string): Promise<string> {
     const res = await this.send('POST', `/v2/${repo}/blobs/uploads/`, { scope: push(repo), what: `upload of ${digest}`, expect: [202] })
     await res.body.dump()
     return this.location(res, `upload of ${digest}`)
+  }
+
+  /** Opens an upload session for a blob whose digest is not known yet; its location. */
+  async openUpload (repo: string): Promise<string> {
+    return await this.retry(async () => await this.startUpload(repo, 'a blob'))
+  }
+
+  /** One chunk of an upload session, `length` bytes at `start`; the session's next location. */
+  async uploadChunk (repo: string, loc: string, start: number, length: number, body: () => Readable | Buffer, signal?: AbortSignal): Promise<string> {
+    const res = await this.patch(repo, loc, start, length, body, 'a blob', [202], signal)
+    await res.body.dump()
+    return this.location(res, 'upload of a blob')
+  }
+
+  /** Closes an upload session as blob `digest`, its last `length` bytes (from `start`) in the PUT. */
+  async completeUpload (repo: string, loc: string, digest: string, start: number, length: number, body: () => Readable | Buffer): Promise<void> {
+    const url = new URL(loc)
+    url.searchParams.set('digest', digest)
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(length) }
+    if (length > 0) headers['content-range'] = `${start}-${start + length - 1}`
+    const res = await this.send('PUT', url.toString(), { scope: push(repo), what: `upload of ${digest}`, expect: [201], headers, body })
+    await res.body.dump()
+  }
+
+  /** Drops an upload session; best effort (a registry forgets abandoned sessions anyway). */
+  async cancelUpload (repo: string, loc: string): Promise<void> {
+    try {
+      const res = await this.send('DELETE', loc, { scope: push(repo), what: 'cancel of an upload', expect: [204, 404] })
+      await res.body.dump()
+    } catch {}
   }
 
   private location (res: Dispatcher.ResponseData, what: string): string {

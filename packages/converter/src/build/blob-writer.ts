@@ -5,7 +5,12 @@ import { encodeBlobTrailer, type CompressorName, type DigesterName, type TocEntr
 
 const FLUSH_BYTES = 8 * 1024 * 1024
 
-/** Appends chunks to a temporary file, hashing as it goes; `commit` names the blob by its sha256. */
+/**
+ * Appends chunks to a temporary file, hashing as it goes; `commit` names the
+ * blob by its sha256. `tap` sees every byte of the blob, in order, as it is
+ * appended (a push that overlaps the build). `durable: false` skips the fsync
+ * for a blob that only lives until it is pushed.
+ */
 export class BlobWriter {
   readonly toc: TocEntry[] = []
   private readonly hash = createHash('sha256')
@@ -16,7 +21,7 @@ export class BlobWriter {
   private fh?: FileHandle
   readonly tmpPath: string
 
-  constructor (private readonly dir: string, private readonly compressor: CompressorName, private readonly digester: DigesterName) {
+  constructor (private readonly dir: string, private readonly compressor: CompressorName, private readonly digester: DigesterName, private readonly tap?: (bufs: Buffer[]) => void, private readonly durable = true) {
     this.tmpPath = join(dir, `.blob-${randomBytes(6).toString('hex')}.tmp`)
   }
 
@@ -29,6 +34,7 @@ export class BlobWriter {
     this.toc.push(e)
     this.uncompressed += uncompressedSize
     this.hash.update(data)
+    this.tap?.([data])
     this.pending.push(data)
     this.pendingBytes += data.length
     if (this.pendingBytes >= FLUSH_BYTES) await this.flush()
@@ -39,10 +45,11 @@ export class BlobWriter {
   async commit (): Promise<{ id: string, size: number, path: string }> {
     const trailer = encodeBlobTrailer(this.toc, this.size, this.compressor, this.digester)
     this.hash.update(trailer)
+    this.tap?.([trailer])
     this.pending.push(trailer)
     this.pendingBytes += trailer.length
     await this.flush()
-    await this.fh!.sync()
+    if (this.durable) await this.fh!.sync()
     await this.fh!.close()
     this.fh = undefined
     const id = this.hash.digest('hex')

@@ -15,6 +15,10 @@ export interface BuildOptions {
   prefetch?: Buffer[]
   workers?: number
   onProgress?: (bytesIn: number) => void
+  /** Sees the new blob's bytes, in order, as they are written. */
+  blobTap?: (bufs: Buffer[]) => void
+  /** false: the blob is pushed and deleted, so it is not fsynced. */
+  durable?: boolean
 }
 
 export interface BuildStats {
@@ -43,7 +47,7 @@ export async function buildLayer (source: EntrySource, opts: BuildOptions): Prom
   const compressor = opts.compressor ?? 'zstd'
   const digester = opts.digester ?? 'sha256'
   await mkdir(opts.blobDir, { recursive: true })
-  const writer = new BlobWriter(opts.blobDir, compressor, digester)
+  const writer = new BlobWriter(opts.blobDir, compressor, digester, opts.blobTap, opts.durable)
   const dict = (opts.dict ?? new ChunkDict(digester)).view()
   const pipe = new ChunkPipeline({ compressor, digester, chunkSize, blob: writer, dict, workers: opts.workers })
   const builder = new TreeBuilder(source.where)

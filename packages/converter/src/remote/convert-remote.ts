@@ -10,12 +10,12 @@ import {
   OCI_INDEX, OCI_MANIFEST, S3Backend, hostPlatform, parseImageRef, platformString, s3Options,
   type ImageRef, type Platform, type PushResult, type RegistryClient
 } from '@nydusjs/storage'
-import { buildLayer } from '../build/build-layer.js'
+import { buildLayer, type LayerBuild } from '../build/build-layer.js'
 import { ConverterError } from '../errors.js'
 import { LAYER_TYPES } from '../oci.js'
 import { bootstrapLayer, dataLayers, nydusConfig, nydusIndex, nydusManifest, type Blob, type IndexEntry } from './nydus-manifest.js'
 import { expandPrefetch, readPrefetchPatterns } from './prefetch-patterns.js'
-import { RegistryBlobTarget, Registries, S3BlobTarget, type BlobTarget } from './registries.js'
+import { RegistryBlobTarget, Registries, S3BlobTarget, type BlobStream, type BlobTarget } from './registries.js'
 import { dictFor, loadDicts, selectImages, type LoadedDicts, type SourceImage } from './source.js'
 import { streamedLayerSource } from './layer-source.js'
 
@@ -36,6 +36,12 @@ export interface RemoteConvertOptions {
   compressor?: CompressorName
   digester?: DigesterName
   workers?: number
+  /**
+   * Push each data blob while it is built. Default: on, unless the target tag
+   * exists already (a re-conversion, whose blobs are most likely there: they
+   * are checked with a HEAD before any byte is sent).
+   */
+  streamPush?: boolean
   onProgress?: (p: { image: number, layer: number, layers: number, phase: 'pull' | 'push', bytes: number }) => void
 }
 
@@ -45,6 +51,9 @@ export interface LayerReport {
   blob_id?: string
   blob_size: number
   push: PushResult | 'none'
+  /** Whether the blob went up while it was built; `stream_fallback` says why it was pushed afterwards instead. */
+  streamed: boolean
+  stream_fallback?: string
   files: number
   bytes_in: number
   chunks: number
@@ -88,6 +97,7 @@ interface Ctx {
   patterns: string[]
   work: string
   digester: DigesterName
+  streamPush: boolean
 }
 
 /**
@@ -107,13 +117,14 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
     const insecure = (host: string): boolean => (host === src.host && o.sourceInsecure === true) || (host === dst.host && o.targetInsecure === true)
     const sc = await regs.client(src.host, insecure(src.host))
     const tc = await regs.client(dst.host, insecure(dst.host))
-    const target = o.backendType === 's3' ? new S3BlobTarget(await loadS3(o.backendConfig)) : new RegistryBlobTarget(tc, dst.repo)
+    const target: BlobTarget = o.backendType === 's3' ? new S3BlobTarget(await loadS3(o.backendConfig)) : new RegistryBlobTarget(tc, dst.repo)
     const top = await sc.getManifest(src.repo, src.ref)
     const { images, isIndex } = await selectImages(sc, src.repo, top, o.source, o)
     const first = images[0].desc.platform
     const dicts = await loadDicts(o.chunkDict ?? [], regs, insecure, o.platforms?.[0] ?? (first === undefined ? hostPlatform() : platformString(first)))
     const patterns = o.prefetchPatterns === undefined ? [] : await readPrefetchPatterns(o.prefetchPatterns)
-    const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256' }
+    const streamPush = target.openStream !== undefined && (o.streamPush ?? !(await tagExists(tc, dst)))
+    const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256', streamPush }
     const asIndex = (isIndex && images.length > 1) || o.mergePlatform === true
     const reports: ImageReport[] = []
     const entries: IndexEntry[] = []
@@ -161,18 +172,29 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
       const t1 = performance.now()
       const source = streamedLayerSource(await sc.blobStream(src.repo, l.digest), l, type, where)
       const progress = (phase: 'pull' | 'push', bytes: number): void => o.onProgress?.({ image: index, layer: i, layers: img.manifest.layers.length, phase, bytes })
-      const build = await buildLayer(source, { ...o, digester: ctx.digester, dict, blobDir: ctx.work, onProgress: b => progress('pull', b) })
-      await source.verified
+      const stream = ctx.streamPush ? target.openStream?.() : undefined
+      let build: LayerBuild
+      try {
+        build = await buildLayer(source, { ...o, digester: ctx.digester, dict, blobDir: ctx.work, durable: false, onProgress: b => progress('pull', b), blobTap: stream === undefined ? undefined : b => stream.write(b) })
+        await source.verified
+      } catch (err) {
+        await stream?.abort()
+        throw err
+      }
       dict.addTree(build.tree, `layer ${i + 1}`)
       trees.push(build.tree)
       const s = build.stats
-      const rep: LayerReport = { source_digest: l.digest, source_size: l.size, blob_id: build.blob?.id, blob_size: s.blobSize, push: 'none', files: s.files, bytes_in: s.bytesIn, chunks: s.chunks, dedup_hits: s.dedupHits, dict_hits: s.dictHits, seconds: 0 }
+      const rep: LayerReport = { source_digest: l.digest, source_size: l.size, blob_id: build.blob?.id, blob_size: s.blobSize, push: 'none', streamed: false, files: s.files, bytes_in: s.bytesIn, chunks: s.chunks, dedup_hits: s.dedupHits, dict_hits: s.dictHits, seconds: 0 }
       layers.push(rep)
       const blob = build.blob
-      if (blob === undefined || own.has(blob.id)) { rep.seconds = (performance.now() - t1) / 1000; continue }
+      if (blob === undefined || own.has(blob.id)) {
+        await stream?.abort()
+        rep.seconds = (performance.now() - t1) / 1000
+        continue
+      }
       own.add(blob.id)
-      // The push runs while the next layer converts.
-      const p = target.put(blob.id, s.blobSize, blob.tmpPath, n => progress('push', n)).then(async res => {
+      // The push (or the end of the streamed one) runs while the next layer converts.
+      const p = finishPush(target, stream, blob.id, s.blobSize, blob.tmpPath, rep, n => progress('push', n)).then(async res => {
         rep.push = res
         if (res === 'pushed') pushed += s.blobSize
         rep.seconds = (performance.now() - t1) / 1000
@@ -216,6 +238,30 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
   } catch (err) {
     await Promise.allSettled(pushes)
     throw err
+  }
+}
+
+/** Completes a streamed push, or pushes the blob from its file when there was none or it failed. */
+async function finishPush (target: BlobTarget, stream: BlobStream | undefined, id: string, size: number, path: string, rep: LayerReport, onBytes: (n: number) => void): Promise<PushResult> {
+  if (stream !== undefined) {
+    const res = await stream.finish(`sha256:${id}`, size)
+    if (!(res instanceof Error)) {
+      rep.streamed = res === 'pushed'
+      if (res === 'pushed') onBytes(size)
+      return res
+    }
+    rep.stream_fallback = res.message
+  }
+  return await target.put(id, size, path, onBytes)
+}
+
+/** Whether the target tag names an image already. */
+async function tagExists (tc: RegistryClient, dst: ImageRef): Promise<boolean> {
+  try {
+    await tc.getManifest(dst.repo, dst.ref)
+    return true
+  } catch {
+    return false
   }
 }
 

@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { RegistryClient, S3Backend, insecureScheme, type PushResult } from '@nydusjs/storage'
+import { RegistryClient, S3Backend, StreamedBlobUpload, insecureScheme, type PushResult } from '@nydusjs/storage'
 import { ConverterError } from '../errors.js'
 
 /**
@@ -38,9 +38,18 @@ export class Registries {
   }
 }
 
+/** A blob pushed while it is built (`StreamedBlobUpload`). */
+export interface BlobStream {
+  write: (bufs: Buffer[]) => void
+  finish: (digest: string, size: number) => Promise<PushResult | Error>
+  abort: () => Promise<void>
+}
+
 /** Where a converted image's data blobs go. */
 export interface BlobTarget {
   readonly kind: 'registry' | 's3'
+  /** A push that starts before the blob is complete, where the target takes one. */
+  openStream?: () => BlobStream
   /** Makes the blob at `path` (named by its sha256 `id`) available to readers of the converted image. */
   put: (id: string, size: number, path: string, onBytes?: (n: number) => void) => Promise<PushResult>
   /** A blob converted earlier (a chunk dictionary's), present here or fetched from its own repository. */
@@ -54,6 +63,8 @@ export class RegistryBlobTarget implements BlobTarget {
   async put (id: string, size: number, path: string, onBytes?: (n: number) => void): Promise<PushResult> {
     return await this.client.pushBlob(this.repo, { digest: `sha256:${id}`, size }, (start, end) => createReadStream(path, { start, end, highWaterMark: 1 << 20 }), [], onBytes)
   }
+
+  openStream (): BlobStream { return new StreamedBlobUpload(this.client, this.repo) }
 
   async putForeign (id: string, size: number, from: { client: RegistryClient, repo: string } | undefined, workDir: string): Promise<PushResult> {
     const digest = `sha256:${id}`
