@@ -14,8 +14,9 @@ const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
 
 /**
  * A blob sent to a registry while it is still being written, so the push
- * overlaps its making: chunked PATCHes (with Content-Range and
- * Content-Length, as the distribution spec has them), one at a time. The
+ * overlaps its making: chunked PATCHes of exactly `chunkSize` bytes (with
+ * Content-Range and Content-Length, as the distribution spec has them), one
+ * at a time. The
  * digest is named only at `finish`, which first asks whether the registry has
  * the blob already (then the session is dropped) and sends the last bytes in
  * the closing PUT. Any failure leaves the blob to the caller's ordinary push:
@@ -88,10 +89,8 @@ export class StreamedBlobUpload {
 
   private pump (): void {
     if (this.inflight !== undefined || this.failure !== undefined || this.pendingBytes < this.chunkSize) return
-    const bufs = this.pending
-    const n = this.pendingBytes
-    this.pending = []
-    this.pendingBytes = 0
+    const bufs = this.take(this.chunkSize)
+    const n = this.chunkSize
     this.inflight = this.send(bufs, n).then(() => {
       this.inflight = undefined
       this.pump()
@@ -99,6 +98,21 @@ export class StreamedBlobUpload {
       this.inflight = undefined
       this.fail(err as Error)
     })
+  }
+
+  /** Exactly `n` pending bytes, from the front (a buffer on the boundary is split). */
+  private take (n: number): Buffer[] {
+    let i = 0
+    let got = 0
+    while (i < this.pending.length && got + this.pending[i].length <= n) got += this.pending[i++].length
+    const out = this.pending.splice(0, i)
+    if (got < n) {
+      const b = this.pending[0]
+      out.push(b.subarray(0, n - got))
+      this.pending[0] = b.subarray(n - got)
+    }
+    this.pendingBytes -= n
+    return out
   }
 
   private async send (bufs: Buffer[], n: number): Promise<void> {

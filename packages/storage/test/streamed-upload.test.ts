@@ -19,10 +19,10 @@ async function setup (t: ExecutionContext): Promise<{ proxy: FaultProxy, client:
 const digestOf = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
 const methods = (p: FaultProxy): string => p.requests().map(r => r.method).join(' ')
 
-/** Hands `data` over in 64 KiB pieces, yielding between them as a build would. */
+/** Hands `data` over in pieces that do not divide a chunk (so chunks split them), yielding between them as a build would. */
 async function feed (up: StreamedBlobUpload, data: Buffer): Promise<void> {
-  for (let o = 0; o < data.length; o += 64 * 1024) {
-    up.write([data.subarray(o, o + 64 * 1024)])
+  for (let o = 0; o < data.length; o += 50_000) {
+    up.write([data.subarray(o, o + 50_000)])
     await tick()
   }
 }
