@@ -34,6 +34,7 @@ export const MANIFEST_TYPES = [
 ]
 const MAX_MANIFEST = 4 * 1024 * 1024
 const DEFAULT_UPLOAD_CHUNK = 96 * 1024 * 1024
+const CANCEL_TIMEOUT_MS = 2000
 const RETRYABLE = new Set(['ERR_BACKEND_HTTP', 'ERR_BACKEND_TIMEOUT', 'ERR_BACKEND_SHORT_READ'])
 /** Statuses that say "this registry does not take chunked uploads": fall back to one PUT. */
 const NO_CHUNKS = new Set([400, 404, 405, 416, 501])
@@ -234,10 +235,10 @@ export class RegistryClient {
     await res.body.dump()
   }
 
-  /** Drops an upload session; best effort (a registry forgets abandoned sessions anyway). */
+  /** Drops an upload session; best effort and bounded (a registry forgets abandoned sessions anyway). */
   async cancelUpload (repo: string, loc: string): Promise<void> {
     try {
-      const res = await this.send('DELETE', loc, { scope: push(repo), what: 'cancel of an upload', expect: [204, 404] })
+      const res = await this.send('DELETE', loc, { scope: push(repo), what: 'cancel of an upload', expect: [204, 404], signal: AbortSignal.timeout(CANCEL_TIMEOUT_MS) })
       await res.body.dump()
     } catch {}
   }

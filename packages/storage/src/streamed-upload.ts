@@ -117,6 +117,8 @@ export class StreamedBlobUpload {
 
   private async send (bufs: Buffer[], n: number): Promise<void> {
     this.loc ??= await this.client.openUpload(this.repo)
+    // Given up while the session was opening: send nothing more.
+    if (this.failure !== undefined) throw this.failure
     this.loc = await this.client.uploadChunk(this.repo, this.loc, this.sent, n, () => Readable.from(bufs, { objectMode: false }), this.aborter.signal)
     this.sent += n
   }
