@@ -1,7 +1,8 @@
-import { access, readFile, stat } from 'node:fs/promises'
+import { access, readdir, readFile, stat } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import type { Server } from 'node:http'
 import { resolve as resolvePath } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
@@ -97,7 +98,20 @@ export class Nydusd {
       this.log.warn({ mountpoint: this.o.mountpoint }, 'FUSE session ended: the mountpoint was unmounted from outside')
       this.endedResolve()
     })
+    await this.warmUp()
     this.log.info({ mountpoint: this.o.mountpoint, bootstrap: this.o.bootstrap, backend: this.backend.name, inodes: this.reader.inodeCount }, 'mounted')
+  }
+
+  /**
+   * A first FUSE round trip costs milliseconds (fuse-native's per-thread set-up,
+   * cold JIT); spend it here on the root's metadata rather than on the first
+   * reader, and on decoding and hashing a made-up chunk. No file data is
+   * read, so nothing is fetched.
+   */
+  private async warmUp (): Promise<void> {
+    this.fetcher.warmUp()
+    const work = (async () => { await stat(this.o.mountpoint); await readdir(this.o.mountpoint) })().catch(() => {})
+    await Promise.race([work, sleep(2000, undefined, { ref: false })])
   }
 
   private startPrefetch (): void {
