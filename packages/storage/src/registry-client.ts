@@ -172,17 +172,9 @@ export class RegistryClient {
         start = end + 1
       }
     }
-    const url = new URL(loc ?? await this.startUpload(repo, blob.digest))
-    url.searchParams.set('digest', blob.digest)
     const whole = loc === undefined || blob.size <= chunk
-    const res = await this.send('PUT', url.toString(), {
-      scope: push(repo),
-      what: `upload of ${blob.digest}`,
-      expect: [201],
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(whole ? blob.size : 0) },
-      body: whole ? () => blob.size === 0 ? Buffer.alloc(0) : open(0, blob.size - 1) : () => Buffer.alloc(0)
-    })
-    await res.body.dump()
+    const body = whole && blob.size > 0 ? () => open(0, blob.size - 1) : () => Buffer.alloc(0)
+    await this.completeUpload(repo, loc ?? await this.startUpload(repo, blob.digest), blob.digest, whole ? 0 : blob.size, whole ? blob.size : 0, body)
     if (whole) onBytes?.(blob.size)
   }
 
@@ -225,12 +217,15 @@ export class RegistryClient {
     return this.location(res, 'upload of a blob')
   }
 
-  /** Closes an upload session as blob `digest`, its last `length` bytes (from `start`) in the PUT. */
+  /**
+   * Closes an upload session as blob `digest`, its last `length` bytes (from
+   * `start`) in the PUT; from 0, the PUT is the whole (monolithic) upload.
+   */
   async completeUpload (repo: string, loc: string, digest: string, start: number, length: number, body: () => Readable | Buffer): Promise<void> {
     const url = new URL(loc)
     url.searchParams.set('digest', digest)
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(length) }
-    if (length > 0) headers['content-range'] = `${start}-${start + length - 1}`
+    if (start > 0 && length > 0) headers['content-range'] = `${start}-${start + length - 1}`
     const res = await this.send('PUT', url.toString(), { scope: push(repo), what: `upload of ${digest}`, expect: [201], headers, body })
     await res.body.dump()
   }
