@@ -55,12 +55,15 @@ export async function main (argv: string[]): Promise<number> {
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
   if (!levels.includes(args['log-level'])) return fail(`--log-level must be one of ${levels.join(', ')}`)
   const log = pino({ level: args['log-level'], base: { pid: process.pid } }, pino.destination(2))
+  // Caught from the start: a signal that lands while mounting (before start returns) would
+  // otherwise kill the process with the mount left behind, dead or wedged.
+  const stop = stopSignals()
   let daemon: Nydusd
   try {
     let config = args.config === undefined ? undefined : await loadConfig(args.config)
     let bootstrap = args.bootstrap
     if (args.image !== undefined) {
-      const img = await prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] })
+      const img = await Promise.race([prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] }), stop.requested.then(why => { throw new Error(`stopped by ${why} before mounting`) })])
       log.info({ image: args.image, digest: img.digest }, 'pulled bootstrap')
       config = img.config
       bootstrap = img.bootstrap
@@ -70,16 +73,20 @@ export async function main (argv: string[]): Promise<number> {
     const e = err as Error & { code?: string }
     return fail(`${e.message}${e.code?.startsWith('ERR_') === true ? ` [${e.code}]` : ''}`)
   }
-  await new Promise<void>(resolve => {
-    const stop = (why: string): void => {
-      log.info({ why }, 'stopping')
-      daemon.stop().then(resolve, resolve)
-    }
-    process.once('SIGINT', () => stop('SIGINT'))
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    void daemon.ended.then(() => stop('unmounted'))
-  })
+  const why = await Promise.race([stop.requested, daemon.ended.then(() => 'unmounted')])
+  log.info({ why }, 'stopping')
+  await daemon.stop().catch((err: Error) => log.error({ err: err.message }, 'stopping failed'))
   return 0
+}
+
+/** Settles with the first SIGINT or SIGTERM. */
+function stopSignals (): { requested: Promise<string> } {
+  return {
+    requested: new Promise(resolve => {
+      process.once('SIGINT', () => resolve('SIGINT'))
+      process.once('SIGTERM', () => resolve('SIGTERM'))
+    })
+  }
 }
 
 function fail (msg: string): number {

@@ -1,8 +1,8 @@
-import { access, readdir, readFile, stat } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { access, readFile, stat } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import type { Server } from 'node:http'
 import { resolve as resolvePath } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
@@ -106,12 +106,15 @@ export class Nydusd {
    * A first FUSE round trip costs milliseconds (fuse-native's per-thread set-up,
    * cold JIT); spend it here on the root's metadata rather than on the first
    * reader, and on decoding and hashing a made-up chunk. No file data is
-   * read, so nothing is fetched.
+   * read, so nothing is fetched. The root is listed by a child process: a
+   * thread of ours waiting on our own mount would wedge the process if it
+   * died meanwhile (the kernel waits for an answer only we could give).
    */
   private async warmUp (): Promise<void> {
     this.fetcher.warmUp()
-    const work = (async () => { await stat(this.o.mountpoint); await readdir(this.o.mountpoint) })().catch(() => {})
-    await Promise.race([work, sleep(2000, undefined, { ref: false })])
+    await new Promise<void>(resolve => {
+      execFile('ls', ['-al', '--', this.o.mountpoint], { timeout: 2000 }, () => resolve())
+    })
   }
 
   private startPrefetch (): void {

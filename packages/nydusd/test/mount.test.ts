@@ -1,8 +1,10 @@
 import test, { type ExecutionContext } from 'ava'
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { busyboxFixture, diffTrees, fixture, gnuExtract, layerFixture, mountImage, nydusdBin, nydusImage, run, snapshotTree, tempDir } from '@nydusjs/testkit'
+import { busyboxFixture, diffTrees, fixture, forceUnmount, gnuExtract, layerFixture, mountImage, nydusdBin, nydusImage, run, snapshotTree, tempDir } from '@nydusjs/testkit'
 import { buildImage, localConfig, nonUtf8 } from './helpers.js'
 
 /** The mount must equal GNU tar's extraction of the source (mtimes at the millisecond fuse-native carries). */
@@ -132,3 +134,29 @@ test.serial('an unmount from outside ends the daemon, once the last open file is
   t.is(code, 0)
   t.regex(m.logs(), /FUSE session ended: the mountpoint was unmounted from outside/)
 })
+
+test.serial('a signal the moment the mount appears (before start-up is done) never leaves a dead or wedged mount', async t => {
+  const img = await buildImage(t, layerFixture('pax.tar'))
+  const cfg = join(img.dir, 'c.json')
+  await writeFile(cfg, JSON.stringify(localConfig(img)))
+  t.teardown(async () => { await forceUnmount(img.mnt) })
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGKILL', 'SIGTERM', 'SIGKILL'] as const) {
+    const proc = spawn(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt, '--log-level', 'warn'], { stdio: 'ignore' })
+    const exited = new Promise<number | null>(resolve => proc.once('exit', code => resolve(code)))
+    // Polled without yielding, so the signal lands within microseconds of the kernel showing the mount.
+    const deadline = Date.now() + 10_000
+    while (!mountedSync(img.mnt) && Date.now() < deadline && proc.exitCode === null) {}
+    t.true(mountedSync(img.mnt), 'mounted')
+    proc.kill(sig)
+    const code = await Promise.race([exited, sleep(10_000).then(() => 'wedged' as const)])
+    if (sig === 'SIGKILL') {
+      t.not(code, 'wedged', 'a killed daemon is gone, not stuck waiting on its own mount')
+      await forceUnmount(img.mnt)
+    } else {
+      t.is(code, 0, `${sig} stops cleanly`)
+      t.false(mountedSync(img.mnt), `${sig} unmounts`)
+    }
+  }
+})
+
+const mountedSync = (mnt: string): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
