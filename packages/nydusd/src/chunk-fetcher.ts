@@ -3,7 +3,7 @@ import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@
 import type { Logger } from 'pino'
 import { BufferLru } from './buffer-lru.js'
 import { BufferPool } from './buffer-pool.js'
-import { VerifyWorker } from './verify-worker.js'
+import { OFFLOAD_MIN_BYTES, VerifyWorker } from './verify-worker.js'
 import { NydusdError } from './errors.js'
 import type { DaemonMetrics } from './metrics.js'
 
@@ -48,6 +48,8 @@ export class ChunkFetcher {
   private readonly merged: BufferLru
   /** Per blob, where the last fetched run ended: the next run starting there is sequential. */
   private readonly lastEnd = new Map<number, number>()
+  /** Blobs with a run-ahead fetch in flight. */
+  private readonly aheadBusy = new Set<number>()
   private readonly writes = new Set<Promise<void>>()
   /** Buffers a cache write still reads from: never recycled. */
   private readonly writing = new Set<ArrayBufferLike>()
@@ -122,6 +124,38 @@ export class ChunkFetcher {
     }
   }
 
+  /**
+   * Serves the chunk on the spot when its bytes are in memory: decoded, or
+   * raw from a merged request and small enough to decode here. A FUSE read
+   * made only of such chunks is answered with no promise in between. False:
+   * nothing was called, use `withChunk`.
+   */
+  withChunkNow (c: ChunkRef, use: (data: Buffer) => void): boolean {
+    const blob = this.o.blobs[c.blobIndex]
+    const k = key(blob.id, c.compressedOffset)
+    const hot = this.decoded.get(k)
+    if (hot !== undefined) { this.o.metrics.cacheHits.inc(); use(hot); return true }
+    if (c.uncompressedSize >= OFFLOAD_MIN_BYTES || this.inflight.has(k)) return false
+    const raw = this.merged.take(k)
+    if (raw === undefined) return false
+    this.runAhead(c, blob)
+    let data: Buffer | undefined
+    try {
+      data = this.unpack(c, raw)
+      if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
+    } catch (err) {
+      if (data !== undefined && data.buffer !== raw.buffer) this.pool.give(data)
+      this.pool.give(raw)
+      this.refused(c, blob, this.o.backend.name, err as Error)
+      return false
+    }
+    this.verified.add(k)
+    if (data.buffer !== raw.buffer) this.pool.give(raw)
+    this.keep(blob, c, data)
+    use(data)
+    return true
+  }
+
   /** Hands a chunk's bytes to everyone waiting for it, in the same tick that produced them. */
   private deliver (k: string, data: Buffer): void {
     const f = this.inflight.get(k)
@@ -138,6 +172,7 @@ export class ChunkFetcher {
   private async load (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<void> {
     const raw = this.merged.take(k)
     if (raw !== undefined) {
+      if (foreground) this.runAhead(c, blob)
       const data = await this.decode(c, blob, raw)
       if (data !== undefined) {
         if (data.buffer !== raw.buffer) this.pool.give(raw)
@@ -162,11 +197,11 @@ export class ChunkFetcher {
     }
     if (dst !== undefined) this.pool.give(dst)
     this.o.metrics.cacheMisses.inc()
-    await this.fetch(c, blob)
+    await this.fetch(c, blob, foreground)
   }
 
   /** Fetches `c` plus the missing chunks right after it in the blob, up to merging_size, in one request. */
-  private async fetch (c: ChunkRef, blob: BlobInfo): Promise<void> {
+  private async fetch (c: ChunkRef, blob: BlobInfo, foreground = false): Promise<void> {
     const run = this.mergeRun(c, blob)
     const start = run[0].compressedOffset
     const last = run[run.length - 1]
@@ -200,6 +235,8 @@ export class ChunkFetcher {
     } finally {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
+    // After this run's own request, not before: the reader waits for this one.
+    if (foreground && run.length > 1) this.runAhead(c, blob)
     for (const r of run.slice(1)) {
       const piece = this.pool.take(r.compressedSize)
       raw.copy(piece, 0, r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)
@@ -300,10 +337,14 @@ export class ChunkFetcher {
     } catch (err) {
       const spent = data ?? dst
       if (spent !== undefined) this.pool.give(spent)
-      this.o.metrics.verifyFailures.inc({ backend })
-      this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: (err as Error).message }, 'chunk failed verification')
+      this.refused(c, blob, backend, err as Error)
       return undefined
     }
+  }
+
+  private refused (c: ChunkRef, blob: BlobInfo, backend: string, err: Error): void {
+    this.o.metrics.verifyFailures.inc({ backend })
+    this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: err.message }, 'chunk failed verification')
   }
 
   /**
@@ -325,6 +366,22 @@ export class ChunkFetcher {
       const k = key(blob.id, n.compressedOffset)
       if (!this.inflight.has(k) && this.decoded.get(k) === undefined) this.withChunk(n, noop, false).catch(() => {})
     }
+  }
+
+  /**
+   * A reader going through a blob in order would wait for each merged
+   * request in turn. While it consumes one run, the next run is fetched (and
+   * its first chunk decoded) in the background: at most one run ahead per blob.
+   */
+  private runAhead (c: ChunkRef, blob: BlobInfo): void {
+    const end = this.lastEnd.get(c.blobIndex)
+    const list = this.byBlob.get(c.blobIndex)
+    if (end === undefined || list === undefined || this.aheadBusy.has(c.blobIndex)) return
+    if (end - (c.compressedOffset + c.compressedSize) > this.o.mergingSize) return
+    const next = list[lowerBound(list, end)]
+    if (next === undefined || next.compressedOffset !== end || this.hasLocally(blob.id, next)) return
+    this.aheadBusy.add(c.blobIndex)
+    this.withChunk(next, noop, false).catch(() => {}).finally(() => this.aheadBusy.delete(c.blobIndex))
   }
 
   /**

@@ -104,8 +104,12 @@ export class RafsFs {
     return list
   }
 
-  /** Copies file bytes [pos, pos+len) into buf; the chunks that cover them are fetched in parallel. */
-  async read (rec: InodeRecord, buf: Buffer, len: number, pos: number): Promise<number> {
+  /**
+   * Copies file bytes [pos, pos+len) into buf. Chunks in memory are copied on
+   * the spot (then the count comes back as a number, not a promise); the rest
+   * are fetched in parallel.
+   */
+  read (rec: InodeRecord, buf: Buffer, len: number, pos: number): number | Promise<number> {
     const end = Math.min(rec.size, pos + len)
     if (pos >= end) return 0
     const cs = this.r.sb.chunkSize
@@ -113,17 +117,27 @@ export class RafsFs {
     const first = Math.floor(pos / cs)
     const last = Math.floor((end - 1) / cs)
     let out = 0
-    // Each chunk is copied out the moment it is there: the fetcher reuses its buffers.
-    await Promise.all(chunks.slice(first, last + 1).map(async (c, i) => await this.fetcher.withChunk(c, data => {
-      const base = (first + i) * cs
-      const from = Math.max(pos, base) - base
-      const to = Math.min(end, base + data.length) - base
-      out += data.copy(buf, base + from - pos, from, to)
-    })))
+    let pending: Array<Promise<void>> | undefined
+    for (let i = first; i <= last; i++) {
+      const base = i * cs
+      // Called while the fetcher holds the bytes: it reuses its buffers.
+      const use = (data: Buffer): void => {
+        const from = Math.max(pos, base) - base
+        const to = Math.min(end, base + data.length) - base
+        out += data.copy(buf, base + from - pos, from, to)
+      }
+      if (!this.fetcher.withChunkNow(chunks[i], use)) (pending ??= []).push(this.fetcher.withChunk(chunks[i], use))
+    }
     // Sequential readers get the next chunks fetched while they consume this one (asked once, when a chunk is entered).
     if (pos % cs === 0) for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.withChunk(c, noop, false).catch(() => {})
-    this.metrics.bytesRead.inc(out)
-    return out
+    if (pending === undefined) {
+      this.metrics.bytesRead.inc(out)
+      return out
+    }
+    return Promise.all(pending).then(() => {
+      this.metrics.bytesRead.inc(out)
+      return out
+    })
   }
 
   /** fuse-native operations; every write-side op answers EROFS (the mount is `ro` too). */
@@ -177,15 +191,25 @@ export class RafsFs {
         const rec = this.resolve(path)
         if (rec === undefined || !isReg(rec.mode)) { cb(Fuse.EIO); return }
         this.access.record(path)
-        this.read(rec, buf, len, pos).then(n => {
+        const done = (n: number): void => {
           readOk.inc()
           readLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9)
           cb(n)
-        }, (err: Error) => {
+        }
+        const failed = (err: Error): void => {
           readBad.inc()
           this.log.error({ path, offset: pos, length: len, err: err.message }, 'read failed: EIO')
           cb(Fuse.EIO)
-        })
+        }
+        let r: number | Promise<number>
+        try {
+          r = this.read(rec, buf, len, pos)
+        } catch (err) {
+          failed(err as Error)
+          return
+        }
+        if (typeof r === 'number') done(r)
+        else r.then(done, failed)
       },
       statfs: (_path: string, cb: (e: number, s?: unknown) => void) => {
         cb(0, { bsize: 4096, frsize: 4096, blocks: this.blocks, bfree: 0, bavail: 0, files: this.r.inodeCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })

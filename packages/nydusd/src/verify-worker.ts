@@ -3,7 +3,8 @@ import { decompressChunkInto, type Digester } from '@nydusjs/rafs'
 import type { VerifyReply, VerifyRequest } from './verify-thread.js'
 
 /** Below this, a hand-off to another thread costs more than the work. */
-const MIN_BYTES = 256 * 1024
+export const OFFLOAD_MIN_BYTES = 256 * 1024
+const MIN_BYTES = OFFLOAD_MIN_BYTES
 
 /** A decoded chunk (a view of the caller's `dst`) and its digest. */
 export interface Decoded { data: Buffer, digest: Buffer }

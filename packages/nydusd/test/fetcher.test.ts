@@ -31,14 +31,15 @@ class CountingBackend implements BlobBackend {
   async close (): Promise<void> { await this.inner.close() }
 }
 
-async function setup (t: Parameters<typeof buildImage>[0], delayMs: number, mergingSize = 0): Promise<{ fetcher: ChunkFetcher, backend: CountingBackend, r: BootstrapReader, chunks: ChunkRef[] }> {
+async function setup (t: Parameters<typeof buildImage>[0], delayMs: number, mergingSize = 0): Promise<{ fetcher: ChunkFetcher, backend: CountingBackend, r: BootstrapReader, chunks: ChunkRef[], metrics: DaemonMetrics, blobPath: string }> {
   const img = await buildImage(t, layerFixture('gnu.tar'), ['--chunk-size', '0x1000', '--compressor', 'none'])
   const r = BootstrapReader.open(await readFile(img.boot))
   const backend = new CountingBackend(new LocalFsBackend(img.blobs), delayMs)
   const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
-  const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+  const metrics = new DaemonMetrics()
+  const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, metrics, log: pino({ level: 'silent' }) })
   t.teardown(async () => { await fetcher.close(); await backend.close() })
-  return { fetcher, backend, r, chunks }
+  return { fetcher, backend, r, chunks, metrics, blobPath: join(img.blobs, r.blobs()[0].id) }
 }
 
 test('concurrent reads of one missing chunk fetch it once', async t => {
@@ -50,22 +51,49 @@ test('concurrent reads of one missing chunk fetch it once', async t => {
   t.is(all[0].length, c.uncompressedSize)
 })
 
-test('sequential misses are merged into one request up to merging_size; a scattered one fetches only its chunk', async t => {
+test('sequential misses are merged into one request up to merging_size, one run is fetched ahead; a scattered one fetches only its chunk', async t => {
   const { fetcher, backend, chunks } = await setup(t, 0, 16 * 1024)
   const sorted = [...chunks].sort((a, b) => a.compressedOffset - b.compressedOffset)
   await fetcher.get(sorted[0])
-  t.is(backend.log[0].length, sorted[0].compressedSize, 'a first, unrelated read is not merged')
+  t.is(backend.reads, 1)
+  t.is(backend.log[0].length, sorted[0].compressedSize, 'a first, unrelated read is not merged, nor read ahead')
   await fetcher.get(sorted[1])
-  t.is(backend.reads, 2)
   const merged = backend.log[1]
   t.true(merged.length > sorted[1].compressedSize && merged.length <= 16 * 1024, 'a read that continues the previous one is merged')
-  const covered = sorted.filter(c => c.compressedOffset >= merged.offset && c.compressedOffset + c.compressedSize <= merged.offset + merged.length)
-  t.true(covered.length > 1)
+  t.is(backend.reads, 3, 'and the run after it is asked for at once')
+  const ahead = backend.log[2]
+  t.is(ahead.offset, merged.offset + merged.length, 'the run ahead starts where the merged one ended')
+  t.true(ahead.length > 0 && ahead.length <= 16 * 1024)
+  const covered = sorted.filter(c => c.compressedOffset >= merged.offset && c.compressedOffset + c.compressedSize <= ahead.offset + ahead.length)
+  t.true(covered.length > 2)
   for (const c of covered) await fetcher.get(c)
-  t.is(backend.reads, 2, 'the merged neighbours are served without another request')
+  const later = backend.log.slice(3)
+  t.true(later.length <= 1, 'the neighbours are served without requests of their own; at most one more run ahead')
+  for (const l of later) t.is(l.offset, ahead.offset + ahead.length, 'a later run continues the blob in order')
+  // Only foreground loads ask for a run ahead, so nothing else is asked for from here on.
+  const n = backend.reads
   const far = sorted[sorted.length - 1]
   await fetcher.get(far)
-  t.is(backend.log[2].length, far.compressedSize)
+  t.is(backend.reads, n + 1)
+  t.deepEqual(backend.log[n], { offset: far.compressedOffset, length: far.compressedSize }, 'a scattered read: its chunk alone, nothing ahead')
+})
+
+test('chunks of a merged request are served on the spot, each checked: a corrupt one is refused, counted, and fails its read', async t => {
+  const { fetcher, backend, chunks, metrics, blobPath } = await setup(t, 0, 16 * 1024)
+  const sorted = [...chunks].sort((a, b) => a.compressedOffset - b.compressedOffset)
+  const bad = sorted[3]
+  const blob = await readFile(blobPath)
+  blob[bad.compressedOffset + 7] ^= 0x01
+  await writeFile(blobPath, blob)
+  await fetcher.get(sorted[0])
+  await fetcher.get(sorted[1])
+  t.true(backend.log[1].offset + backend.log[1].length >= bad.compressedOffset + bad.compressedSize, 'the corrupt chunk came in the merged request')
+  let got: Buffer | undefined
+  t.true(fetcher.withChunkNow(sorted[2], d => { got = Buffer.from(d) }), 'a merged neighbour is served synchronously')
+  t.true(createHash('sha256').update(got!).digest().equals(sorted[2].digest))
+  t.false(fetcher.withChunkNow(bad, () => t.fail('corrupt bytes were handed out')))
+  t.regex(await metrics.registry.metrics(), /nydusd_chunk_verify_failures_total\{backend="counting"\} 1/)
+  await t.throwsAsync(fetcher.get(bad), { code: 'ERR_CHUNK_VERIFY' })
 })
 
 test('prefetch waits while a foreground read is in flight', async t => {
