@@ -202,6 +202,7 @@ export class ChunkFetcher {
 
   /** Fetches `c` plus the missing chunks right after it in the blob, up to merging_size, in one request. */
   private async fetch (c: ChunkRef, blob: BlobInfo, foreground = false): Promise<void> {
+    const sequential = this.lastEnd.get(c.blobIndex) === c.compressedOffset
     const run = this.mergeRun(c, blob)
     const start = run[0].compressedOffset
     const last = run[run.length - 1]
@@ -236,7 +237,7 @@ export class ChunkFetcher {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
     // After this run's own request, not before: the reader waits for this one.
-    if (foreground && run.length > 1) this.runAhead(c, blob)
+    if (foreground && sequential) this.runAhead(c, blob)
     for (const r of run.slice(1)) {
       const piece = this.pool.take(r.compressedSize)
       raw.copy(piece, 0, r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)
