@@ -1,7 +1,7 @@
 import { Pool } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
-import { transportError } from './http-util.js'
+import { readRange, transportError } from './http-util.js'
 
 export interface HttpBackendOptions {
   /** Base URL; a blob is at `${url}/${blobId}`. */
@@ -24,28 +24,20 @@ export class HttpBackend implements BlobBackend {
   }
 
   async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    return await this.readRange(blobId, offset, length, undefined, signal)
+  }
+
+  async readInto (blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.readRange(blobId, offset, dst.length, dst, signal)
+  }
+
+  private async readRange (blobId: string, offset: number, length: number, dst: Buffer | undefined, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.request(blobId, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, signal)
     if (res.statusCode !== 206 && res.statusCode !== 200) {
       await res.body.dump()
       throw this.statusError(blobId, res.statusCode)
     }
-    const chunks: Buffer[] = []
-    let got = 0
-    let skip = res.statusCode === 200 ? offset : 0 // a server that ignores Range sends the whole blob
-    for await (const c of res.body as AsyncIterable<Buffer>) {
-      let part = c
-      if (skip > 0) {
-        const s = Math.min(skip, part.length)
-        part = part.subarray(s)
-        skip -= s
-      }
-      if (got + part.length > length) part = part.subarray(0, length - got)
-      if (part.length > 0) { chunks.push(part); got += part.length }
-      if (got === length) break
-    }
-    if (got !== length) throw new StorageError('ERR_BACKEND_SHORT_READ', `http ${this.base.origin}: blob ${blobId} range ${offset}+${length}: got ${got} bytes`, { backend: this.name })
-    res.body.destroy()
-    return Buffer.concat(chunks, length)
+    return await readRange(res, offset, length, `http ${this.base.origin}: blob ${blobId}`, this.name, dst)
   }
 
   async size (blobId: string, signal?: AbortSignal): Promise<number> {

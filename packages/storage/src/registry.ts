@@ -1,7 +1,7 @@
 import { Agent, request, type Dispatcher } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
-import { rangeBody, transportError } from './http-util.js'
+import { readRange, transportError } from './http-util.js'
 import { RegistryAuth, type RegistryCredentials } from './registry-auth.js'
 
 export interface RegistryMirror {
@@ -58,11 +58,20 @@ export class RegistryBackend implements BlobBackend {
   }
 
   async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    return await this.readRange(blobId, offset, length, undefined, signal)
+  }
+
+  async readInto (blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.readRange(blobId, offset, dst.length, dst, signal)
+  }
+
+  private async readRange (blobId: string, offset: number, length: number, dst: Buffer | undefined, signal?: AbortSignal): Promise<Buffer> {
     // Mirrors first; any failure of a mirror falls through to the next one and finally the origin.
     let last: unknown
     for (const ep of this.endpoints) {
       try {
-        return await this.readFrom(ep, blobId, offset, length, signal)
+        const res = await this.send(ep, 'GET', blobId, { range: `bytes=${offset}-${offset + length - 1}` }, signal)
+        return await readRange(res, offset, length, `${ep.label}: blob ${blobId}`, this.name, dst)
       } catch (err) {
         last = err
       }
@@ -81,11 +90,6 @@ export class RegistryBackend implements BlobBackend {
 
   async close (): Promise<void> {
     await this.dispatcher.close()
-  }
-
-  private async readFrom (ep: Endpoint, blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
-    const res = await this.send(ep, 'GET', blobId, { range: `bytes=${offset}-${offset + length - 1}` }, signal)
-    return await rangeBody(res, offset, length, `${ep.label}: blob ${blobId}`, this.name)
   }
 
   /** One request with auth and redirects handled; resolves only with a 2xx response. */

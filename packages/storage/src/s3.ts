@@ -3,7 +3,7 @@ import aws4 from 'aws4'
 import { Agent, request, type Dispatcher } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
-import { rangeBody, transportError } from './http-util.js'
+import { readRange, transportError } from './http-util.js'
 import type { S3Config } from './s3-config.js'
 
 export interface S3BackendOptions {
@@ -45,7 +45,12 @@ export class S3Backend implements BlobBackend {
 
   async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.send('GET', blobId, { range: `bytes=${offset}-${offset + length - 1}` }, signal)
-    return await rangeBody(res, offset, length, `${this.label}: blob ${blobId}`, this.name)
+    return await readRange(res, offset, length, `${this.label}: blob ${blobId}`, this.name)
+  }
+
+  async readInto (blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
+    const res = await this.send('GET', blobId, { range: `bytes=${offset}-${offset + dst.length - 1}` }, signal)
+    await readRange(res, offset, dst.length, `${this.label}: blob ${blobId}`, this.name, dst)
   }
 
   async size (blobId: string, signal?: AbortSignal): Promise<number> {

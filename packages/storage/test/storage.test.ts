@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { mkdir, readdir, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startBlobServer, tempDir } from '@nydusjs/testkit'
-import { ChunkCache, HttpBackend, LocalFsBackend, StorageError } from '../src/index.js'
+import { ChunkCache, HttpBackend, LocalFsBackend, RegistryBackend, StorageError } from '../src/index.js'
 
 const ID = 'a'.repeat(64)
 const data = Buffer.from(Array.from({ length: 10_000 }, (_, i) => i % 251))
@@ -45,6 +45,61 @@ test('http: a server that ignores Range still yields the right bytes', async t =
   const b = new HttpBackend({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/x` })
   t.true((await b.read(ID, 500, 700)).equals(data.subarray(500, 1200)))
   await b.close()
+})
+
+test('http: readInto fills the caller\'s (shared) buffer with exactly the range', async t => {
+  const dir = await tempDir(t)
+  await writeFile(join(dir, ID), data)
+  const srv = await startBlobServer(t, dir)
+  const b = new HttpBackend({ url: srv.url })
+  const dst = Buffer.from(new SharedArrayBuffer(3000))
+  await b.readInto(ID, 777, dst)
+  t.true(dst.equals(data.subarray(777, 3777)))
+  await b.close()
+})
+
+/** A server that answers every GET wrongly, as `mode` says; counts what it sent. */
+async function misbehaving (t: Parameters<typeof tempDir>[0]): Promise<{ url: string, host: string, mode: (m: 'endless' | 'wrong-start' | 'too-long') => void, sent: () => number }> {
+  let mode = 'endless'
+  let sent = 0
+  const server = createServer((_req, res) => {
+    if (mode === 'endless') {
+      // Ignores Range and streams the pattern forever (until the client hangs up).
+      res.writeHead(200)
+      const pump = (): void => { while (!res.destroyed && res.write(data)) sent += data.length }
+      res.on('drain', pump)
+      pump()
+    } else if (mode === 'wrong-start') {
+      res.writeHead(206, { 'content-range': `bytes 0-699/${data.length}`, 'content-length': 700 })
+      res.end(data.subarray(0, 700))
+    } else {
+      res.writeHead(206, { 'content-range': `bytes 500-1199/${data.length}` })
+      res.end(data.subarray(500, 2500))
+    }
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const host = `127.0.0.1:${(server.address() as AddressInfo).port}`
+  return { url: `http://${host}/x`, host, mode: m => { mode = m }, sent: () => sent }
+}
+
+test('http, registry: a server that ignores Range is read only as far as needed; a wrong or overlong range is refused by name', async t => {
+  const srv = await misbehaving(t)
+  const backends = [new HttpBackend({ url: srv.url, timeoutMs: 3000 }), new RegistryBackend({ scheme: 'http', host: srv.host, repo: 'r/x', timeoutMs: 3000 })]
+  for (const b of backends) {
+    srv.mode('endless')
+    const got = await Promise.race([b.read(ID, 500, 700), new Promise<string>(resolve => setTimeout(() => resolve('hung'), 5000))])
+    t.true(Buffer.isBuffer(got) && got.equals(data.subarray(500, 1200)), `${b.name}: the right bytes, without waiting for the end of an endless body`)
+    t.true(srv.sent() < 64 * 1024 * 1024, `${b.name}: the server got to send ${srv.sent()} bytes`)
+    srv.mode('wrong-start')
+    const wrong = await t.throwsAsync(b.read(ID, 500, 700), { instanceOf: StorageError })
+    t.is(wrong?.code, 'ERR_BACKEND_HTTP')
+    t.regex(wrong?.message ?? '', /asked for bytes from 500, the server sent them from 0/)
+    srv.mode('too-long')
+    const long = await t.throwsAsync(b.read(ID, 500, 700), { instanceOf: StorageError })
+    t.regex(long?.message ?? '', /range 500\+700: the server sent more than 700 bytes/)
+    await b.close()
+  }
 })
 
 test('http: a stalled server times out with ERR_BACKEND_TIMEOUT', async t => {
