@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { access, readFile, stat } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import type { Server } from 'node:http'
@@ -86,10 +86,11 @@ export class Nydusd {
     const base = fuse._fuseOptions.bind(fuse)
     fuse._fuseOptions = () => { const s = base(); return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}` }
     const before = await fuseFds()
+    const lister = new RootLister(this.o.mountpoint)
     await new Promise<void>((resolve, reject) => fuse.mount(err => {
       if (err !== null) reject(new NydusdError('ERR_MOUNT', `mounting ${this.o.mountpoint}: ${err.message}`, { cause: err }))
       else resolve()
-    }))
+    })).catch((err: unknown) => { lister.cancel(); throw err })
     this.fuse = fuse
     this.state = 'RUNNING'
     this.session = await FuseSessionWatch.after(before)
@@ -98,7 +99,7 @@ export class Nydusd {
       this.log.warn({ mountpoint: this.o.mountpoint }, 'FUSE session ended: the mountpoint was unmounted from outside')
       this.endedResolve()
     })
-    await this.warmUp()
+    await this.warmUp(lister)
     this.log.info({ mountpoint: this.o.mountpoint, bootstrap: this.o.bootstrap, backend: this.backend.name, inodes: this.reader.inodeCount }, 'mounted')
   }
 
@@ -106,15 +107,11 @@ export class Nydusd {
    * A first FUSE round trip costs milliseconds (fuse-native's per-thread set-up,
    * cold JIT); spend it here on the root's metadata rather than on the first
    * reader, and on decoding and hashing a made-up chunk. No file data is
-   * read, so nothing is fetched. The root is listed by a child process: a
-   * thread of ours waiting on our own mount would wedge the process if it
-   * died meanwhile (the kernel waits for an answer only we could give).
+   * read, so nothing is fetched.
    */
-  private async warmUp (): Promise<void> {
+  private async warmUp (lister: RootLister): Promise<void> {
     this.fetcher.warmUp()
-    await new Promise<void>(resolve => {
-      execFile('ls', ['-al', '--', this.o.mountpoint], { timeout: 2000 }, () => resolve())
-    })
+    await lister.run()
   }
 
   private startPrefetch (): void {
@@ -163,6 +160,34 @@ export class Nydusd {
     const late = new Promise<void>(resolve => { timer = setTimeout(() => { this.log.warn({ mountpoint: this.o.mountpoint }, 'unmount did not finish within 5 s; going on'); resolve() }, 5000) })
     await Promise.race([done, late])
     clearTimeout(timer)
+  }
+}
+
+/**
+ * Lists the mounted root from a child process, started before the mount so
+ * that its start-up costs no reader anything. Not from a thread of ours: one
+ * waiting on our own mount would wedge the process in the kernel if it died
+ * meanwhile (the request waits for an answer only we could give).
+ */
+class RootLister {
+  private readonly child: ChildProcess
+  private readonly exited: Promise<void>
+
+  constructor (mountpoint: string) {
+    this.child = spawn('sh', ['-c', 'read go && exec ls -al -- "$1"', 'sh', mountpoint], { stdio: ['pipe', 'ignore', 'ignore'] })
+    this.exited = new Promise(resolve => { this.child.once('exit', () => resolve()); this.child.once('error', () => resolve()) })
+    this.child.stdin!.on('error', () => {})
+  }
+
+  async run (): Promise<void> {
+    this.child.stdin!.end('go\n')
+    const timer = setTimeout(() => this.cancel(), 2000)
+    await this.exited
+    clearTimeout(timer)
+  }
+
+  cancel (): void {
+    this.child.kill('SIGKILL')
   }
 }
 
