@@ -57,13 +57,13 @@ export async function main (argv: string[]): Promise<number> {
   const log = pino({ level: args['log-level'], base: { pid: process.pid } }, pino.destination(2))
   // Caught from the start: a signal that lands while mounting (before start returns) would
   // otherwise kill the process with the mount left behind, dead or wedged.
-  const stop = stopSignals()
+  const stopRequested = stopSignal()
   let daemon: Nydusd
   try {
     let config = args.config === undefined ? undefined : await loadConfig(args.config)
     let bootstrap = args.bootstrap
     if (args.image !== undefined) {
-      const img = await Promise.race([prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] }), stop.requested.then(why => { throw new Error(`stopped by ${why} before mounting`) })])
+      const img = await Promise.race([prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] }), stopRequested.then(why => { throw new Error(`stopped by ${why} before mounting`) })])
       log.info({ image: args.image, digest: img.digest }, 'pulled bootstrap')
       config = img.config
       bootstrap = img.bootstrap
@@ -73,20 +73,18 @@ export async function main (argv: string[]): Promise<number> {
     const e = err as Error & { code?: string }
     return fail(`${e.message}${e.code?.startsWith('ERR_') === true ? ` [${e.code}]` : ''}`)
   }
-  const why = await Promise.race([stop.requested, daemon.ended.then(() => 'unmounted')])
+  const why = await Promise.race([stopRequested, daemon.ended.then(() => 'unmounted')])
   log.info({ why }, 'stopping')
   await daemon.stop().catch((err: Error) => log.error({ err: err.message }, 'stopping failed'))
   return 0
 }
 
-/** Settles with the first SIGINT or SIGTERM. */
-function stopSignals (): { requested: Promise<string> } {
-  return {
-    requested: new Promise(resolve => {
-      process.once('SIGINT', () => resolve('SIGINT'))
-      process.once('SIGTERM', () => resolve('SIGTERM'))
-    })
-  }
+/** Settles with the name of the first SIGINT or SIGTERM. */
+async function stopSignal (): Promise<string> {
+  return await new Promise(resolve => {
+    process.once('SIGINT', () => resolve('SIGINT'))
+    process.once('SIGTERM', () => resolve('SIGTERM'))
+  })
 }
 
 function fail (msg: string): number {

@@ -4,7 +4,6 @@ import type { VerifyReply, VerifyRequest } from './verify-thread.js'
 
 /** Below this, a hand-off to another thread costs more than the work. */
 export const OFFLOAD_MIN_BYTES = 256 * 1024
-const MIN_BYTES = OFFLOAD_MIN_BYTES
 
 /** A decoded chunk (a view of the caller's `dst`) and its digest. */
 export interface Decoded { data: Buffer, digest: Buffer }
@@ -51,7 +50,7 @@ export class VerifyWorker {
   }
 
   async digest (data: Uint8Array): Promise<Buffer> {
-    if (this.worker === undefined || data.length < MIN_BYTES || !shared(data)) return await this.digester.digestAsync(data)
+    if (this.worker === undefined || data.length < OFFLOAD_MIN_BYTES || !shared(data)) return await this.digester.digestAsync(data)
     const d = await this.send({ id: this.next++, op: 'digest', buf: data.buffer, off: data.byteOffset, len: data.length }, () => ({ data: Buffer.from(data.buffer, data.byteOffset, data.length), digest: this.digester.digest(data) }))
     return d.digest
   }
@@ -59,7 +58,7 @@ export class VerifyWorker {
   /** A compressed chunk decoded into `dst` (rafs's decompressChunkInto rules), and the digest of the result. */
   async decode (piece: Uint8Array, flags: number, size: number, dst: Buffer): Promise<Decoded> {
     const unpack = (): Buffer => decompressChunkInto(piece, flags, size, dst)
-    if (this.worker !== undefined && size >= MIN_BYTES && dst.length >= size && shared(piece) && shared(dst)) {
+    if (this.worker !== undefined && size >= OFFLOAD_MIN_BYTES && dst.length >= size && shared(piece) && shared(dst)) {
       const req: VerifyRequest = { id: this.next++, op: 'decode', src: piece.buffer, srcOff: piece.byteOffset, srcLen: piece.length, dst: dst.buffer, dstOff: dst.byteOffset, flags, size }
       return await this.send(req, () => { const data = unpack(); return { data, digest: this.digester.digest(data) } })
     }
