@@ -139,12 +139,10 @@ export class ChunkFetcher {
     const raw = this.merged.take(k)
     if (raw === undefined) return false
     this.runAhead(c, blob)
-    let data: Buffer | undefined
+    let data: Buffer
     try {
-      data = this.unpack(c, raw)
-      if (this.o.digestValidate && !this.o.digester.digest(data).equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
+      data = this.decodeHere(c, raw)
     } catch (err) {
-      if (data !== undefined && data.buffer !== raw.buffer) this.pool.give(data)
       this.pool.give(raw)
       this.refused(c, blob, this.o.backend.name, err as Error)
       return false
@@ -291,13 +289,19 @@ export class ChunkFetcher {
 
   /** Decompressed and verified bytes, or undefined (synchronous: a chain link's answer is judged on the spot). */
   private decodeQuiet (c: ChunkRef, piece: Buffer): Buffer | undefined {
-    let data: Buffer | undefined
     try {
-      data = this.unpack(c, piece)
-      if (!this.o.digestValidate || this.o.digester.digest(data).equals(c.digest)) return data
-    } catch {}
-    if (data !== undefined) this.pool.give(data)
-    return undefined
+      return this.decodeHere(c, piece)
+    } catch {
+      return undefined
+    }
+  }
+
+  /** Decompressed and verified on this thread; throws on a mismatch, its buffer back in the pool. */
+  private decodeHere (c: ChunkRef, piece: Buffer): Buffer {
+    const data = this.unpack(c, piece)
+    if (!this.o.digestValidate || this.o.digester.digest(data).equals(c.digest)) return data
+    if (data.buffer !== piece.buffer) this.pool.give(data)
+    throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
   }
 
   /** Decompressed (into a pooled buffer) and, stored raw, copied out of a larger request buffer. */
