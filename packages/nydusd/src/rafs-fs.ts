@@ -130,23 +130,16 @@ export class RafsFs {
     }
     // Sequential readers get the next chunks fetched while they consume this one (asked once, when a chunk is entered).
     if (pos % cs === 0) for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.withChunk(c, noop, false).catch(() => {})
-    if (pending === undefined) {
-      this.metrics.bytesRead.inc(out)
-      return out
-    }
-    return Promise.all(pending).then(() => {
-      this.metrics.bytesRead.inc(out)
-      return out
-    })
+    if (pending === undefined) return out
+    return Promise.all(pending).then(() => out)
   }
 
   /** fuse-native operations; every write-side op answers EROFS (the mount is `ro` too). */
   ops (): Record<string, (...args: any[]) => void> {
     // Metadata comes from the in-memory bootstrap, so these answer synchronously: no promise per op.
+    const stats = this.metrics.fuse
     const timed = <A extends unknown[]>(op: string, fn: (...args: A) => number | [number, unknown?, unknown?]) => {
-      const ok = this.metrics.fuseOps.labels(op, 'ok')
-      const bad = this.metrics.fuseOps.labels(op, 'error')
-      const latency = this.metrics.fuseLatency.labels(op)
+      const id = stats.id(op)
       return (...args: unknown[]) => {
         const cb = args.pop() as (...r: unknown[]) => void
         const t0 = process.hrtime.bigint()
@@ -158,14 +151,11 @@ export class RafsFs {
           this.log.error({ op, err: (err as Error).message }, 'FUSE operation failed')
           r = [Fuse.EIO]
         }
-        ;((r[0] as number) < 0 ? bad : ok).inc()
-        latency.observe(Number(process.hrtime.bigint() - t0) / 1e9)
+        stats.record(id, (r[0] as number) >= 0, t0)
         cb(...r)
       }
     }
-    const readOk = this.metrics.fuseOps.labels('read', 'ok')
-    const readBad = this.metrics.fuseOps.labels('read', 'error')
-    const readLatency = this.metrics.fuseLatency.labels('read')
+    const readId = stats.id('read')
     const rofs = (): ((...args: unknown[]) => void) => (...args: unknown[]) => { (args.pop() as (e: number) => void)(Fuse.EROFS) }
     const ops: Record<string, (...args: any[]) => void> = {
       init: (cb: (e: number) => void) => cb(0),
@@ -192,12 +182,11 @@ export class RafsFs {
         if (rec === undefined || !isReg(rec.mode)) { cb(Fuse.EIO); return }
         this.access.record(path)
         const done = (n: number): void => {
-          readOk.inc()
-          readLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9)
+          stats.record(readId, true, t0, n)
           cb(n)
         }
         const failed = (err: Error): void => {
-          readBad.inc()
+          stats.record(readId, false, t0)
           this.log.error({ path, offset: pos, length: len, err: err.message }, 'read failed: EIO')
           cb(Fuse.EIO)
         }

@@ -61,8 +61,17 @@ test.serial('writes get EROFS; the daemon reports itself on the API', async t =>
 test.serial('the access list records files in first-access order', async t => {
   const img = await buildImage(t, layerFixture('pax.tar'))
   const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
-  for (const f of ['text.txt', 'a/b/c/hello.txt', 'big.bin', 'text.txt']) await readFile(join(m.mnt, f))
+  const sizes = new Map<string, number>()
+  for (const f of ['text.txt', 'a/b/c/hello.txt', 'big.bin', 'text.txt']) sizes.set(f, (await readFile(join(m.mnt, f))).length)
   t.deepEqual(await m.api('/api/v1/metrics/files'), ['/text.txt', '/a/b/c/hello.txt', '/big.bin'])
+  const metrics = await m.api('/api/v1/metrics', true) as string
+  const value = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN)
+  // The second text.txt came from the page cache (kernel_cache): the daemon returned each file once.
+  t.is(value(/^nydusd_read_bytes_total (\d+)$/m), [...sizes.values()].reduce((a, b) => a + b))
+  const reads = value(/^nydusd_fuse_ops_total\{op="read",result="ok"\} (\d+)$/m)
+  t.true(reads >= 3, `${reads} reads`)
+  t.is(value(/^nydusd_fuse_op_seconds_count\{op="read"\} (\d+)$/m), reads)
+  t.true(value(/^nydusd_fuse_ops_total\{op="getattr",result="ok"\} (\d+)$/m) >= 3)
 })
 
 test.serial('32 parallel readers at random offsets get exactly the expected bytes', async t => {
