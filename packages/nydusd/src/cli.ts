@@ -1,7 +1,8 @@
+import { spawnSync } from 'node:child_process'
 import { parseArgs } from 'node:util'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { loadConfig } from './config.js'
-import { Nydusd, VERSION } from './daemon.js'
+import { liveMounts, Nydusd, VERSION } from './daemon.js'
 import { prepareImage } from './image-source.js'
 
 const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chunks on demand
@@ -58,6 +59,7 @@ export async function main (argv: string[]): Promise<number> {
   // Caught from the start: a signal that lands while mounting (before start returns) would
   // otherwise kill the process with the mount left behind, dead or wedged.
   const stopRequested = stopSignal()
+  process.once('uncaughtException', err => { detachAndExit(err, log) })
   let daemon: Nydusd
   try {
     let config = args.config === undefined ? undefined : await loadConfig(args.config)
@@ -77,6 +79,19 @@ export async function main (argv: string[]): Promise<number> {
   log.info({ why }, 'stopping')
   await daemon.stop().catch((err: Error) => log.error({ err: err.message }, 'stopping failed'))
   return 0
+}
+
+/**
+ * A bug must not leave a dead mount behind: once this process is gone, every
+ * access to it fails with ENOTCONN until someone unmounts it by hand. The
+ * mount is detached (lazily: no answer from this process is needed), then the
+ * process exits.
+ */
+function detachAndExit (err: Error, log: Logger): never {
+  log.fatal({ err: err.message, stack: err.stack }, 'internal error: detaching the mount and exiting')
+  for (const mnt of liveMounts) spawnSync('fusermount', ['-uz', '--', mnt], { stdio: 'ignore', timeout: 5000 })
+  process.stderr.write(`nydusd: error: internal error: ${err.message}${liveMounts.size > 0 ? ` (${[...liveMounts].join(', ')} detached)` : ''}\n`)
+  process.exit(1)
 }
 
 /** Settles with the name of the first SIGINT or SIGTERM. */

@@ -36,6 +36,9 @@ export interface DaemonOptions {
 export const MOUNT_OPTIONS = { kernelCache: true, attrTimeout: 3600, entryTimeout: 3600, maxRead: 1024 * 1024, fsname: 'nydusd', subtype: 'rafs', allowOther: true, defaultPermissions: true }
 const EXTRA_OPTIONS = ['ro', 'use_ino', 'big_writes']
 
+/** Mountpoints this process mounted and has not unmounted: what a fatal error must detach (see cli). */
+export const liveMounts = new Set<string>()
+
 export class Nydusd {
   private fuse?: Fuse
   private api?: Server
@@ -92,6 +95,7 @@ export class Nydusd {
       else resolve()
     })).catch((err: unknown) => { lister.cancel(); throw err })
     this.fuse = fuse
+    liveMounts.add(this.o.mountpoint)
     this.state = 'RUNNING'
     this.session = await FuseSessionWatch.after(before)
     this.session?.start(() => {
@@ -145,6 +149,7 @@ export class Nydusd {
     this.prefetcher?.stop()
     this.session?.stop()
     if (!this.sessionEnded) await this.unmount()
+    liveMounts.delete(this.o.mountpoint)
     await new Promise<void>(resolve => this.api === undefined ? resolve() : this.api.close(() => resolve()))
     await this.fetcher.close()
     await this.backend.close()

@@ -168,4 +168,29 @@ test.serial('a signal the moment the mount appears (before start-up is done) nev
   }
 })
 
+test.serial('an internal error detaches the mount before the daemon exits: no dead mount is left behind', async t => {
+  const img = await buildImage(t, layerFixture('pax.tar'))
+  const cfg = join(img.dir, 'c.json')
+  await writeFile(cfg, JSON.stringify(localConfig(img)))
+  t.teardown(async () => { await forceUnmount(img.mnt) })
+  // Loaded into the daemon's process: a bug that throws from a timer once the mount is serving.
+  const bug = join(img.dir, 'bug.mjs')
+  await writeFile(bug, `import { readFileSync } from 'node:fs'
+const tick = setInterval(() => {
+  if (!readFileSync('/proc/self/mountinfo', 'utf8').split('\\n').some(l => l.split(' ')[4] === ${JSON.stringify(img.mnt)})) return
+  clearInterval(tick)
+  setTimeout(() => { throw new Error('a bug in nydusd') }, 500)
+}, 10)
+`)
+  const proc = spawn(process.execPath, ['--import', bug, nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  proc.stderr.on('data', (b: Buffer) => { stderr += b.toString() })
+  const code = await new Promise<number | null>(resolve => proc.once('exit', c => resolve(c)))
+  t.is(code, 1)
+  t.regex(stderr, new RegExp(`nydusd: error: internal error: a bug in nydusd \\(${img.mnt} detached\\)`))
+  t.regex(stderr, /"level":60.*internal error: detaching the mount/)
+  t.false(mountedSync(img.mnt), 'no mount left')
+  t.deepEqual(await readdir(img.mnt), [], 'the mountpoint is an ordinary empty directory again')
+})
+
 const mountedSync = (mnt: string): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
