@@ -85,7 +85,7 @@ export class Nydusd {
 
   private async mount (): Promise<void> {
     const ops = this.fs.ops()
-    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: opTimeouts(ops) })
+    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: false })
     const base = fuse._fuseOptions.bind(fuse)
     fuse._fuseOptions = () => { const s = base(); return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}` }
     const before = await fuseFds()
@@ -201,9 +201,6 @@ class RootLister {
  * (on a backend); every other op answers synchronously from the bootstrap,
  * so their timers are pure cost.
  */
-function opTimeouts (ops: Record<string, unknown>): Record<string, number | false> {
-  return Object.fromEntries(Object.keys(ops).map(op => [op, op === 'read' ? 15_000 : false]))
-}
 
 export async function openBootstrap (path: string): Promise<BootstrapReader> {
   const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {

@@ -18,6 +18,7 @@ declare module 'fuse-native' {
     static ERANGE: number
     static EINVAL: number
     static ENOTSUP: number
+    static ETIMEDOUT: number
     _fuseOptions (): string
   }
   export type { Cb }

@@ -7,6 +7,8 @@ import type { DaemonMetrics } from './metrics.js'
 const W_OK = 2
 const LOOKUP_CACHE = 65536
 const READAHEAD_CHUNKS = 2
+/** What fuse-native's own per-request timer gave reads (ETIMEDOUT after it). */
+export const READ_TIMEOUT_MS = 15_000
 const noop = (): void => {}
 
 /** First-access order of files, the input of `nydus-image create --prefetch-files`. */
@@ -35,7 +37,8 @@ export class RafsFs {
     private readonly fetcher: ChunkFetcher,
     private readonly metrics: DaemonMetrics,
     private readonly log: Logger,
-    private readonly enableXattr = true
+    private readonly enableXattr = true,
+    private readonly readTimeoutMs = READ_TIMEOUT_MS
   ) {
     this.blocks = Math.ceil(r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
   }
@@ -107,9 +110,10 @@ export class RafsFs {
   /**
    * Copies file bytes [pos, pos+len) into buf. Chunks in memory are copied on
    * the spot (then the count comes back as a number, not a promise); the rest
-   * are fetched in parallel.
+   * are fetched in parallel. Once `req.answered` is set, nothing more is
+   * copied: `buf` is libfuse's again.
    */
-  read (rec: InodeRecord, buf: Buffer, len: number, pos: number): number | Promise<number> {
+  read (rec: InodeRecord, buf: Buffer, len: number, pos: number, req?: { answered: boolean }): number | Promise<number> {
     const end = Math.min(rec.size, pos + len)
     if (pos >= end) return 0
     const cs = this.r.sb.chunkSize
@@ -122,6 +126,7 @@ export class RafsFs {
       const base = i * cs
       // Called while the fetcher holds the bytes: it reuses its buffers.
       const use = (data: Buffer): void => {
+        if (req?.answered === true) return
         const from = Math.max(pos, base) - base
         const to = Math.min(end, base + data.length) - base
         out += data.copy(buf, base + from - pos, from, to)
@@ -190,15 +195,29 @@ export class RafsFs {
           this.log.error({ path, offset: pos, length: len, err: err.message }, 'read failed: EIO')
           cb(Fuse.EIO)
         }
+        const req = { answered: false }
         let r: number | Promise<number>
         try {
-          r = this.read(rec, buf, len, pos)
+          r = this.read(rec, buf, len, pos, req)
         } catch (err) {
           failed(err as Error)
           return
         }
-        if (typeof r === 'number') done(r)
-        else r.then(done, failed)
+        if (typeof r === 'number') { done(r); return }
+        // Only reads that wait get a timer. Once answered, `buf` is libfuse's again: the late chunks must not touch it.
+        const timer = setTimeout(() => {
+          req.answered = true
+          stats.record(readId, false, t0)
+          this.log.error({ path, offset: pos, length: len, timeoutMs: this.readTimeoutMs }, 'read timed out: ETIMEDOUT')
+          cb(Fuse.ETIMEDOUT)
+        }, this.readTimeoutMs)
+        const settle = <T>(fn: (v: T) => void) => (v: T): void => {
+          if (req.answered) return
+          req.answered = true
+          clearTimeout(timer)
+          fn(v)
+        }
+        r.then(settle(done), settle(failed))
       },
       statfs: (_path: string, cb: (e: number, s?: unknown) => void) => {
         cb(0, { bsize: 4096, frsize: 4096, blocks: this.blocks, bfree: 0, bavail: 0, files: this.r.inodeCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })

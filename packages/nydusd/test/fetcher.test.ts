@@ -6,10 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { pino } from 'pino'
 import { BootstrapReader, loadDigester, type ChunkRef } from '@nydusjs/rafs'
 import { ChunkCache, LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
-import { layerFixture, tempDir } from '@nydusjs/testkit'
+import Fuse from 'fuse-native'
+import { gnuExtract, layerFixture, tempDir } from '@nydusjs/testkit'
 import { ChunkFetcher } from '../src/chunk-fetcher.js'
 import { DaemonMetrics } from '../src/metrics.js'
 import { Prefetcher } from '../src/prefetch.js'
+import { RafsFs } from '../src/rafs-fs.js'
 import { buildImage } from './helpers.js'
 
 /** The real localfs backend, slowed down and counted; reads also wait for `gate` while one is set. */
@@ -259,3 +261,26 @@ async function readFromBlob (dir: string, r: BootstrapReader, c: ChunkRef): Prom
   const blob = await readFile(join(dir, r.blobs()[c.blobIndex].id))
   return blob.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize)
 }
+
+test('a FUSE read still waiting at its timeout gets ETIMEDOUT, and the chunk that comes later never touches its (by then freed) buffer', async t => {
+  const { fetcher, backend, r, chunks } = await setup(t, 0)
+  const fs = new RafsFs(r, fetcher, new DaemonMetrics(), pino({ level: 'silent' }), true, 100)
+  const read = fs.ops().read
+  const ref = await tempDir(t)
+  await gnuExtract(layerFixture('gnu.tar'), ref)
+  const want = await readFile(join(ref, 'big-copy.bin'))
+  const first = chunks[r.chunkIndexes(r.lookup(Buffer.from('/big-copy.bin'))!)[0]]
+  let release!: () => void
+  backend.gate = new Promise(resolve => { release = resolve })
+  const late = Buffer.alloc(8192, 0xaa)
+  t.is(await new Promise<number>(resolve => read('/big-copy.bin', 0, late, late.length, 0, resolve)), Fuse.ETIMEDOUT)
+  backend.gate = undefined
+  release()
+  // Joins the timed-out read's fetch: when it settles, that read's copy step has run.
+  await fetcher.get(first)
+  t.true(late.every(b => b === 0xaa), 'nothing was written after the answer')
+  const buf = Buffer.alloc(8192)
+  const n = await new Promise<number>(resolve => read('/big-copy.bin', 0, buf, buf.length, 0, resolve))
+  t.is(n, buf.length)
+  t.true(buf.equals(want.subarray(0, n)), 'the next read gets the bytes')
+})
