@@ -85,7 +85,7 @@ export class Nydusd {
 
   private async mount (): Promise<void> {
     const ops = this.fs.ops()
-    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: false })
+    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: false }) // reads that wait get RafsFs's own timer
     const base = fuse._fuseOptions.bind(fuse)
     fuse._fuseOptions = () => { const s = base(); return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}` }
     const before = await fuseFds()
@@ -195,12 +195,6 @@ class RootLister {
     this.child.kill('SIGKILL')
   }
 }
-
-/**
- * fuse-native arms a 15 s timer per request by default. Only reads can wait
- * (on a backend); every other op answers synchronously from the bootstrap,
- * so their timers are pure cost.
- */
 
 export async function openBootstrap (path: string): Promise<BootstrapReader> {
   const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {

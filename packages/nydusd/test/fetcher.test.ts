@@ -262,7 +262,7 @@ async function readFromBlob (dir: string, r: BootstrapReader, c: ChunkRef): Prom
   return blob.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize)
 }
 
-test('a FUSE read still waiting at its timeout gets ETIMEDOUT, and the chunk that comes later never touches its (by then freed) buffer', async t => {
+test('a FUSE read still waiting at its timeout gets ETIMEDOUT, and the chunk that comes later never touches its buffer (back with libfuse by then)', async t => {
   const { fetcher, backend, r, chunks } = await setup(t, 0)
   const fs = new RafsFs(r, fetcher, new DaemonMetrics(), pino({ level: 'silent' }), true, 100)
   const read = fs.ops().read
