@@ -240,13 +240,22 @@ async function checkMountpoint (mnt: string): Promise<void> {
   await access('/dev/fuse', constants.R_OK | constants.W_OK).catch(() => {
     throw new NydusdError('ERR_FUSE_MISSING', 'FUSE is not available: /dev/fuse is missing or not accessible (load the fuse module, install Debian\'s fuse package)')
   })
-  const st = await stat(mnt).catch(() => { throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} does not exist`) })
+  const st = await stat(mnt).catch((err: NodeJS.ErrnoException) => { throw mountpointError(mnt, err) })
   if (!st.isDirectory()) throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} is not a directory`)
   const abs = resolvePath(mnt)
   const mounts = await readFile('/proc/self/mountinfo', 'utf8')
   if (mounts.split('\n').some(l => unescapeMount(l.split(' ')[4] ?? '') === abs)) {
     throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: something is already mounted there`)
   }
+}
+
+/** A dead FUSE mount (its daemon killed) answers every access with ENOTCONN: name it and the way out. */
+function mountpointError (mnt: string, err: NodeJS.ErrnoException): NydusdError {
+  if (err.code === 'ENOENT') return new NydusdError('ERR_MOUNT', `mountpoint ${mnt} does not exist`)
+  if (err.code === 'ENOTCONN') {
+    return new NydusdError('ERR_MOUNTPOINT_STALE', `mountpoint ${mnt} is a dead FUSE mount (ENOTCONN: the daemon that served it is gone); detach it first with: fusermount -uz ${mnt}`)
+  }
+  return new NydusdError('ERR_MOUNT', `mountpoint ${mnt}: ${err.message}`)
 }
 
 const unescapeMount = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))

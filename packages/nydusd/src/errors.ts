@@ -3,6 +3,7 @@ export type NydusdErrorCode =
   | 'ERR_BOOTSTRAP'
   | 'ERR_MOUNT'
   | 'ERR_MOUNTPOINT_BUSY'
+  | 'ERR_MOUNTPOINT_STALE'
   | 'ERR_FUSE_MISSING'
   | 'ERR_CHUNK_VERIFY'
   | 'ERR_CHUNK_FETCH'

@@ -116,6 +116,33 @@ test.serial('a busy mountpoint is refused with a clear message', async t => {
   t.is((await readdir(img.mnt)).length > 0, true, 'the first mount still serves')
 })
 
+test.serial('a dead mount left by a killed daemon is refused with a clear message that names the fix', async t => {
+  const img = await buildImage(t, layerFixture('ml-3.tar'))
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  const exited = new Promise(resolve => m.proc.once('exit', resolve))
+  m.proc.kill('SIGKILL')
+  await exited
+  t.true(mountedSync(img.mnt), 'the kill left its mount behind')
+  const cfg = join(img.dir, 'c.json')
+  await writeFile(cfg, JSON.stringify(localConfig(img)))
+  const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt])
+  t.is(r.code, 1)
+  t.is(r.stderr, `nydusd: error: mountpoint ${img.mnt} is a dead FUSE mount (ENOTCONN: the daemon that served it is gone); detach it first with: fusermount -uz ${img.mnt} [ERR_MOUNTPOINT_STALE]\n`)
+  t.is((await run('fusermount', ['-uz', img.mnt])).code, 0, 'the fix it names works')
+  const again = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  t.true((await readdir(again.mnt)).length > 0, 'a new daemon mounts there afterwards')
+})
+
+test.serial('a mountpoint that does not exist is refused with a clear message', async t => {
+  const img = await buildImage(t, layerFixture('ml-3.tar'))
+  const cfg = join(img.dir, 'c.json')
+  await writeFile(cfg, JSON.stringify(localConfig(img)))
+  const missing = join(img.dir, 'no-such-dir')
+  const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', missing])
+  t.is(r.code, 1)
+  t.is(r.stderr, `nydusd: error: mountpoint ${missing} does not exist [ERR_MOUNT]\n`)
+})
+
 test.serial('without /dev/fuse nydusd refuses with a clear message and mounts nothing', async t => {
   const img = await buildImage(t, layerFixture('ml-3.tar'))
   const cfg = join(img.dir, 'c.json')

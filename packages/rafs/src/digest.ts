@@ -1,5 +1,5 @@
 import { createHash, hash, webcrypto } from 'node:crypto'
-import { createBLAKE3, type IHasher } from 'hash-wasm'
+import type { IHasher } from 'hash-wasm'
 import type { DigesterName } from './constants.js'
 
 /** A synchronous 32-byte hash, ready to use (blake3's wasm is loaded by `loadDigester`). */
@@ -63,6 +63,7 @@ let blake3: Promise<Digester> | undefined
 
 export async function loadDigester (name: DigesterName): Promise<Digester> {
   if (name === 'sha256') return sha256
-  blake3 ??= createBLAKE3().then(h => new Blake3Digester(h))
+  // Imported on first use: compiling its wasm costs every process and worker thread ~25 ms at start-up.
+  blake3 ??= import('hash-wasm').then(async m => new Blake3Digester(await m.createBLAKE3()))
   return await blake3
 }
