@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { checkBlobId } from './backend.js'
 import { StorageError } from './errors.js'
@@ -11,13 +11,14 @@ export interface ChunkCacheOptions {
 
 /**
  * Uncompressed chunks on local disk, one file per chunk under
- * `work_dir/<blob id>/<compressed offset>`. A chunk is written to a temporary
- * name and renamed, so a crash never leaves a torn chunk under its real name;
- * what is present survives restarts (the directory is the index). Least
- * recently used chunks are evicted past the size limit.
+ * `work_dir/<blob id>/<compressed offset>.<size>`. A chunk is written to a
+ * temporary name and renamed, so a crash never leaves a torn chunk under its
+ * real name; what is present survives restarts (the directory is the index,
+ * and the size in the name spares a stat per chunk when it is read back).
+ * Least recently used chunks are evicted past the size limit.
  */
 export class ChunkCache {
-  /** Insertion order is recency order: a hit moves the key to the end. */
+  /** `blob/offset` to size. Insertion order is recency order: a hit moves the key to the end. */
   private readonly lru = new Map<string, number>()
   private bytes = 0
   hits = 0
@@ -32,11 +33,12 @@ export class ChunkCache {
     for (const blob of await readdir(dir)) {
       if (!/^[0-9a-f]{64}$/.test(blob)) continue
       for (const name of await readdir(join(dir, blob))) {
-        const path = join(dir, blob, name)
-        if (!/^\d+$/.test(name)) { await rm(path, { force: true }); continue } // leftovers of an interrupted write
-        const st = await stat(path)
-        cache.lru.set(`${blob}/${name}`, st.size)
-        cache.bytes += st.size
+        const m = CHUNK_FILE.exec(name)
+        // Anything else is the leftover of an interrupted write (or of an older layout).
+        if (m === null) { await rm(join(dir, blob, name), { force: true }); continue }
+        const size = Number(m[2])
+        cache.lru.set(`${blob}/${m[1]}`, size)
+        cache.bytes += size
       }
     }
     await cache.evict()
@@ -62,7 +64,7 @@ export class ChunkCache {
     if (known === undefined) { this.misses++; return undefined }
     let data: Buffer | undefined
     try {
-      data = known !== size ? undefined : await readExactly(join(this.dir, key), (dst ?? Buffer.allocUnsafe(size)).subarray(0, size))
+      data = known !== size ? undefined : await readExactly(this.path(key, known), (dst ?? Buffer.allocUnsafe(size)).subarray(0, size))
     } catch {
       this.forget(key)
       this.misses++
@@ -92,7 +94,7 @@ export class ChunkCache {
       } finally {
         await fh.close()
       }
-      await rename(tmp, join(this.dir, key))
+      await rename(tmp, this.path(key, data.length))
     } catch (err) {
       await rm(tmp, { force: true })
       throw new StorageError('ERR_CACHE_IO', `cache ${this.dir}: writing ${key}: ${(err as Error).message}`, { cause: err })
@@ -103,8 +105,14 @@ export class ChunkCache {
   }
 
   async remove (key: string): Promise<void> {
+    const n = this.lru.get(key)
+    if (n === undefined) return
     this.forget(key)
-    await rm(join(this.dir, key), { force: true })
+    await rm(this.path(key, n), { force: true })
+  }
+
+  private path (key: string, size: number): string {
+    return join(this.dir, `${key}.${size}`)
   }
 
   private forget (key: string): void {
@@ -123,6 +131,8 @@ export class ChunkCache {
     }
   }
 }
+
+const CHUNK_FILE = /^(\d+)\.(\d+)$/
 
 /** `dst` filled from the start of the file, or undefined when the file is shorter. */
 async function readExactly (path: string, dst: Buffer): Promise<Buffer | undefined> {
