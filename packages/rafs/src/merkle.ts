@@ -48,8 +48,12 @@ export function writeU64 (buf: Buffer, v: number, o: number): number {
   return o + 8
 }
 
+/** Two's complement in two halves: no BigInt allocated per call (one per inode and per merkle entry). */
 export function writeI64 (buf: Buffer, v: number, o: number): number {
-  buf.writeBigInt64LE(BigInt(Math.trunc(v)), o)
+  const t = Math.trunc(v)
+  const hi = Math.floor(t / 0x100000000)
+  buf.writeUInt32LE(t - hi * 0x100000000, o)
+  buf.writeInt32LE(hi, o + 4)
   return o + 8
 }
 

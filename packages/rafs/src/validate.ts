@@ -3,23 +3,24 @@ import { loadDigester, type Digester } from './digest.js'
 import { fail } from './errors.js'
 import { encodeEntry } from './merkle.js'
 import { BootstrapReader, type InodeRecord } from './reader.js'
+import type { ChunkRef } from './tree.js'
 
 /**
  * Checks that the child ranges tile [1, n) in record order with correct parent
  * links, so the records form one tree: no cycle, no shared or orphan record.
  */
-export function checkStructure (r: BootstrapReader): void {
+export function checkStructure (r: BootstrapReader, recs: InodeRecord[] = decodeAll(r)): void {
   let expected = 1
   const n = r.inodeCount
   for (let i = 0; i < n; i++) {
-    const rec = r.inode(i)
+    const rec = recs[i]
     if (i === 0 && rec.parent !== 0) fail('ERR_RAFS_BAD_TREE', 'the root inode has a parent')
     if (!isDir(rec.mode) || rec.count === 0) continue
     if (rec.first !== expected) fail('ERR_RAFS_BAD_TREE', `children of inode ${i} start at ${rec.first}, expected ${expected}`)
     const [from, to] = r.childRange(rec)
     let prev: Buffer | undefined
     for (let c = from; c < to; c++) {
-      const child = r.inode(c)
+      const child = recs[c]
       if (child.parent !== i) fail('ERR_RAFS_BAD_TREE', `inode ${c} names parent ${child.parent}, but lies in the children of ${i}`)
       if (prev !== undefined && Buffer.compare(prev, child.name) >= 0) fail('ERR_RAFS_BAD_TREE', `children of inode ${i} are not sorted by name or repeat one`)
       prev = child.name
@@ -29,22 +30,33 @@ export function checkStructure (r: BootstrapReader): void {
   if (expected !== n) fail('ERR_RAFS_BAD_TREE', `${n - expected} inode records belong to no directory`)
 }
 
-/** Everything `checkStructure` does, plus links, chunks, prefetch and the merkle tree. */
+/**
+ * Everything `checkStructure` does, plus links, chunks, prefetch and the
+ * merkle tree. Each record is decoded once, for all the checks: this runs at
+ * every mount.
+ */
 export function validateBootstrap (r: BootstrapReader, digester: Digester): void {
   if (digester.name !== r.sb.digester) fail('ERR_RAFS_UNSUPPORTED', `bootstrap uses ${r.sb.digester}, not ${digester.name}`)
-  checkStructure(r)
-  checkLinks(r)
-  checkChunks(r)
+  const recs = decodeAll(r)
+  checkStructure(r, recs)
+  checkLinks(recs)
+  const chunks = checkChunks(r, recs)
   r.prefetch()
   for (const b of r.blobs()) if (b.digester !== r.sb.digester) fail('ERR_RAFS_BAD_BLOB', `blob ${b.id} uses digester ${b.digester}, the bootstrap ${r.sb.digester}`)
-  checkMerkle(r, digester)
+  checkMerkle(r, recs, chunks, digester)
 }
 
-function checkLinks (r: BootstrapReader): void {
+function decodeAll (r: BootstrapReader): InodeRecord[] {
+  const recs = new Array<InodeRecord>(r.inodeCount)
+  for (let i = 0; i < recs.length; i++) recs[i] = r.inode(i)
+  return recs
+}
+
+function checkLinks (recs: InodeRecord[]): void {
   const byIno = new Map<number, { rec: InodeRecord, seen: number }>()
   const subdirs = new Map<number, number>()
-  for (let i = 0; i < r.inodeCount; i++) {
-    const rec = r.inode(i)
+  for (let i = 0; i < recs.length; i++) {
+    const rec = recs[i]
     if (i > 0 && isDir(rec.mode)) subdirs.set(rec.parent, (subdirs.get(rec.parent) ?? 0) + 1)
     const prev = byIno.get(rec.ino)
     if (prev === undefined) { byIno.set(rec.ino, { rec, seen: 1 }); continue }
@@ -65,32 +77,37 @@ function sameInode (a: InodeRecord, b: InodeRecord): boolean {
     a.xattrOffset === b.xattrOffset && a.xattrSize === b.xattrSize
 }
 
-function checkChunks (r: BootstrapReader): void {
+/** Each file's chunks, checked against its size; every chunk record is decoded (and so checked) once. */
+function checkChunks (r: BootstrapReader, recs: InodeRecord[]): Map<number, ChunkRef[]> {
   const cs = r.sb.chunkSize
-  for (let i = 0; i < r.inodeCount; i++) {
-    const rec = r.inode(i)
+  const table = new Array<ChunkRef>(r.sb.chunkCount)
+  for (let c = 0; c < table.length; c++) table[c] = r.chunk(c)
+  const byInode = new Map<number, ChunkRef[]>()
+  for (const rec of recs) {
     if (!isReg(rec.mode)) continue
-    const chunks = r.fileChunks(rec)
+    const chunks = r.chunkIndexes(rec).map(c => table[c] ?? r.chunk(c)) // r.chunk: the out-of-range error
     chunks.forEach((c, k) => {
       const want = k === chunks.length - 1 ? rec.size - k * cs : cs
-      if (c.uncompressedSize !== want) fail('ERR_RAFS_BAD_CHUNK', `chunk ${k} of inode ${i} holds ${c.uncompressedSize} bytes, expected ${want}`)
+      if (c.uncompressedSize !== want) fail('ERR_RAFS_BAD_CHUNK', `chunk ${k} of inode ${rec.index} holds ${c.uncompressedSize} bytes, expected ${want}`)
     })
+    byInode.set(rec.index, chunks)
   }
-  for (let c = 0; c < r.sb.chunkCount; c++) r.chunk(c)
+  return byInode
 }
 
 /** Recomputes every digest bottom-up (children follow parents, so one reverse pass). */
-function checkMerkle (r: BootstrapReader, d: Digester): void {
-  const computed = new Array<Buffer>(r.inodeCount)
-  for (let i = r.inodeCount - 1; i >= 0; i--) {
-    const rec = r.inode(i)
+function checkMerkle (r: BootstrapReader, recs: InodeRecord[], chunks: Map<number, ChunkRef[]>, d: Digester): void {
+  const computed = new Array<Buffer>(recs.length)
+  for (let i = recs.length - 1; i >= 0; i--) {
+    const rec = recs[i]
     let digest: Buffer
     if (isDir(rec.mode)) {
       const entries: Buffer[] = []
-      for (const child of r.children(rec)) entries.push(entryOf(r, child, computed[child.index]))
+      const [from, to] = r.childRange(rec)
+      for (let c = from; c < to; c++) entries.push(entryOf(r, recs[c], computed[c]))
       digest = d.digestMany(entries)
     } else if (isReg(rec.mode)) {
-      digest = d.digestMany(r.fileChunks(rec).map(c => c.digest))
+      digest = d.digestMany(chunks.get(i)!.map(c => c.digest))
     } else if (isLnk(rec.mode)) {
       digest = d.digest(r.readlink(rec))
     } else {
@@ -99,7 +116,7 @@ function checkMerkle (r: BootstrapReader, d: Digester): void {
     if (!digest.equals(rec.digest)) fail('ERR_RAFS_MERKLE', `digest of ${describe(r, rec)} does not match its content`)
     computed[i] = digest
   }
-  const root = d.digest(entryOf(r, r.root(), computed[0]))
+  const root = d.digest(entryOf(r, recs[0], computed[0]))
   if (!root.equals(r.sb.rootDigest)) fail('ERR_RAFS_MERKLE', 'root digest does not match the tree')
 }
 
