@@ -132,7 +132,8 @@ export class ChunkCache {
   }
 }
 
-const CHUNK_FILE = /^(\d+)\.(\d+)$/
+/** `<offset>.<size>`, as `path` writes them: no leading zeros, so one chunk has one name. */
+const CHUNK_FILE = /^(0|[1-9]\d{0,15})\.([1-9]\d{0,15})$/
 
 /** `dst` filled from the start of the file, or undefined when the file is shorter. */
 async function readExactly (path: string, dst: Buffer): Promise<Buffer | undefined> {
