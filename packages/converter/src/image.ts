@@ -4,7 +4,7 @@ import {
   RafsError, encodeBootstrap, loadDigester, mergeLayers, openValidated, readTree,
   type BootstrapReader, type CompressorName, type DigesterName, type RafsTree
 } from '@nydusjs/rafs'
-import { buildLayer, type BuildStats } from './build/build-layer.js'
+import { buildLayer, layerWorkers, type BuildStats } from './build/build-layer.js'
 import { ChunkDict } from './build/chunk-dict.js'
 import { ConverterError } from './errors.js'
 import { Staged } from './fsutil.js'
@@ -120,11 +120,12 @@ export async function convertOciLayout (o: ConvertOptions): Promise<{ bootstrap:
   const staged = new Staged()
   const trees: RafsTree[] = []
   const stats: BuildStats[] = []
+  const pool = layerWorkers({ ...o, digester })
   try {
     for (const [i, l] of layers.entries()) {
       await layout.verifyBlob(l)
       const source = await openSource(layout.blobPath(l), l.type)
-      const build = await buildLayer(source, { ...o, digester, dict, blobDir, onProgress: b => o.onProgress?.(i, b) })
+      const build = await buildLayer(source, { ...o, digester, dict, blobDir, pool, onProgress: b => o.onProgress?.(i, b) })
       if (build.blob !== undefined) staged.add(build.blob.tmpPath, build.blob.finalPath)
       dict.addTree(build.tree, `layer ${i}`)
       trees.push(build.tree)
@@ -139,6 +140,8 @@ export async function convertOciLayout (o: ConvertOptions): Promise<{ bootstrap:
   } catch (err) {
     await staged.abort()
     throw rafsToConverter(err, o.output)
+  } finally {
+    await pool.close()
   }
 }
 

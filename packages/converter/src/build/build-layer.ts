@@ -4,6 +4,7 @@ import type { EntrySource } from '../sources/entry.js'
 import { BlobWriter } from './blob-writer.js'
 import { ChunkDict } from './chunk-dict.js'
 import { ChunkPipeline } from './chunk-pipeline.js'
+import { ChunkWorkers } from './chunk-workers.js'
 import { TreeBuilder } from './tree-builder.js'
 
 export interface BuildOptions {
@@ -19,6 +20,8 @@ export interface BuildOptions {
   blobTap?: (bufs: Buffer[]) => void
   /** false: the blob is pushed and deleted, so it is not fsynced. */
   durable?: boolean
+  /** Hashing and compression threads shared by an image's layers (see `layerWorkers`). */
+  pool?: ChunkWorkers
 }
 
 export interface BuildStats {
@@ -41,6 +44,13 @@ export interface LayerBuild {
   stats: BuildStats
 }
 
+const LEVEL = 3
+
+/** Threads for every layer of one image, built with the same options; the caller closes them. */
+export function layerWorkers (opts: Pick<BuildOptions, 'compressor' | 'digester' | 'workers'>): ChunkWorkers {
+  return new ChunkWorkers({ compressor: opts.compressor ?? 'zstd', digester: opts.digester ?? 'sha256', level: LEVEL }, opts.workers)
+}
+
 /** One layer's entries to a tree plus a blob of its new chunks. */
 export async function buildLayer (source: EntrySource, opts: BuildOptions): Promise<LayerBuild> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE
@@ -49,7 +59,7 @@ export async function buildLayer (source: EntrySource, opts: BuildOptions): Prom
   await mkdir(opts.blobDir, { recursive: true })
   const writer = new BlobWriter(opts.blobDir, compressor, digester, opts.blobTap, opts.durable)
   const dict = (opts.dict ?? new ChunkDict(digester)).view()
-  const pipe = new ChunkPipeline({ compressor, digester, chunkSize, blob: writer, dict, workers: opts.workers })
+  const pipe = new ChunkPipeline({ compressor, digester, chunkSize, blob: writer, dict, workers: opts.workers, level: LEVEL, pool: opts.pool })
   const builder = new TreeBuilder(source.where)
   let files = 0
   let entries = 0

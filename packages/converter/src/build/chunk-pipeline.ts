@@ -1,9 +1,9 @@
-import { Worker } from 'node:worker_threads'
-import { availableParallelism } from 'node:os'
+import type { Worker } from 'node:worker_threads'
 import type { ChunkRef, CompressorName, DigesterName } from '@nydusjs/rafs'
 import type { BatchRequest, BatchResult } from './chunk-worker.js'
 import type { BlobWriter } from './blob-writer.js'
 import type { DictView } from './chunk-dict.js'
+import { ChunkWorkers } from './chunk-workers.js'
 
 const BATCH_BYTES = 2 * 1024 * 1024
 const BATCH_CHUNKS = 512
@@ -16,6 +16,8 @@ export interface PipelineOptions {
   dict: DictView
   workers?: number
   level?: number
+  /** Threads shared with the image's other layers; used when their spec matches, else the pipeline starts its own. */
+  pool?: ChunkWorkers
 }
 
 interface Batch { seq: number, buf: Buffer, lens: number[], done: Array<(ref: ChunkRef) => void>, used: number }
@@ -26,8 +28,11 @@ interface Batch { seq: number, buf: Buffer, lens: number[], done: Array<(ref: Ch
  * is byte-identical whatever the timing.
  */
 export class ChunkPipeline {
+  private readonly threads: ChunkWorkers
+  private readonly ownsThreads: boolean
   private readonly workers: Worker[]
-  private readonly ready: Promise<unknown>
+  private readonly onError = (err: Error): void => this.fail(err)
+  private closed = false
   private readonly idle: Worker[] = []
   private readonly queue: Batch[] = []
   private readonly inflight = new Map<number, Batch>()
@@ -50,15 +55,12 @@ export class ChunkPipeline {
   bytesIn = 0
 
   constructor (private readonly opts: PipelineOptions) {
-    const n = opts.workers ?? Math.max(1, Math.min(availableParallelism(), 8))
-    const url = new URL('./chunk-worker.js', import.meta.url)
-    this.workers = Array.from({ length: n }, () => new Worker(url, { workerData: { compressor: opts.compressor, digester: opts.digester, level: opts.level ?? 3 } }))
-    this.ready = Promise.all(this.workers.map(async w => await new Promise((resolve, reject) => {
-      w.once('message', resolve)
-      w.once('error', reject)
-    })))
+    const spec = { compressor: opts.compressor, digester: opts.digester, level: opts.level ?? 3 }
+    this.ownsThreads = opts.pool?.matches(spec) !== true
+    this.threads = this.ownsThreads ? new ChunkWorkers(spec, opts.workers) : opts.pool!
+    this.workers = this.threads.all
     for (const w of this.workers) {
-      w.on('error', err => this.fail(err))
+      w.on('error', this.onError)
       this.idle.push(w)
     }
     this.current = this.newBatch()
@@ -90,8 +92,13 @@ export class ChunkPipeline {
     }
   }
 
+  /** Stops the threads, unless they are borrowed and idle: then they go back to their pool for the next layer. */
   async close (): Promise<void> {
-    await Promise.all(this.workers.map(async w => await w.terminate()))
+    if (this.closed) return
+    this.closed = true
+    for (const w of this.workers) w.off('error', this.onError)
+    // A failed layer may leave batches running; their answers must not reach the next layer's pipeline.
+    if (this.ownsThreads || this.failure !== undefined || this.inflight.size > 0 || this.queue.length > 0) await this.threads.close()
   }
 
   private newBatch (): Batch {
@@ -102,7 +109,7 @@ export class ChunkPipeline {
   private async flushBatch (): Promise<void> {
     const b = this.current
     if (b.lens.length === 0) return
-    await this.ready
+    await this.threads.ready
     b.seq = this.seq++
     this.current = this.newBatch()
     this.queue.push(b)

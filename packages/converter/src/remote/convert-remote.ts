@@ -10,7 +10,8 @@ import {
   OCI_INDEX, OCI_MANIFEST, S3Backend, hostPlatform, parseImageRef, platformString, s3Options,
   type ImageRef, type Platform, type PushResult, type RegistryClient
 } from '@nydusjs/storage'
-import { buildLayer, type LayerBuild } from '../build/build-layer.js'
+import { buildLayer, layerWorkers, type LayerBuild } from '../build/build-layer.js'
+import type { ChunkWorkers } from '../build/chunk-workers.js'
 import { ConverterError } from '../errors.js'
 import { LAYER_TYPES } from '../oci.js'
 import { bootstrapLayer, dataLayers, nydusConfig, nydusIndex, nydusManifest, type Blob, type IndexEntry } from './nydus-manifest.js'
@@ -98,6 +99,7 @@ interface Ctx {
   work: string
   digester: DigesterName
   streamPush: boolean
+  pool: ChunkWorkers
 }
 
 /**
@@ -113,6 +115,8 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
   if (dst.digest !== undefined) throw new ConverterError('ERR_BAD_ARGUMENT', `--target ${o.target}: name a tag, not a digest`)
   const regs = new Registries()
   const work = await mkdtemp(join(o.workDir ?? tmpdir(), 'nydus-convert-'))
+  // Started now, they load while the manifests are fetched; every layer of every image uses them.
+  const pool = layerWorkers({ ...o, digester: o.digester ?? 'sha256' })
   try {
     const insecure = (host: string): boolean => (host === src.host && o.sourceInsecure === true) || (host === dst.host && o.targetInsecure === true)
     const sc = await regs.client(src.host, insecure(src.host))
@@ -124,7 +128,7 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
     const dicts = await loadDicts(o.chunkDict ?? [], regs, insecure, o.platforms?.[0] ?? (first === undefined ? hostPlatform() : platformString(first)))
     const patterns = o.prefetchPatterns === undefined ? [] : await readPrefetchPatterns(o.prefetchPatterns)
     const streamPush = target.openStream !== undefined && (o.streamPush ?? !(await tagExists(tc, dst)))
-    const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256', streamPush }
+    const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256', streamPush, pool }
     const asIndex = (isIndex && images.length > 1) || o.mergePlatform === true
     const reports: ImageReport[] = []
     const entries: IndexEntry[] = []
@@ -148,6 +152,7 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
       seconds: (performance.now() - t0) / 1000
     }
   } finally {
+    await pool.close()
     await rm(work, { recursive: true, force: true })
     await regs.close()
   }
@@ -175,7 +180,7 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
       const stream = ctx.streamPush ? target.openStream?.() : undefined
       let build: LayerBuild
       try {
-        build = await buildLayer(source, { ...o, digester: ctx.digester, dict, blobDir: ctx.work, durable: false, onProgress: b => progress('pull', b), blobTap: stream === undefined ? undefined : b => stream.write(b) })
+        build = await buildLayer(source, { ...o, digester: ctx.digester, dict, blobDir: ctx.work, durable: false, pool: ctx.pool, onProgress: b => progress('pull', b), blobTap: stream === undefined ? undefined : b => stream.write(b) })
         await source.verified
       } catch (err) {
         await stream?.abort()
