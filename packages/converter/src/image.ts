@@ -120,7 +120,7 @@ export async function convertOciLayout (o: ConvertOptions): Promise<{ bootstrap:
   const staged = new Staged()
   const trees: RafsTree[] = []
   const stats: BuildStats[] = []
-  const pool = layerWorkers({ ...o, digester })
+  const pool = layerWorkers(o)
   try {
     for (const [i, l] of layers.entries()) {
       await layout.verifyBlob(l)

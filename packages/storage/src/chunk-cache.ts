@@ -105,21 +105,21 @@ export class ChunkCache {
   }
 
   async remove (key: string): Promise<void> {
-    const n = this.lru.get(key)
-    if (n === undefined) return
-    this.forget(key)
-    await rm(this.path(key, n), { force: true })
+    const n = this.forget(key)
+    if (n !== undefined) await rm(this.path(key, n), { force: true })
   }
 
   private path (key: string, size: number): string {
     return join(this.dir, `${key}.${size}`)
   }
 
-  private forget (key: string): void {
+  /** Drops the key from the index; its size, if it was there. */
+  private forget (key: string): number | undefined {
     const n = this.lru.get(key)
-    if (n === undefined) return
+    if (n === undefined) return undefined
     this.lru.delete(key)
     this.bytes -= n
+    return n
   }
 
   private async evict (): Promise<void> {

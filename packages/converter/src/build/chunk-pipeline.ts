@@ -15,7 +15,7 @@ export interface PipelineOptions {
   blob: BlobWriter
   dict: DictView
   workers?: number
-  level?: number
+  level: number
   /** Threads shared with the image's other layers; used when their spec matches, else the pipeline starts its own. */
   pool?: ChunkWorkers
 }
@@ -55,7 +55,7 @@ export class ChunkPipeline {
   bytesIn = 0
 
   constructor (private readonly opts: PipelineOptions) {
-    const spec = { compressor: opts.compressor, digester: opts.digester, level: opts.level ?? 3 }
+    const spec = { compressor: opts.compressor, digester: opts.digester, level: opts.level }
     this.ownsThreads = opts.pool?.matches(spec) !== true
     this.threads = this.ownsThreads ? new ChunkWorkers(spec, opts.workers) : opts.pool!
     this.workers = this.threads.all

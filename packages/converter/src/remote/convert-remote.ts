@@ -116,7 +116,7 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
   const regs = new Registries()
   const work = await mkdtemp(join(o.workDir ?? tmpdir(), 'nydus-convert-'))
   // Started now, they load while the manifests are fetched; every layer of every image uses them.
-  const pool = layerWorkers({ ...o, digester: o.digester ?? 'sha256' })
+  const pool = layerWorkers(o)
   try {
     const insecure = (host: string): boolean => (host === src.host && o.sourceInsecure === true) || (host === dst.host && o.targetInsecure === true)
     const sc = await regs.client(src.host, insecure(src.host))
