@@ -161,6 +161,16 @@ export async function pushBlob (reg: TestRegistry, repo: string, data: Buffer, a
   }
 }
 
+/** Writes a manifest as is (a test that needs one the tools would not write); no auth. */
+export async function putManifest (reg: TestRegistry, repo: string, ref: string, body: unknown): Promise<void> {
+  const { request } = await import('undici')
+  const json = JSON.stringify(body)
+  const mediaType = (body as { mediaType?: string }).mediaType ?? 'application/vnd.oci.image.manifest.v1+json'
+  const r = await request(`${reg.url}/v2/${repo}/manifests/${ref}`, { method: 'PUT', headers: { 'content-type': mediaType }, body: json })
+  await r.body.dump()
+  if (r.statusCode !== 201) throw new Error(`manifest put: ${r.statusCode}`)
+}
+
 /** A bearer token with push and pull on `repo`, from the registry's token server. */
 export async function adminToken (reg: TestRegistry, repo: string, user: string, password: string): Promise<string> {
   const { request } = await import('undici')

@@ -28,6 +28,9 @@ export default class Convert extends BaseCommand {
     'backend-config': Flags.string({ description: 'JSON config of the s3 backend (as in nydusd\'s device.backend.config)' }),
     'source-insecure': Flags.boolean({ description: 'source registry over plain HTTP or HTTPS without certificate checks' }),
     'target-insecure': Flags.boolean({ description: 'target registry over plain HTTP or HTTPS without certificate checks' }),
+    'build-cache': Flags.string({ description: 'image REGISTRY/REPO:TAG of converted layers: layers found there are not pulled or converted again; written after the conversion (nydusify\'s --build-cache)' }),
+    'build-cache-max-records': Flags.integer({ description: 'layers the build cache keeps, the most recently used first', default: 200, min: 1, max: 10000 }),
+    'build-cache-insecure': Flags.boolean({ description: 'build cache registry over plain HTTP or HTTPS without certificate checks' }),
     'work-dir': Flags.string({ description: 'directory for temporary blobs (default: the system temp dir)' }),
     ...buildFlags
   }
@@ -67,6 +70,9 @@ export default class Convert extends BaseCommand {
       backendConfig: flags['backend-config'],
       sourceInsecure: flags['source-insecure'],
       targetInsecure: flags['target-insecure'],
+      buildCache: flags['build-cache'],
+      buildCacheMaxRecords: flags['build-cache-max-records'],
+      buildCacheInsecure: flags['build-cache-insecure'],
       workDir: flags['work-dir'],
       ...buildOptions(flags),
       onProgress: p => {
@@ -78,11 +84,13 @@ export default class Convert extends BaseCommand {
     })
     progress.done()
     await this.writeJson(flags['output-json'], res)
+    for (const w of res.build_cache?.warnings ?? []) process.stderr.write(`nydus-image convert: warning: ${w}\n`)
     if (flags['output-json'] === '-') return
     const layers = res.images.reduce((n, i) => n + i.layers.length, 0)
     this.print(`converted ${res.source.ref} (${res.source.digest}) to ${res.target.ref} (${res.target.digest})\n` +
       `${res.images.length} image(s), ${layers} layer(s); pushed ${(res.pushed_bytes / 1e6).toFixed(1)} MB` +
-      (res.dict_saved_bytes > 0 ? `; chunk dict saved ${(res.dict_saved_bytes / 1e6).toFixed(1)} MB` : '') + `; ${res.seconds.toFixed(1)} s`)
+      (res.dict_saved_bytes > 0 ? `; chunk dict saved ${(res.dict_saved_bytes / 1e6).toFixed(1)} MB` : '') +
+      (res.build_cache !== undefined ? `; build cache ${res.build_cache.hits} hit(s), ${res.build_cache.misses} miss(es)` : '') + `; ${res.seconds.toFixed(1)} s`)
     for (const i of res.images) if (i.prefetch_unmatched.length > 0) process.stderr.write(`nydus-image convert: warning: prefetch patterns matched nothing in ${i.platform}: ${i.prefetch_unmatched.join(', ')}\n`)
   }
 }

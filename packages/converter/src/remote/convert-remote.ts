@@ -12,6 +12,8 @@ import {
 } from '@nydusjs/storage'
 import { buildLayer, layerWorkers, type LayerBuild } from '../build/build-layer.js'
 import type { ChunkWorkers } from '../build/chunk-workers.js'
+import { BuildCache, type BuildCacheReport } from './build-cache.js'
+import { cacheOptions, cachedLayer, exportCache, hitReport, openCache } from './layer-cache.js'
 import { ConverterError } from '../errors.js'
 import { LAYER_TYPES } from '../oci.js'
 import { bootstrapLayer, dataLayers, nydusConfig, nydusIndex, nydusManifest, type Blob, type IndexEntry } from './nydus-manifest.js'
@@ -32,6 +34,10 @@ export interface RemoteConvertOptions {
   backendConfig?: string
   sourceInsecure?: boolean
   targetInsecure?: boolean
+  /** nydusify's `--build-cache`: an image of converted layers, read before and written after the conversion. */
+  buildCache?: string
+  buildCacheMaxRecords?: number
+  buildCacheInsecure?: boolean
   workDir?: string
   chunkSize?: number
   compressor?: CompressorName
@@ -55,6 +61,8 @@ export interface LayerReport {
   /** Whether the blob went up while it was built; `stream_fallback` says why it was pushed afterwards instead. */
   streamed: boolean
   stream_fallback?: string
+  /** With `--build-cache`: whether the layer came from it (not pulled, not converted). */
+  build_cache?: 'hit' | 'miss'
   files: number
   bytes_in: number
   chunks: number
@@ -84,10 +92,11 @@ export interface RemoteConvertReport {
   images: ImageReport[]
   pushed_bytes: number
   dict_saved_bytes: number
+  build_cache?: BuildCacheReport
   seconds: number
 }
 
-interface Ctx {
+export interface Ctx {
   o: RemoteConvertOptions
   src: ImageRef
   dst: ImageRef
@@ -100,6 +109,9 @@ interface Ctx {
   digester: DigesterName
   streamPush: boolean
   pool: ChunkWorkers
+  cache?: BuildCache
+  /** What, besides the source layers, a layer's output depends on: part of its build cache key. */
+  cacheOptions: string
 }
 
 /**
@@ -128,7 +140,8 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
     const dicts = await loadDicts(o.chunkDict ?? [], regs, insecure, o.platforms?.[0] ?? (first === undefined ? hostPlatform() : platformString(first)))
     const patterns = o.prefetchPatterns === undefined ? [] : await readPrefetchPatterns(o.prefetchPatterns)
     const streamPush = target.openStream !== undefined && (o.streamPush ?? !(await tagExists(tc, dst)))
-    const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256', streamPush, pool }
+    const cache = await openCache(o, regs, insecure)
+    const ctx: Ctx = { o, src, dst, sc, tc, target, dicts, patterns, work, digester: o.digester ?? 'sha256', streamPush, pool, cache, cacheOptions: cacheOptions(o, dicts) }
     const asIndex = (isIndex && images.length > 1) || o.mergePlatform === true
     const reports: ImageReport[] = []
     const entries: IndexEntry[] = []
@@ -142,6 +155,7 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
     }
     const final = asIndex ? nydusIndex(entries) : single!
     const digest = await tc.putManifest(dst.repo, dst.ref, asIndex ? OCI_INDEX : OCI_MANIFEST, final.body)
+    const cacheReport = cache === undefined ? undefined : await exportCache(ctx, cache)
     return {
       source: { ref: o.source, digest: top.digest },
       target: { ref: o.target, digest, media_type: asIndex ? OCI_INDEX : OCI_MANIFEST },
@@ -149,6 +163,7 @@ export async function convertRemote (o: RemoteConvertOptions): Promise<RemoteCon
       images: reports,
       pushed_bytes: reports.reduce((n, r) => n + r.pushed_bytes, 0),
       dict_saved_bytes: reports.reduce((n, r) => n + r.dict_saved_bytes, 0),
+      ...(cacheReport === undefined ? {} : { build_cache: cacheReport }),
       seconds: (performance.now() - t0) / 1000
     }
   } finally {
@@ -175,6 +190,15 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
       const type = LAYER_TYPES[l.mediaType]
       if (type === undefined) throw new ConverterError('ERR_OCI_LAYOUT', `${where}: unsupported layer media type ${JSON.stringify(l.mediaType)}`)
       const t1 = performance.now()
+      const key = ctx.cache === undefined ? undefined : BuildCache.key(ctx.cacheOptions, img.manifest.layers.slice(0, i + 1).map(d => d.digest))
+      const hit = key === undefined ? undefined : await cachedLayer(ctx, key, trees, own, where)
+      if (hit !== undefined) {
+        dict.addTree(hit.layer.tree, `layer ${i + 1}`)
+        trees.push(hit.layer.tree)
+        if (hit.pushed) pushed += hit.layer.blob?.size ?? 0
+        layers.push({ ...hitReport(hit.layer, l), push: hit.push, seconds: (performance.now() - t1) / 1000 })
+        continue
+      }
       const source = streamedLayerSource(await sc.blobStream(src.repo, l.digest), l, type, where)
       const progress = (phase: 'pull' | 'push', bytes: number): void => o.onProgress?.({ image: index, layer: i, layers: img.manifest.layers.length, phase, bytes })
       const stream = ctx.streamPush ? target.openStream?.() : undefined
@@ -186,10 +210,11 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
         await stream?.abort()
         throw err
       }
+      const s = build.stats
+      if (key !== undefined) await ctx.cache!.add(key, build.tree, build.blob === undefined ? undefined : { id: build.blob.id, size: s.blobSize })
       dict.addTree(build.tree, `layer ${i + 1}`)
       trees.push(build.tree)
-      const s = build.stats
-      const rep: LayerReport = { source_digest: l.digest, source_size: l.size, blob_id: build.blob?.id, blob_size: s.blobSize, push: 'none', streamed: false, files: s.files, bytes_in: s.bytesIn, chunks: s.chunks, dedup_hits: s.dedupHits, dict_hits: s.dictHits, seconds: 0 }
+      const rep: LayerReport = { source_digest: l.digest, source_size: l.size, blob_id: build.blob?.id, blob_size: s.blobSize, push: 'none', streamed: false, ...(key === undefined ? {} : { build_cache: 'miss' as const }), files: s.files, bytes_in: s.bytesIn, chunks: s.chunks, dedup_hits: s.dedupHits, dict_hits: s.dictHits, seconds: 0 }
       layers.push(rep)
       const blob = build.blob
       if (blob === undefined || own.has(blob.id)) {
