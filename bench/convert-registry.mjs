@@ -3,7 +3,9 @@
 // local docker-registry to another by `nydus-image convert`, against
 // `skopeo copy` of the same image between the same two registries (the floor
 // for moving the bytes), 3 interleaved runs, medians. Each run pushes to a
-// fresh registry, so neither tool can skip the transfer with a mount.
+// fresh registry, so neither tool can skip the transfer with a mount. Also
+// timed: a conversion that fills a --build-cache, and one to a new
+// repository that finds every layer there (the CI case of an unchanged base).
 // Writes .bench/convert-registry.json.
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -61,7 +63,7 @@ try {
   const layerBytes = manifest.layers.reduce((n, l) => n + l.size, 0)
   // The image has one layer (make-oci-layout.sh with one tar).
   const floor = await workFloor(Buffer.from(await (await fetch(`${src.url}/v2/bench/debian/blobs/${manifest.layers[0].digest}`)).arrayBuffer()))
-  const runs = { convert: [], skopeo: [] }
+  const runs = { convert: [], skopeo: [], cache_fill: [], cache_hit: [] }
   let report
   for (let run = 0; run < 3; run++) {
     // A fresh target registry per run and tool: skopeo remembers where blobs went and would mount instead of copying.
@@ -72,6 +74,14 @@ try {
     runs.convert.push(tc)
     const [ts] = secs(() => sh('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${src.host}/bench/debian:1`, `docker://${dst2.host}/bench/copy-${run}:1`]))
     runs.skopeo.push(ts)
+    const dst3 = await startRegistry(t)
+    const conv = (target) => secs(() => sh(process.execPath, [join(root, 'packages/converter/bin/run.js'), 'convert', '--source', `${src.host}/bench/debian:1`, '--target', `${dst3.host}/${target}`,
+      '--source-insecure', '--target-insecure', '--build-cache', `${dst3.host}/bench/cache:1`, '--output-json', '-']))
+    const [tf] = conv(`bench/fill-${run}:1`)
+    const [th, hit] = conv(`bench/hit-${run}:1`)
+    if (JSON.parse(hit).build_cache.hits !== manifest.layers.length) throw new Error('the second conversion missed the build cache')
+    runs.cache_fill.push(tf)
+    runs.cache_hit.push(th)
   }
   const c = median(runs.convert)
   const s = median(runs.skopeo)
@@ -83,6 +93,8 @@ try {
     convert_mb_s: layerBytes / 1e6 / c,
     skopeo_mb_s: layerBytes / 1e6 / s,
     ratio_convert_over_skopeo: c / s,
+    build_cache_fill_s: median(runs.cache_fill),
+    build_cache_hit_s: median(runs.cache_hit),
     work_floor: floor,
     runs
   }
@@ -91,6 +103,7 @@ try {
   console.log(`nydus-image convert  ${c.toFixed(2)} s  ${(layerBytes / 1e6 / c).toFixed(0)} MB/s  (runs ${runs.convert.map(x => x.toFixed(2)).join(', ')})`)
   console.log(`skopeo copy          ${s.toFixed(2)} s  ${(layerBytes / 1e6 / s).toFixed(0)} MB/s  (runs ${runs.skopeo.map(x => x.toFixed(2)).join(', ')})`)
   console.log(`convert / skopeo copy = ${(c / s).toFixed(2)}x (target: within 2x)`)
+  console.log(`with --build-cache: filling it ${median(runs.cache_fill).toFixed(2)} s (runs ${runs.cache_fill.map(x => x.toFixed(2)).join(', ')}); every layer found there, new repository ${median(runs.cache_hit).toFixed(2)} s (runs ${runs.cache_hit.map(x => x.toFixed(2)).join(', ')}) = ${(median(runs.cache_hit) / s).toFixed(2)}x skopeo copy`)
   console.log(`the conversion's own work, one core: gunzip ${floor.gunzip_s.toFixed(2)} s + zstd-3 ${floor.zstd3_s.toFixed(2)} s + sha256 ${floor.sha256_s.toFixed(2)} s = ${floor.cpu_s.toFixed(2)} CPU-s;` +
     ` on 2 cores at best ${floor.two_core_floor_s.toFixed(2)} s = ${(floor.two_core_floor_s / s).toFixed(2)}x skopeo copy, before start-up, tar parsing and the push`)
 } finally {
