@@ -1,5 +1,5 @@
 import { CHUNK_FLAG_COMPRESSED, compressChunk, decompressChunkInto, decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
-import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage'
+import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
 import { BufferLru } from './buffer-lru.js'
 import { BufferPool } from './buffer-pool.js'

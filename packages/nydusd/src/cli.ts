@@ -3,7 +3,6 @@ import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { loadConfig } from './config.js'
 import { liveMounts, Nydusd, VERSION } from './daemon.js'
-import { prepareImage } from './image-source.js'
 
 const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chunks on demand
 
@@ -65,6 +64,7 @@ export async function main (argv: string[]): Promise<number> {
     let config = args.config === undefined ? undefined : await loadConfig(args.config)
     let bootstrap = args.bootstrap
     if (args.image !== undefined) {
+      const { prepareImage } = await import('./image-source.js')
       const img = await Promise.race([prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] }), stopRequested.then(why => { throw new Error(`stopped by ${why} before mounting`) })])
       log.info({ image: args.image, digest: img.digest }, 'pulled bootstrap')
       config = img.config

@@ -6,7 +6,7 @@ import { resolve as resolvePath } from 'node:path'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
-import { ChainBackend, ChunkCache, HttpBackend, LocalFsBackend, RegistryBackend, S3Backend, StorageError, s3Options, type BlobBackend } from '@nydusjs/storage'
+import { ChainBackend, ChunkCache, LocalFsBackend, StorageError, type BlobBackend } from '@nydusjs/storage/local'
 import { startApi } from './api.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
 import type { BackendConfig, NydusdConfig } from './config.js'
@@ -223,6 +223,8 @@ async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger
 
 async function single (b: BackendConfig): Promise<BlobBackend> {
   if (b.type === 'localfs') return new LocalFsBackend(b.config.dir)
+  // Loaded only for a network backend: the HTTP client is about a fifth of the daemon's start-up.
+  const { HttpBackend, RegistryBackend, S3Backend, s3Options } = await import('@nydusjs/storage')
   if (b.type === 'http') return new HttpBackend({ url: b.config.url, timeoutMs: b.config.timeout * 1000, connections: b.config.connections, headers: b.config.headers })
   if (b.type === 's3') {
     const c = b.config
