@@ -111,6 +111,9 @@ test('--build-cache never changes the image: a broken record is a warning, other
   t.is(r.code, 1)
   t.regex(r.stderr, /^nydus-image convert: error: --build-cache 127\.0\.0\.1:\d+\/src\/base:1: names an image that is not a build cache \(no containerd\.io\/snapshot\/nydus-cache annotation\); name a tag of its own \[ERR_BAD_ARGUMENT\]\n$/)
   t.not((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/dst/refused:1`])).code, 0, 'no target tag')
+  const same = await nydusImage(['convert', '--source', `${reg.host}/src/app:1`, '--target', `${reg.host}/dst/same:1`, '--source-insecure', '--target-insecure', '--build-cache', `${reg.host}/dst/same:1`])
+  t.is(same.code, 1)
+  t.regex(same.stderr, /^nydus-image convert: error: --build-cache 127\.0\.0\.1:\d+\/dst\/same:1 is the --target; give the cache a tag of its own \[ERR_BAD_ARGUMENT\]\n$/)
 })
 
 test('--build-cache with --backend-type s3: records name their blobs in S3; a second conversion pushes nothing to S3', async t => {

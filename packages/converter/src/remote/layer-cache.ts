@@ -9,7 +9,7 @@ import type { LoadedDicts } from './source.js'
 
 // The build cache's steps in a registry-to-registry conversion.
 
-/** `--build-cache`: opened where the target is (same credentials), insecure when the source or target host is or when told. */
+/** `--build-cache`: its host is insecure when told, or when it is the source's or target's and those are. */
 export async function openCache (o: RemoteConvertOptions, regs: Registries, insecure: (host: string) => boolean): Promise<BuildCache | undefined> {
   if (o.buildCache === undefined) return undefined
   let ref
@@ -19,6 +19,9 @@ export async function openCache (o: RemoteConvertOptions, regs: Registries, inse
     throw new ConverterError('ERR_BAD_ARGUMENT', `--build-cache ${o.buildCache}: ${(err as Error).message}`)
   }
   if (ref.digest !== undefined) throw new ConverterError('ERR_BAD_ARGUMENT', `--build-cache ${o.buildCache}: name a tag, not a digest`)
+  const dst = parseImageRef(o.target)
+  // The cache is written after the target: the same tag would end up holding the cache, not the image.
+  if (ref.host === dst.host && ref.repo === dst.repo && ref.ref === dst.ref) throw new ConverterError('ERR_BAD_ARGUMENT', `--build-cache ${o.buildCache} is the --target; give the cache a tag of its own`)
   const client = await regs.client(ref.host, o.buildCacheInsecure === true || insecure(ref.host))
   return await BuildCache.open(client, ref, o.buildCacheMaxRecords ?? 200)
 }
