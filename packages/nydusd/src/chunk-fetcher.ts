@@ -212,10 +212,10 @@ export class ChunkFetcher {
     try {
       if (this.o.backend instanceof ChainBackend) {
         // The chain moves to its next source when the wanted chunk does not verify.
-        const served = await this.o.backend.readVerified(blob.id, start, length, b => {
-          checked = this.decodeQuiet(c, b.subarray(0, c.compressedSize))
+        const served = await this.o.backend.readVerified(blob.id, start, length, async b => {
+          checked = await this.decodeQuiet(c, b.subarray(0, c.compressedSize))
           return checked !== undefined
-        })
+        }, undefined, this.pool.take(length))
         raw = served.data
         backend = served.source
       } else if (this.o.backend.readInto !== undefined) {
@@ -287,13 +287,9 @@ export class ChunkFetcher {
     return await (this.verifier?.digest(data) ?? this.o.digester.digestAsync(data))
   }
 
-  /** Decompressed and verified bytes, or undefined (synchronous: a chain link's answer is judged on the spot). */
-  private decodeQuiet (c: ChunkRef, piece: Buffer): Buffer | undefined {
-    try {
-      return this.decodeHere(c, piece)
-    } catch {
-      return undefined
-    }
+  /** A chain link's answer decompressed and verified, or undefined: the chain moves on (it logs and counts the failure). */
+  private async decodeQuiet (c: ChunkRef, piece: Buffer): Promise<Buffer | undefined> {
+    return await this.decodeChecked(c, piece).catch(() => undefined)
   }
 
   /** Decompressed and verified on this thread; throws on a mismatch, its buffer back in the pool. */
@@ -319,12 +315,25 @@ export class ChunkFetcher {
     }
   }
 
-  /**
-   * Decompressed and verified bytes, or undefined (logged and counted) when
-   * they do not match. Large chunks are decompressed and hashed on the verify
-   * thread, so the JS thread serves FUSE while read-ahead chunks are checked.
-   */
+  /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */
   private async decode (c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
+    try {
+      const data = await this.decodeChecked(c, piece)
+      this.verified.add(key(blob.id, c.compressedOffset))
+      return data
+    } catch (err) {
+      this.refused(c, blob, backend, err as Error)
+      return undefined
+    }
+  }
+
+  /**
+   * Decompressed and verified; throws on a mismatch with the buffers it took
+   * back in the pool (never `piece`'s: a chain may still be filling it). Large
+   * chunks are decompressed and hashed on the verify thread, so the JS thread
+   * serves FUSE while read-ahead chunks are checked.
+   */
+  private async decodeChecked (c: ChunkRef, piece: Buffer): Promise<Buffer> {
     let data: Buffer | undefined
     let dst: Buffer | undefined
     try {
@@ -337,13 +346,11 @@ export class ChunkFetcher {
         if (this.o.digestValidate) digest = await this.digestOf(data)
       }
       if (digest !== undefined && !digest.equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
-      this.verified.add(key(blob.id, c.compressedOffset))
       return data
     } catch (err) {
       const spent = data ?? dst
-      if (spent !== undefined) this.pool.give(spent)
-      this.refused(c, blob, backend, err as Error)
-      return undefined
+      if (spent !== undefined && spent.buffer !== piece.buffer) this.pool.give(spent)
+      throw err
     }
   }
 

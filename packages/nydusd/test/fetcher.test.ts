@@ -1,11 +1,11 @@
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { cp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { pino } from 'pino'
 import { BootstrapReader, loadDigester, type ChunkRef } from '@nydusjs/rafs'
-import { ChunkCache, LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
+import { ChainBackend, ChunkCache, LocalFsBackend, type BlobBackend } from '@nydusjs/storage'
 import Fuse from 'fuse-native'
 import { gnuExtract, layerFixture, tempDir } from '@nydusjs/testkit'
 import { ChunkFetcher } from '../src/chunk-fetcher.js'
@@ -221,6 +221,29 @@ test('1 MiB chunks are decoded and hashed on the verify thread: concurrent reade
   await t.throwsAsync(fetcher.get(victim), { code: 'ERR_CHUNK_VERIFY' })
   await t.throwsAsync(fetcher.get(packed), { code: 'ERR_CHUNK_VERIFY' })
   t.is(fetcher.verifiedOffThread, before + 2, 'the bad chunks were judged by the verify thread')
+})
+
+test('a chain link answer is judged on the verify thread: a corrupt chunk from the first link fails over to the second, which serves it right', async t => {
+  const src = await tempDir(t, 'chain-src-')
+  for (let i = 0; i < 3; i++) await writeFile(join(src, `f${i}`), Buffer.from(randomBytes(768 * 1024).toString('hex')))
+  const img = await buildImage(t, src)
+  const r = BootstrapReader.open(await readFile(img.boot))
+  const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
+  const packed = chunks.filter(c => c.flags !== 0 && c.uncompressedSize === 1024 * 1024)
+  t.true(packed.length >= 2)
+  const [blob] = r.blobs()
+  const bad = join(await tempDir(t, 'chain-bad-'), 'blobs')
+  await cp(img.blobs, bad, { recursive: true })
+  const bytes = await readFile(join(bad, blob.id))
+  bytes[packed[0].compressedOffset + (packed[0].compressedSize >> 1)] ^= 1
+  await writeFile(join(bad, blob.id), bytes)
+  const failovers: string[] = []
+  const chain = new ChainBackend([{ backend: new LocalFsBackend(bad), options: { retries: 0 } }, { backend: new LocalFsBackend(img.blobs) }], { onFailover: (_l, err) => failovers.push((err as Error & { code: string }).code) })
+  const fetcher = new ChunkFetcher({ backend: chain, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 0, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+  t.teardown(async () => { await fetcher.close(); await chain.close() })
+  for (const c of packed) t.true(createHash('sha256').update(await fetcher.get(c)).digest().equals(c.digest))
+  t.deepEqual(failovers, ['ERR_BACKEND_VERIFY'])
+  t.is(fetcher.verifiedOffThread, packed.length + 1, 'every answer, the refused one too, was decoded and hashed off the JS thread')
 })
 
 test('a sequential reader served from the disk cache gets the following cached chunks loaded ahead, up to merging_size', async t => {

@@ -4,7 +4,7 @@ export interface BlobBackend {
   readonly name: string
   /** Exactly `length` bytes of the blob starting at `offset`, or a StorageError. */
   read: (blobId: string, offset: number, length: number, signal?: AbortSignal) => Promise<Buffer>
-  /** Optional: fills all of `dst` from `offset`, so a reader can reuse its buffers. */
+  /** Optional: fills all of `dst` from `offset`, so a reader can reuse its buffers. Never touches `dst` after it settles. */
   readInto?: (blobId: string, offset: number, dst: Buffer, signal?: AbortSignal) => Promise<void>
   /** The blob's size in bytes. */
   size: (blobId: string, signal?: AbortSignal) => Promise<number>

@@ -106,12 +106,25 @@ export class ChainBackend implements BlobBackend {
     return (await this.readVerified(blobId, offset, length, () => true, signal)).data
   }
 
-  async readVerified (blobId: string, offset: number, length: number, verify: (data: Buffer) => boolean, signal?: AbortSignal): Promise<ServedRange> {
+  async readInto (blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.readVerified(blobId, offset, dst.length, () => true, signal, dst)
+  }
+
+  /**
+   * The range from the first link whose answer `verify` accepts. With `dst`
+   * (`length` bytes) every answer is written there, in place by links that
+   * have `readInto` (a caller's pooled, shared buffers stay in use), and the
+   * result is `dst`; links settle before the next is asked, so an answer
+   * never lands on another's.
+   */
+  async readVerified (blobId: string, offset: number, length: number, verify: (data: Buffer) => boolean | Promise<boolean>, signal?: AbortSignal, dst?: Buffer): Promise<ServedRange> {
+    if (dst !== undefined && dst.length !== length) throw new RangeError(`readVerified: a ${dst.length}-byte buffer for ${length} bytes`)
     const errors: string[] = []
     for (const link of this.links) {
       if (!link.breaker.allow()) { errors.push(`${link.backend.name}: skipped (circuit open)`); continue }
       try {
-        const data = await this.tryLink(link, blobId, offset, length, verify, signal)
+        const fetch = async (s: AbortSignal): Promise<Buffer> => dst === undefined ? await link.backend.read(blobId, offset, length, s) : await fill(link.backend, blobId, offset, dst, s)
+        const data = await this.tryLink(link, blobId, `${offset}+${length}`, fetch, verify, signal)
         link.breaker.success()
         this.events.onServed?.(link.backend.name, data.length)
         return { data, source: link.backend.name }
@@ -137,15 +150,15 @@ export class ChainBackend implements BlobBackend {
     await Promise.all(this.links.map(async l => await l.backend.close()))
   }
 
-  private async tryLink (link: Link, blobId: string, offset: number, length: number, verify: (d: Buffer) => boolean, signal?: AbortSignal): Promise<Buffer> {
+  private async tryLink (link: Link, blobId: string, range: string, fetch: (s: AbortSignal) => Promise<Buffer>, verify: (d: Buffer) => boolean | Promise<boolean>, signal?: AbortSignal): Promise<Buffer> {
     for (let attempt = 0; ; attempt++) {
       await link.sem.acquire()
       let err: Error
       const timeout = AbortSignal.timeout(link.o.timeoutMs)
       try {
-        const data = await link.backend.read(blobId, offset, length, signal === undefined ? timeout : AbortSignal.any([signal, timeout]))
-        if (verify(data)) return data
-        err = new StorageError('ERR_BACKEND_VERIFY', `${link.backend.name}: blob ${blobId} range ${offset}+${length} failed verification`, { backend: link.backend.name })
+        const data = await fetch(signal === undefined ? timeout : AbortSignal.any([signal, timeout]))
+        if (await verify(data)) return data
+        err = new StorageError('ERR_BACKEND_VERIFY', `${link.backend.name}: blob ${blobId} range ${range} failed verification`, { backend: link.backend.name })
       } catch (e) {
         err = e as Error
         if (timeout.aborted) err = new StorageError('ERR_BACKEND_TIMEOUT', `${link.backend.name}: blob ${blobId}: no answer within ${link.o.timeoutMs} ms`, { backend: link.backend.name })
@@ -158,4 +171,16 @@ export class ChainBackend implements BlobBackend {
       await sleep(Math.random() * cap)
     }
   }
+}
+
+/** `dst` filled from `backend`: in place where it can, else copied from its answer. */
+async function fill (backend: BlobBackend, blobId: string, offset: number, dst: Buffer, signal: AbortSignal): Promise<Buffer> {
+  if (backend.readInto !== undefined) {
+    await backend.readInto(blobId, offset, dst, signal)
+  } else {
+    const data = await backend.read(blobId, offset, dst.length, signal)
+    if (data.length !== dst.length) throw new StorageError('ERR_BACKEND_SHORT_READ', `${backend.name}: blob ${blobId}: ${data.length} bytes at ${offset}, wanted ${dst.length}`, { backend: backend.name })
+    data.copy(dst)
+  }
+  return dst
 }

@@ -93,3 +93,23 @@ test('concurrency per source is capped', async t => {
   t.is(peak, 3)
   await chain.close()
 })
+
+test('readVerified into a caller buffer: every fault still fails over, and the right bytes end up in that buffer', async t => {
+  const { id, proxy, chain, failovers } = await setup(t)
+  for (const fault of ['corrupt', 'truncate', 'reset'] as Fault[]) {
+    proxy.set(fault)
+    const dst = Buffer.alloc(5000, 0xee)
+    const seen: Buffer[] = []
+    const r = await chain.readVerified(id, 3000, 5000, b => { seen.push(b); return b.equals(range(3000, 5000)) }, undefined, dst)
+    t.is(r.data, dst, 'the answer is the caller buffer')
+    t.true(dst.equals(range(3000, 5000)))
+    t.is(r.source, 'localfs')
+    t.true(seen.every(b => b === dst), 'each link wrote into the caller buffer')
+  }
+  t.is(failovers.length, 3)
+  proxy.set('pass')
+  const dst = Buffer.alloc(4096)
+  await chain.readInto(id, 100, dst)
+  t.true(dst.equals(range(100, 4096)))
+  await t.throwsAsync(chain.readVerified(id, 0, 10, () => true, undefined, Buffer.alloc(9)), { instanceOf: RangeError })
+})
