@@ -195,7 +195,7 @@ async function convertImage (ctx: Ctx, img: SourceImage, index: number, byDigest
       if (hit !== undefined) {
         dict.addTree(hit.layer.tree, `layer ${i + 1}`)
         trees.push(hit.layer.tree)
-        if (hit.pushed) pushed += hit.layer.blob?.size ?? 0
+        if (hit.push === 'pushed') pushed += hit.layer.blob?.size ?? 0
         layers.push({ ...hitReport(hit.layer, l), push: hit.push, seconds: (performance.now() - t1) / 1000 })
         continue
       }

@@ -26,24 +26,29 @@ export async function openCache (o: RemoteConvertOptions, regs: Registries, inse
   return await BuildCache.open(client, ref, o.buildCacheMaxRecords ?? 200)
 }
 
+/** The build options a cached layer must have been made with. */
+function buildSpec (o: RemoteConvertOptions): Pick<RafsTree, 'chunkSize' | 'compressor' | 'digester'> {
+  return { chunkSize: o.chunkSize ?? DEFAULT_CHUNK_SIZE, compressor: o.compressor ?? 'zstd', digester: o.digester ?? 'sha256' }
+}
+
 /** Everything but the source layers that a layer's blob and bootstrap depend on. */
 export function cacheOptions (o: RemoteConvertOptions, dicts: LoadedDicts): string {
   const dictDigests = dicts.readers.map(r => createHash('sha256').update(r.reader.buf).digest('hex'))
-  return JSON.stringify({ format: FORMAT_VERSION, chunkSize: o.chunkSize ?? DEFAULT_CHUNK_SIZE, compressor: o.compressor ?? 'zstd', digester: o.digester ?? 'sha256', dicts: dictDigests })
+  return JSON.stringify({ format: FORMAT_VERSION, ...buildSpec(o), dicts: dictDigests })
 }
 
 /** A layer taken from the build cache, its blob made present in the target first. */
-export async function cachedLayer (ctx: Ctx, key: string, lower: RafsTree[], own: Set<string>, where: string): Promise<{ layer: CachedLayer, push: PushResult | 'none', pushed: boolean } | undefined> {
+export async function cachedLayer (ctx: Ctx, key: string, lower: RafsTree[], own: Set<string>, where: string): Promise<{ layer: CachedLayer, push: PushResult | 'none' } | undefined> {
   const cache = ctx.cache!
   const available = new Set([...lower.flatMap(t => t.blobs.map(b => b.id)), ...ctx.dicts.readers.flatMap(r => r.reader.blobs().map(b => b.id))])
   const res: { push: PushResult | 'none' } = { push: 'none' }
-  const layer = await cache.lookup(key, { chunkSize: ctx.o.chunkSize ?? DEFAULT_CHUNK_SIZE, compressor: ctx.o.compressor ?? 'zstd', digester: ctx.digester }, available, where, async hit => {
+  const layer = await cache.lookup(key, buildSpec(ctx.o), available, where, async hit => {
     if (hit.blob === undefined || own.has(hit.blob.id)) return
     res.push = await ctx.target.putForeign(hit.blob.id, hit.blob.size, { client: cache.client, repo: cache.ref.repo }, ctx.work)
   })
   if (layer === undefined) return undefined
   if (layer.blob !== undefined) own.add(layer.blob.id)
-  return { layer, push: res.push, pushed: res.push === 'pushed' }
+  return { layer, push: res.push }
 }
 
 export function hitReport (layer: CachedLayer, l: { digest: string, size: number }): Omit<LayerReport, 'push' | 'seconds'> {
