@@ -29,7 +29,7 @@ async function mount (backend, mergingSize = 131072) {
   const cfg = join(work, 'nydusd.json')
   writeFileSync(cfg, JSON.stringify({ device: { backend }, fs_prefetch: { merging_size: mergingSize } }))
   const sock = join(work, 'api.sock')
-  const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.js'), '--config', cfg, '--bootstrap', join(work, 'image.boot'), '--mountpoint', mnt, '--apisock', sock, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.cjs'), '--config', cfg, '--bootstrap', join(work, 'image.boot'), '--mountpoint', mnt, '--apisock', sock, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] })
   for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
   const stop = async () => { if (p.exitCode === null) { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) } }
   cleanups.push(stop)

@@ -55,7 +55,7 @@ function prepare () {
 const tools = {
   nydusd: {
     async mount (s, mnt) {
-      const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.js'), '--config', join(s.base, 'nydusd.json'), '--bootstrap', join(s.base, 'image.boot'), '--mountpoint', mnt, '--log-level', 'warn'], { stdio: 'inherit' })
+      const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.cjs'), '--config', join(s.base, 'nydusd.json'), '--bootstrap', join(s.base, 'image.boot'), '--mountpoint', mnt, '--log-level', 'warn'], { stdio: 'inherit' })
       for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
       return async () => { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) }
     }
@@ -67,7 +67,7 @@ const tools = {
       const dir = join(s.base, 'blobcache')
       writeFileSync(cfg, JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(s.base, 'blobs') } }, cache: { type: 'blobcache', config: { work_dir: dir } } } }))
       const start = async () => {
-        const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.js'), '--config', cfg, '--bootstrap', join(s.base, 'image.boot'), '--mountpoint', mnt, '--log-level', 'warn'], { stdio: 'inherit' })
+        const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.cjs'), '--config', cfg, '--bootstrap', join(s.base, 'image.boot'), '--mountpoint', mnt, '--log-level', 'warn'], { stdio: 'inherit' })
         for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
         return async () => { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) }
       }

@@ -46,7 +46,7 @@ const mnt = join(out, 'mnt')
 mkdirSync(mnt)
 writeFileSync(join(out, 'nydusd.json'), JSON.stringify({ device: { backend: { type: 'http', config: { url } }, cache: { type: 'blobcache', config: { work_dir: join(out, 'cache') } } } }, null, 2))
 console.log(`\n$ nydusd --config .bench/demo/nydusd.json --bootstrap .bench/demo/image.boot --mountpoint .bench/demo/mnt --apisock .bench/demo/api.sock`)
-const daemon = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.js'), '--config', join(out, 'nydusd.json'), '--bootstrap', join(out, 'image.boot'), '--mountpoint', mnt, '--apisock', join(out, 'api.sock'), '--log-level', 'warn'], { stdio: 'inherit' })
+const daemon = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.cjs'), '--config', join(out, 'nydusd.json'), '--bootstrap', join(out, 'image.boot'), '--mountpoint', mnt, '--apisock', join(out, 'api.sock'), '--log-level', 'warn'], { stdio: 'inherit' })
 try {
   for (let i = 0; i < 100 && !readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mnt} `); i++) await sleep(100)
   const blobSize = readdirSync(blobs).reduce((s, f) => s + statSync(join(blobs, f)).size, 0)

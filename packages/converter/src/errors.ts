@@ -1,3 +1,5 @@
+import { NydusError } from '@nydusjs/errors'
+
 /** Stable codes for everything the converter reports; the CLI prints `message` on one line. */
 export type ConverterErrorCode =
   | 'ERR_TAR_TRUNCATED'
@@ -16,11 +18,9 @@ export type ConverterErrorCode =
   | 'ERR_CHECK_FAILED'
   | 'ERR_BAD_ARGUMENT'
 
-export class ConverterError extends Error {
-  readonly code: ConverterErrorCode
+export class ConverterError extends NydusError<ConverterErrorCode> {
   constructor (code: ConverterErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
+    super(code, message, options)
     this.name = 'ConverterError'
-    this.code = code
   }
 }

@@ -1,3 +1,4 @@
+import { NydusError, withContext } from '@nydusjs/errors'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
@@ -17,7 +18,7 @@ export async function loadBootstrap (path: string): Promise<BootstrapReader> {
     throw new ConverterError('ERR_SOURCE_NOT_FOUND', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
   })
   return await openValidated(buf).catch((err: unknown) => {
-    throw err instanceof RafsError ? new ConverterError('ERR_BAD_ARGUMENT', `bootstrap ${path}: ${err.message}`, { cause: err }) : err
+    throw err instanceof NydusError ? withContext(err, `bootstrap ${path}`) : err
   })
 }
 
@@ -146,6 +147,6 @@ export async function convertOciLayout (o: ConvertOptions): Promise<{ bootstrap:
 }
 
 function rafsToConverter (err: unknown, where: string): unknown {
-  if (err instanceof RafsError) return new ConverterError('ERR_BAD_ARGUMENT', `${where}: ${err.message}`, { cause: err })
+  if (err instanceof RafsError) return withContext(err, where)
   return err
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { INDEX_TYPES, IMAGE_TYPES, matchesPlatform, type Platform } from '@nydusjs/storage'
+import { INDEX_TYPES, IMAGE_TYPES, matchesPlatform, type Platform } from '@nydusjs/registry'
 import { ConverterError } from './errors.js'
 import type { SourceType } from './sources/open.js'
 

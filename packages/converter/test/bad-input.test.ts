@@ -1,3 +1,4 @@
+import { exitCodeOf, isErrorCode, type ErrorCode } from '@nydusjs/errors'
 import test, { type ExecutionContext } from 'ava'
 import { readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -9,10 +10,13 @@ async function refused (t: ExecutionContext, source: string, pattern: RegExp, ex
   const boot = join(dir, 'out.boot')
   const blobs = join(dir, 'blobs')
   const r = await nydusImage(['create', source, '--bootstrap', boot, '--blob-dir', blobs, ...extra])
-  t.not(r.code, 0)
   t.regex(r.stderr, pattern)
   t.is(r.stderr.trim().split('\n').length, 1, r.stderr)
   t.notRegex(r.stderr, /\n\s+at /)
+  // The exit code is the error table's for the code the line names.
+  const code = /\[(ERR_\w+)\]$/.exec(r.stderr.trim())?.[1]
+  t.true(isErrorCode(code), r.stderr)
+  t.is(r.code, exitCodeOf(code as ErrorCode))
   t.deepEqual((await readdir(dir)).filter(f => f !== 'blobs'), [], 'no bootstrap or temporary file is left')
   t.deepEqual(await readdir(blobs).catch(() => []), [], 'no blob or temporary file is left')
 }
@@ -110,8 +114,8 @@ test('merge and inspect refuse a corrupt bootstrap', async t => {
   buf[buf.length - 3] ^= 0xff
   await writeFile(boot, buf)
   const m = await nydusImage(['merge', '--bootstrap', join(dir, 'm.boot'), boot])
-  t.not(m.code, 0)
-  t.regex(m.stderr, /l\.boot: bootstrap checksum mismatch/)
+  t.is(m.code, exitCodeOf('ERR_RAFS_CHECKSUM'))
+  t.regex(m.stderr, /l\.boot: bootstrap checksum mismatch.* \[ERR_RAFS_CHECKSUM\]$/)
   t.deepEqual((await readdir(dir)).sort(), ['blobs', 'l.boot'])
   const i = await nydusImage(['inspect', '--bootstrap', boot])
   t.not(i.code, 0)

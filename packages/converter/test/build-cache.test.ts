@@ -1,3 +1,4 @@
+import { exitCodeOf } from '@nydusjs/errors'
 import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
@@ -108,11 +109,11 @@ test('--build-cache never changes the image: a broken record is a warning, other
 
   // A tag that holds an image, not a cache: refused before anything is written.
   const r = await nydusImage(['convert', '--source', `${reg.host}/src/app:1`, '--target', `${reg.host}/dst/refused:1`, '--source-insecure', '--target-insecure', '--build-cache', `${reg.host}/src/base:1`])
-  t.is(r.code, 1)
+  t.is(r.code, exitCodeOf('ERR_BAD_ARGUMENT'))
   t.regex(r.stderr, /^nydus-image convert: error: --build-cache 127\.0\.0\.1:\d+\/src\/base:1: names an image that is not a build cache \(no containerd\.io\/snapshot\/nydus-cache annotation\); name a tag of its own \[ERR_BAD_ARGUMENT\]\n$/)
   t.not((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/dst/refused:1`])).code, 0, 'no target tag')
   const same = await nydusImage(['convert', '--source', `${reg.host}/src/app:1`, '--target', `${reg.host}/dst/same:1`, '--source-insecure', '--target-insecure', '--build-cache', `${reg.host}/dst/same:1`])
-  t.is(same.code, 1)
+  t.is(same.code, exitCodeOf('ERR_BAD_ARGUMENT'))
   t.regex(same.stderr, /^nydus-image convert: error: --build-cache 127\.0\.0\.1:\d+\/dst\/same:1 is the --target; give the cache a tag of its own \[ERR_BAD_ARGUMENT\]\n$/)
 })
 

@@ -1,5 +1,6 @@
+import { NydusError } from '@nydusjs/errors'
 import { CHUNK_FLAG_COMPRESSED, compressChunk, decompressChunkInto, decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
-import { ChainBackend, StorageError, type BlobBackend, type ChunkCache } from '@nydusjs/storage/local'
+import type { ChainBackend, ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
 import { BufferLru } from './buffer-lru.js'
 import { BufferPool } from './buffer-pool.js'
@@ -8,7 +9,8 @@ import { NydusdError } from './errors.js'
 import type { DaemonMetrics } from './metrics.js'
 
 export interface FetcherOptions {
-  backend: BlobBackend
+  /** Every source, a chain (of one for a single backend): reads are verified the same way for all. */
+  backend: ChainBackend
   cache?: ChunkCache
   blobs: readonly BlobInfo[]
   /** Every chunk of the image, for merging adjacent misses into one request. */
@@ -210,27 +212,21 @@ export class ChunkFetcher {
     let raw: Buffer
     let checked: Buffer | undefined
     try {
-      if (this.o.backend instanceof ChainBackend) {
-        // The chain moves to its next source when the wanted chunk does not verify.
-        const served = await this.o.backend.readVerified(blob.id, start, length, async b => {
-          checked = await this.decodeQuiet(c, b.subarray(0, c.compressedSize))
-          return checked !== undefined
-        }, undefined, this.pool.take(length))
-        raw = served.data
-        backend = served.source
-      } else if (this.o.backend.readInto !== undefined) {
-        raw = this.pool.take(length)
-        await this.o.backend.readInto(blob.id, start, raw)
-      } else {
-        raw = await this.o.backend.read(blob.id, start, length)
-      }
+      // The chain moves to its next source when the wanted chunk does not verify.
+      const served = await this.o.backend.readVerified(blob.id, start, length, async b => {
+        checked = await this.decodeQuiet(c, b.subarray(0, c.compressedSize))
+        return checked !== undefined
+      }, undefined, this.pool.take(length))
+      // An abandoned pool buffer is never handed back: a timed-out source may still write into it.
+      raw = served.data
+      backend = served.source
       this.o.metrics.backendRequests.inc({ backend, result: 'ok' })
       this.o.metrics.backendBytes.inc({ backend }, length)
     } catch (err) {
       this.o.metrics.backendRequests.inc({ backend, result: 'error' })
-      const msg = err instanceof StorageError ? err.message : String(err)
+      const msg = err instanceof Error ? err.message : String(err)
       this.o.log.error({ blob: blob.id, offset: start, length, backend, err: msg }, 'backend read failed')
-      throw new NydusdError('ERR_CHUNK_FETCH', msg, { cause: err })
+      throw err instanceof NydusError ? err : new NydusdError('ERR_CHUNK_FETCH', msg, { cause: err })
     } finally {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

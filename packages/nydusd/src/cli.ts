@@ -1,3 +1,4 @@
+import { errorCode, exitCodeOf, oneLine, statusOf } from '@nydusjs/errors'
 import { spawnSync } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
@@ -72,8 +73,7 @@ export async function main (argv: string[]): Promise<number> {
     }
     daemon = await Nydusd.start({ config: config!, bootstrap: bootstrap!, mountpoint: args.mountpoint!, apisock: args.apisock, prefetch: args.prefetch, log })
   } catch (err) {
-    const e = err as Error & { code?: string }
-    return fail(`${e.message}${e.code?.startsWith('ERR_') === true ? ` [${e.code}]` : ''}`)
+    return fail(oneLine(err), errorCode(err) === undefined ? 1 : statusOf(err).exit)
   }
   const why = await Promise.race([stopRequested, daemon.ended.then(() => 'unmounted')])
   log.info({ why }, 'stopping')
@@ -91,7 +91,7 @@ function detachAndExit (err: Error, log: Logger): never {
   log.fatal({ err: err.message, stack: err.stack }, 'internal error: detaching the mount and exiting')
   for (const mnt of liveMounts) spawnSync('fusermount', ['-uz', '--', mnt], { stdio: 'ignore', timeout: 5000 })
   process.stderr.write(`nydusd: error: internal error: ${err.message}${liveMounts.size > 0 ? ` (${[...liveMounts].join(', ')} detached)` : ''}\n`)
-  process.exit(1)
+  process.exit(exitCodeOf('ERR_INTERNAL'))
 }
 
 /** Settles with the name of the first SIGINT or SIGTERM. */
@@ -102,7 +102,8 @@ async function stopSignal (): Promise<string> {
   })
 }
 
-function fail (msg: string): number {
+/** One line on stderr; the exit code is the error table's (2 for usage). */
+function fail (msg: string, exit = 2): number {
   process.stderr.write(`nydusd: error: ${msg}\n`)
-  return 1
+  return exit
 }

@@ -4,8 +4,18 @@ import { z } from 'zod'
 import { NydusdError } from './errors.js'
 
 /** Close to the original nydusd's JSON config, so its users feel at home. */
-const LocalFs = z.object({ type: z.literal('localfs'), config: z.strictObject({ dir: z.string().min(1) }) })
-const Http = z.object({
+
+/** Resilience around every backend (a single one is a chain of one); times in seconds as elsewhere in the config. */
+const LinkOptions = {
+  retry_limit: z.number().int().min(0).max(10).default(2),
+  request_timeout: z.number().positive().default(30),
+  concurrency: z.number().int().min(1).max(1024).optional().describe('default 16; 4 for localfs, whose hung reads each hold a thread'),
+  breaker_threshold: z.number().int().min(1).default(5),
+  breaker_reset: z.number().positive().default(10)
+}
+const LocalFs = z.strictObject({ ...LinkOptions, type: z.literal('localfs'), config: z.strictObject({ dir: z.string().min(1) }) })
+const Http = z.strictObject({
+  ...LinkOptions,
   type: z.literal('http'),
   config: z.strictObject({
     url: z.url({ protocol: /^https?$/ }),
@@ -15,7 +25,8 @@ const Http = z.object({
   })
 })
 
-const Registry = z.object({
+const Registry = z.strictObject({
+  ...LinkOptions,
   type: z.literal('registry'),
   config: z.strictObject({
     scheme: z.enum(['http', 'https']).default('https'),
@@ -28,25 +39,24 @@ const Registry = z.object({
     ca_file: z.string().optional(),
     timeout: z.number().positive().default(30),
     connect_timeout: z.number().positive().default(10),
-    mirrors: z.array(z.strictObject({ host: z.string().min(1), scheme: z.enum(['http', 'https']).optional(), headers: z.record(z.string(), z.string()).optional() })).default([])
+    mirrors: z.array(z.strictObject({
+      host: z.string().min(1),
+      scheme: z.enum(['http', 'https']).optional(),
+      headers: z.record(z.string(), z.string()).optional(),
+      auth_through: z.boolean().default(false).describe('send the origin\'s credentials to this mirror too'),
+      failure_limit: z.number().int().min(1).optional().describe('failures that open this mirror\'s breaker'),
+      health_check_interval: z.number().positive().optional().describe('seconds until an open mirror is probed again')
+    })).default([])
   })
 })
 
-const S3 = z.object({ type: z.literal('s3'), config: S3ConfigSchema })
+const S3 = z.strictObject({ ...LinkOptions, type: z.literal('s3'), config: S3ConfigSchema })
 
-/** Resilience of one link of a chain; times in seconds as elsewhere in the config. */
-const LinkOptions = {
-  retry_limit: z.number().int().min(0).max(10).default(2),
-  request_timeout: z.number().positive().default(30),
-  concurrency: z.number().int().min(1).max(1024).default(16),
-  breaker_threshold: z.number().int().min(1).default(5),
-  breaker_reset: z.number().positive().default(10)
-}
 const Single = z.discriminatedUnion('type', [LocalFs, Http, Registry, S3])
-const Chain = z.object({
+const Chain = z.strictObject({
   type: z.literal('chain'),
   config: z.strictObject({
-    backends: z.array(z.intersection(Single, z.object(LinkOptions))).min(1)
+    backends: z.array(Single).min(1)
   })
 })
 

@@ -1,3 +1,4 @@
+import { NydusError, withContext } from '@nydusjs/errors'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { access, readFile, stat } from 'node:fs/promises'
 import { constants } from 'node:fs'
@@ -6,7 +7,7 @@ import { resolve as resolvePath } from 'node:path'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
-import { ChainBackend, ChunkCache, LocalFsBackend, StorageError, type BlobBackend } from '@nydusjs/storage/local'
+import { ChainBackend, ChunkCache, LocalFsBackend, type ChainLink } from '@nydusjs/storage/local'
 import { startApi } from './api.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
 import type { BackendConfig, NydusdConfig } from './config.js'
@@ -55,7 +56,7 @@ export class Nydusd {
     readonly reader: BootstrapReader,
     readonly fs: RafsFs,
     readonly fetcher: ChunkFetcher,
-    private readonly backend: BlobBackend,
+    private readonly backend: ChainBackend,
     readonly metrics: DaemonMetrics,
     readonly log: Logger
   ) {}
@@ -68,7 +69,7 @@ export class Nydusd {
     const cache = c === undefined ? undefined : await ChunkCache.open(c.config.work_dir, { sizeLimit: c.config.size_limit })
     const metrics = new DaemonMetrics()
     const backend = await makeBackend(o.config, metrics, log).catch((err: unknown) => {
-      throw err instanceof StorageError ? new NydusdError('ERR_CONFIG', err.message, { cause: err }) : err
+      throw err instanceof NydusError ? withContext(err, 'backend') : err
     })
     const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
     const fetcher = new ChunkFetcher({
@@ -201,18 +202,15 @@ export async function openBootstrap (path: string): Promise<BootstrapReader> {
     throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
   })
   return await openValidated(buf).catch((err: unknown) => {
-    throw err instanceof RafsError ? new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.message}`, { cause: err }) : err
+    throw err instanceof RafsError ? withContext(err, `bootstrap ${path}`) : err
   })
 }
 
-async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger): Promise<BlobBackend> {
+/** Every backend is a chain: a single one is a chain of one, a registry's mirrors are links before it. */
+async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger): Promise<ChainBackend> {
   const b = c.device.backend
-  if (b.type !== 'chain') return await single(b)
-  const links = await Promise.all(b.config.backends.map(async l => ({
-    backend: await single(l),
-    options: { retries: l.retry_limit, timeoutMs: l.request_timeout * 1000, concurrency: l.concurrency, breakerThreshold: l.breaker_threshold, breakerResetMs: l.breaker_reset * 1000 }
-  })))
-  return new ChainBackend(links, {
+  const links = await Promise.all((b.type === 'chain' ? b.config.backends : [b]).map(linksOf))
+  return new ChainBackend(links.flat(), {
     onFailover: (link, err) => {
       metrics.backendFailovers.inc({ backend: link })
       if ((err as { code?: string }).code === 'ERR_BACKEND_VERIFY') metrics.verifyFailures.inc({ backend: link })
@@ -221,21 +219,20 @@ async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger
   })
 }
 
-async function single (b: BackendConfig): Promise<BlobBackend> {
-  if (b.type === 'localfs') return new LocalFsBackend(b.config.dir)
+async function linksOf (l: BackendConfig): Promise<ChainLink[]> {
+  const options = { retries: l.retry_limit, timeoutMs: l.request_timeout * 1000, concurrency: l.concurrency ?? (l.type === 'localfs' ? 4 : 16), breakerThreshold: l.breaker_threshold, breakerResetMs: l.breaker_reset * 1000 }
+  if (l.type === 'localfs') return [{ backend: new LocalFsBackend(l.config.dir), options }]
   // Loaded only for a network backend: the HTTP client is about a fifth of the daemon's start-up.
-  const { HttpBackend, RegistryBackend, S3Backend, s3Options } = await import('@nydusjs/storage')
-  if (b.type === 'http') return new HttpBackend({ url: b.config.url, timeoutMs: b.config.timeout * 1000, connections: b.config.connections, headers: b.config.headers })
-  if (b.type === 's3') {
-    const c = b.config
-    return new S3Backend(s3Options(c))
-  }
-  const r = b.config
+  const { HttpBackend, S3Backend, s3Options, registryLinks } = await import('@nydusjs/storage')
+  if (l.type === 'http') return [{ backend: new HttpBackend({ url: l.config.url, timeoutMs: l.config.timeout * 1000, connections: l.config.connections, headers: l.config.headers }), options }]
+  if (l.type === 's3') return [{ backend: new S3Backend(s3Options(l.config)), options }]
+  const r = l.config
   const ca = r.ca_file === undefined ? undefined : await readFile(r.ca_file, 'utf8').catch((err: Error) => { throw new NydusdError('ERR_CONFIG', `registry ca_file ${r.ca_file}: ${err.message}`) })
-  return new RegistryBackend({
+  const mirrors = r.mirrors.map(m => ({ host: m.host, scheme: m.scheme, headers: m.headers, authThrough: m.auth_through, failureLimit: m.failure_limit, healthCheckInterval: m.health_check_interval }))
+  return registryLinks({
     scheme: r.scheme, host: r.host, repo: r.repo, auth: r.auth, registryToken: r.registry_token, dockerConfig: r.docker_config,
-    skipVerify: r.skip_verify, ca, timeoutMs: r.timeout * 1000, connectTimeoutMs: r.connect_timeout * 1000, mirrors: r.mirrors
-  })
+    skipVerify: r.skip_verify, ca, timeoutMs: r.timeout * 1000, connectTimeoutMs: r.connect_timeout * 1000
+  }, mirrors, options)
 }
 
 async function checkMountpoint (mnt: string): Promise<void> {

@@ -1,3 +1,5 @@
+import { NydusError } from '@nydusjs/errors'
+
 export type NydusdErrorCode =
   | 'ERR_CONFIG'
   | 'ERR_BOOTSTRAP'
@@ -7,12 +9,11 @@ export type NydusdErrorCode =
   | 'ERR_FUSE_MISSING'
   | 'ERR_CHUNK_VERIFY'
   | 'ERR_CHUNK_FETCH'
+  | 'ERR_INTERNAL'
 
-export class NydusdError extends Error {
-  readonly code: NydusdErrorCode
+export class NydusdError extends NydusError<NydusdErrorCode> {
   constructor (code: NydusdErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
+    super(code, message, options)
     this.name = 'NydusdError'
-    this.code = code
   }
 }

@@ -1,7 +1,8 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { RegistryClient, hostPlatform, insecureScheme, parseImageRef, pullBootstrap } from '@nydusjs/storage'
+import { pullBootstrap } from '@nydusjs/storage'
+import { RegistryClient, hostPlatform, insecureScheme, parseImageRef } from '@nydusjs/registry'
 import { parseConfig, type NydusdConfig } from './config.js'
 
 export interface ImageSourceOptions {

@@ -1,3 +1,4 @@
+import { errnoOf, statusOf } from '@nydusjs/errors'
 import Fuse from 'fuse-native'
 import { isDir, isLnk, isReg, type BootstrapReader, type ChunkRef, type InodeRecord } from '@nydusjs/rafs'
 import type { Logger } from 'pino'
@@ -192,8 +193,9 @@ export class RafsFs {
         }
         const failed = (err: Error): void => {
           stats.record(readId, false, t0)
-          this.log.error({ path, offset: pos, length: len, err: err.message }, 'read failed: EIO')
-          cb(Fuse.EIO)
+          const { errno, code } = statusOf(err)
+          this.log.error({ path, offset: pos, length: len, err: err.message, code }, `read failed: ${errno}`)
+          cb(-errnoOf(err))
         }
         const req = { answered: false }
         let r: number | Promise<number>

@@ -39,7 +39,7 @@ async function setup (t: Parameters<typeof buildImage>[0], delayMs: number, merg
   const backend = new CountingBackend(new LocalFsBackend(img.blobs), delayMs)
   const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
   const metrics = new DaemonMetrics()
-  const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, metrics, log: pino({ level: 'silent' }) })
+  const fetcher = new ChunkFetcher({ backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, metrics, log: pino({ level: 'silent' }) })
   t.teardown(async () => { await fetcher.close(); await backend.close() })
   return { fetcher, backend, r, chunks, metrics, blobPath: join(img.blobs, r.blobs()[0].id) }
 }
@@ -153,7 +153,7 @@ for (const mergingSize of [0, 64 * 1024]) {
     const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i)).sort((a, b) => a.compressedOffset - b.compressedOffset)
     t.true(chunks.some(c => c.flags !== 0) && chunks.some(c => c.flags === 0), 'both compressed and raw chunks')
     const backend = new JitterBackend(new LocalFsBackend(img.blobs))
-    const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, memoryCacheSize: 64 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+    const fetcher = new ChunkFetcher({ backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, memoryCacheSize: 64 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
     let wrong = 0
     let served = 0
     let step = 0
@@ -200,7 +200,7 @@ test('1 MiB chunks are decoded and hashed on the verify thread: concurrent reade
   await writeFile(blobPath, bytes)
   const backend = new JitterBackend(new LocalFsBackend(img.blobs))
   t.teardown(async () => { await backend.close() })
-  const fetcher = new ChunkFetcher({ backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 0, memoryCacheSize: 2 * 1024 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+  const fetcher = new ChunkFetcher({ backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 0, memoryCacheSize: 2 * 1024 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
   t.teardown(async () => { await fetcher.close() })
   const good = chunks.filter(c => c.compressedOffset !== victim.compressedOffset && c.compressedOffset !== packed.compressedOffset)
   let wrong = 0
@@ -253,7 +253,7 @@ test('a sequential reader served from the disk cache gets the following cached c
   const sorted = [...new Map(chunks.map(c => [c.compressedOffset, c])).values()].sort((a, b) => a.compressedOffset - b.compressedOffset)
   const backend = new CountingBackend(new LocalFsBackend(img.blobs), 0)
   t.teardown(async () => { await backend.close() })
-  const opts = { backend, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 16 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) }
+  const opts = { backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 16 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) }
   const filler = new ChunkFetcher({ ...opts, cache: await ChunkCache.open(img.cache) })
   for (const c of sorted) await filler.get(c)
   await filler.close()

@@ -1,10 +1,10 @@
+import { exitCodeOf } from '@nydusjs/errors'
 import test, { type ExecutionContext } from 'ava'
-import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { busyboxFixture, diffTrees, fixture, forceUnmount, gnuExtract, layerFixture, mountImage, nydusdBin, nydusImage, run, snapshotTree, tempDir } from '@nydusjs/testkit'
+import { busyboxFixture, diffTrees, fixture, forceUnmount, gnuExtract, layerFixture, mountImage, nydusdBin, nydusImage, reaper, run, snapshotTree, spawnOwned, tempDir } from '@nydusjs/testkit'
 import { buildImage, localConfig, nonUtf8 } from './helpers.js'
 
 /** The mount must equal GNU tar's extraction of the source (mtimes at the millisecond fuse-native carries). */
@@ -111,7 +111,7 @@ test.serial('a busy mountpoint is refused with a clear message', async t => {
   const cfg = join(img.dir, 'c.json')
   await writeFile(cfg, JSON.stringify(localConfig(img)))
   const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt])
-  t.is(r.code, 1)
+  t.is(r.code, exitCodeOf('ERR_MOUNTPOINT_BUSY'))
   t.regex(r.stderr, /^nydusd: error: mountpoint .* is busy/)
   t.is((await readdir(img.mnt)).length > 0, true, 'the first mount still serves')
 })
@@ -126,7 +126,7 @@ test.serial('a dead mount left by a killed daemon is refused with a clear messag
   const cfg = join(img.dir, 'c.json')
   await writeFile(cfg, JSON.stringify(localConfig(img)))
   const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt])
-  t.is(r.code, 1)
+  t.is(r.code, exitCodeOf('ERR_MOUNTPOINT_STALE'))
   t.is(r.stderr, `nydusd: error: mountpoint ${img.mnt} is a dead FUSE mount (ENOTCONN: the daemon that served it is gone); detach it first with: fusermount -uz ${img.mnt} [ERR_MOUNTPOINT_STALE]\n`)
   t.is((await run('fusermount', ['-uz', img.mnt])).code, 0, 'the fix it names works')
   const again = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
@@ -139,7 +139,7 @@ test.serial('a mountpoint that does not exist is refused with a clear message', 
   await writeFile(cfg, JSON.stringify(localConfig(img)))
   const missing = join(img.dir, 'no-such-dir')
   const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', missing])
-  t.is(r.code, 1)
+  t.is(r.code, exitCodeOf('ERR_MOUNT'))
   t.is(r.stderr, `nydusd: error: mountpoint ${missing} does not exist [ERR_MOUNT]\n`)
 })
 
@@ -149,7 +149,7 @@ test.serial('without /dev/fuse nydusd refuses with a clear message and mounts no
   await writeFile(cfg, JSON.stringify(localConfig(img)))
   // A private mount namespace whose /dev is an empty tmpfs: no FUSE device.
   const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /dev && exec '${process.execPath}' '${nydusdBin}' --config '${cfg}' --bootstrap '${img.boot}' --mountpoint '${img.mnt}'`])
-  t.is(r.code, 1, r.stderr)
+  t.is(r.code, exitCodeOf('ERR_FUSE_MISSING'), r.stderr)
   t.regex(r.stderr, /^nydusd: error: FUSE is not available: \/dev\/fuse is missing/)
   t.deepEqual(await readdir(img.mnt), [])
 })
@@ -175,9 +175,10 @@ test.serial('a signal the moment the mount appears (before start-up is done) nev
   const img = await buildImage(t, layerFixture('pax.tar'))
   const cfg = join(img.dir, 'c.json')
   await writeFile(cfg, JSON.stringify(localConfig(img)))
+  reaper.mount(img.mnt)
   t.teardown(async () => { await forceUnmount(img.mnt) })
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGKILL', 'SIGTERM', 'SIGKILL'] as const) {
-    const proc = spawn(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt, '--log-level', 'warn'], { stdio: 'ignore' })
+    const proc = spawnOwned(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt, '--log-level', 'warn'], { stdio: 'ignore' })
     const exited = new Promise<number | null>(resolve => proc.once('exit', code => resolve(code)))
     // Polled without yielding, so the signal lands within microseconds of the kernel showing the mount.
     const deadline = Date.now() + 10_000
@@ -199,6 +200,7 @@ test.serial('an internal error detaches the mount before the daemon exits: no de
   const img = await buildImage(t, layerFixture('pax.tar'))
   const cfg = join(img.dir, 'c.json')
   await writeFile(cfg, JSON.stringify(localConfig(img)))
+  reaper.mount(img.mnt)
   t.teardown(async () => { await forceUnmount(img.mnt) })
   // Loaded into the daemon's process: a bug that throws from a timer once the mount is serving.
   const bug = join(img.dir, 'bug.mjs')
@@ -209,11 +211,11 @@ const tick = setInterval(() => {
   setTimeout(() => { throw new Error('a bug in nydusd') }, 500)
 }, 10)
 `)
-  const proc = spawn(process.execPath, ['--import', bug, nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = spawnOwned(process.execPath, ['--import', bug, nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
-  proc.stderr.on('data', (b: Buffer) => { stderr += b.toString() })
+  proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
   const code = await new Promise<number | null>(resolve => proc.once('exit', c => resolve(c)))
-  t.is(code, 1)
+  t.is(code, exitCodeOf('ERR_INTERNAL'))
   t.regex(stderr, new RegExp(`nydusd: error: internal error: a bug in nydusd \\(${img.mnt} detached\\)`))
   t.regex(stderr, /"level":60.*internal error: detaching the mount/)
   t.false(mountedSync(img.mnt), 'no mount left')

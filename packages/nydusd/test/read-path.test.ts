@@ -1,3 +1,4 @@
+import { exitCodeOf } from '@nydusjs/errors'
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises'
@@ -152,9 +153,9 @@ test('a corrupt or truncated bootstrap is refused at start; nothing is mounted',
   ] as const) {
     await writeFile(bad, bytes)
     const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', bad, '--mountpoint', img.mnt])
-    t.is(r.code, 1, what)
+    t.is(r.code, exitCodeOf('ERR_RAFS_CHECKSUM'), what)
     t.regex(r.stderr, pattern)
-    t.regex(r.stderr, /^nydusd: error: bootstrap .*bad\.boot: .* \[ERR_BOOTSTRAP\]\n$/)
+    t.regex(r.stderr, /^nydusd: error: bootstrap .*bad\.boot: .* \[ERR_RAFS_\w+\]\n$/)
     t.false(await isMounted(img.mnt))
   }
 })
@@ -165,7 +166,7 @@ test('config errors name every wrong field', async t => {
   await writeFile(cfg, JSON.stringify({ device: { backend: { type: 'localfs', config: { dirr: '/x' } }, cache: { type: 'blobcache', config: { work_dir: 5 } } }, digest_validate: 'yes', fs_prefetch: { threads_count: 0 } }))
   await mkdir(join(dir, 'mnt'))
   const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', '/nonexistent', '--mountpoint', join(dir, 'mnt')])
-  t.is(r.code, 1)
+  t.is(r.code, exitCodeOf('ERR_CONFIG'))
   t.is(r.stderr.trim().split('\n').length, 1)
   for (const field of ['device.backend.config.dir', 'device.backend.config', 'device.cache.config.work_dir', 'digest_validate', 'fs_prefetch.threads_count']) t.true(r.stderr.includes(field), `${field} in ${r.stderr}`)
   const bad = await run(process.execPath, [nydusdBin, '--config', join(dir, 'nope.json'), '--bootstrap', 'x', '--mountpoint', 'y'])

@@ -1,3 +1,5 @@
+import { NydusError } from '@nydusjs/errors'
+
 /** Stable codes: callers switch on `code`, never on the message. */
 export type RafsErrorCode =
   | 'ERR_RAFS_TRUNCATED'
@@ -15,12 +17,10 @@ export type RafsErrorCode =
   | 'ERR_RAFS_NOT_FOUND'
   | 'ERR_RAFS_UNSUPPORTED'
 
-export class RafsError extends Error {
-  readonly code: RafsErrorCode
-  constructor (code: RafsErrorCode, message: string) {
-    super(message)
+export class RafsError extends NydusError<RafsErrorCode> {
+  constructor (code: RafsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options)
     this.name = 'RafsError'
-    this.code = code
   }
 }
 

@@ -1,3 +1,5 @@
+import { NydusError } from '@nydusjs/errors'
+
 export type StorageErrorCode =
   | 'ERR_BLOB_NOT_FOUND'
   | 'ERR_BACKEND_IO'
@@ -6,6 +8,7 @@ export type StorageErrorCode =
   | 'ERR_BACKEND_TIMEOUT'
   | 'ERR_BACKEND_SHORT_READ'
   | 'ERR_BACKEND_VERIFY'
+  | 'ERR_BACKEND_CIRCUIT_OPEN'
   | 'ERR_CACHE_IO'
   | 'ERR_MANIFEST_NOT_FOUND'
   | 'ERR_REGISTRY_REJECTED'
@@ -13,13 +16,11 @@ export type StorageErrorCode =
   | 'ERR_REGISTRY_REFERENCE'
 
 /** A failure of a blob source or the cache; `backend` names the source for logs and metrics. */
-export class StorageError extends Error {
-  readonly code: StorageErrorCode
+export class StorageError extends NydusError<StorageErrorCode> {
   readonly backend?: string
   constructor (code: StorageErrorCode, message: string, options?: { cause?: unknown, backend?: string }) {
-    super(message, options)
+    super(code, message, options)
     this.name = 'StorageError'
-    this.code = code
     this.backend = options?.backend
   }
 }

@@ -1,7 +1,7 @@
 import { Pool } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
-import { readRange, transportError } from './http-util.js'
+import { readRange, transportError } from '@nydusjs/registry'
 
 export interface HttpBackendOptions {
   /** Base URL; a blob is at `${url}/${blobId}`. */

@@ -1,7 +1,7 @@
+import { withContext } from '@nydusjs/errors'
 import { ANNOTATION_NYDUS_BOOTSTRAP, RafsError, decodeBootstrapLayer } from '@nydusjs/rafs'
 import { StorageError } from './errors.js'
-import { resolveImage, type Descriptor, type ImageManifest } from './oci-image.js'
-import type { RegistryClient } from './registry-client.js'
+import { resolveImage, type Descriptor, type ImageManifest, type RegistryClient } from '@nydusjs/registry'
 
 const MAX_BOOTSTRAP_LAYER = 512 * 1024 * 1024
 
@@ -24,7 +24,7 @@ export async function pullBootstrap (client: RegistryClient, repo: string, ref: 
   try {
     return { digest: img.digest, manifest: img.manifest, layer, bootstrap: decodeBootstrapLayer(buf, `${where} bootstrap layer ${layer.digest}`) }
   } catch (err) {
-    if (err instanceof RafsError) throw new StorageError('ERR_REGISTRY_RESPONSE', err.message)
+    if (err instanceof RafsError) throw withContext(err, where)
     throw err
   }
 }

@@ -3,7 +3,7 @@ import aws4 from 'aws4'
 import { Agent, request, type Dispatcher } from 'undici'
 import { checkBlobId, type BlobBackend } from './backend.js'
 import { StorageError } from './errors.js'
-import { readRange, transportError } from './http-util.js'
+import { readRange, transportError } from '@nydusjs/registry'
 import type { S3Config } from './s3-config.js'
 
 export interface S3BackendOptions {

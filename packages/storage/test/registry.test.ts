@@ -1,11 +1,12 @@
 import test from 'ava'
+import { NydusError } from '@nydusjs/errors'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { adminToken, pushBlob, startRegistry, tempDir } from '@nydusjs/testkit'
-import { RegistryBackend, StorageError } from '../src/index.js'
+import { ChainBackend, RegistryBackend, registryLinks } from '../src/index.js'
 
 const REPO = 'nydusjs/app'
 const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7) % 256))
@@ -18,9 +19,9 @@ test('anonymous: range reads; a missing blob is ERR_BLOB_NOT_FOUND', async t => 
   const b = new RegistryBackend({ scheme: 'http', host: reg.host, repo: REPO })
   t.true((await b.read(id, 1000, 5000)).equals(data.subarray(1000, 6000)))
   t.is(await b.size(id), data.length)
-  const nf = await t.throwsAsync(b.read('f'.repeat(64), 0, 10), { instanceOf: StorageError })
+  const nf = await t.throwsAsync(b.read('f'.repeat(64), 0, 10), { instanceOf: NydusError })
   t.is(nf?.code, 'ERR_BLOB_NOT_FOUND')
-  t.regex(nf?.message ?? '', new RegExp(`registry ${reg.host}/${REPO}: blob f{64} not found`))
+  t.regex(nf?.message ?? '', new RegExp(`registry ${reg.host}/${REPO}: blob sha256:f{64}: not found`))
   await b.close()
 })
 
@@ -31,12 +32,12 @@ test('htpasswd Basic auth; a wrong password fails naming registry and repository
   t.true((await ok.read(id, 0, 100)).equals(data.subarray(0, 100)))
   t.true((await ok.read(id, 200, 100)).equals(data.subarray(200, 300)))
   const bad = new RegistryBackend({ scheme: 'http', host: reg.host, repo: REPO, auth: b64('alice:wrong-Pa55word') })
-  const err = await t.throwsAsync(bad.read(id, 0, 10), { instanceOf: StorageError })
+  const err = await t.throwsAsync(bad.read(id, 0, 10), { instanceOf: NydusError })
   t.is(err?.code, 'ERR_BACKEND_AUTH')
-  t.regex(err?.message ?? '', new RegExp(`registry ${reg.host}/${REPO}: access to blob .* denied \\(401\\)`))
+  t.regex(err?.message ?? '', new RegExp(`registry ${reg.host}/${REPO}: blob sha256:[0-9a-f]{64}: denied \\(401`))
   t.false((err?.message ?? '').includes('wrong-Pa55word') || (err?.message ?? '').includes(b64('alice:wrong-Pa55word')))
   const none = new RegistryBackend({ scheme: 'http', host: reg.host, repo: REPO, dockerConfig: '/nonexistent' })
-  const e2 = await t.throwsAsync(none.read(id, 0, 10), { instanceOf: StorageError })
+  const e2 = await t.throwsAsync(none.read(id, 0, 10), { instanceOf: NydusError })
   t.regex(e2?.message ?? '', /wants Basic credentials and none are configured/)
   await Promise.all([ok.close(), bad.close(), none.close()])
 })
@@ -62,11 +63,11 @@ test('Bearer tokens: fetched for pull, cached until they expire, refreshed after
   t.true((await b.read(id, 0, 10)).equals(data.subarray(0, 10)))
   t.is(reg.token!.issued() - before, 2, 'an expired token is replaced')
   const anon = new RegistryBackend({ scheme: 'http', host: reg.host, repo: REPO, dockerConfig: '/nonexistent' })
-  const err = await t.throwsAsync(anon.read(id, 0, 10), { instanceOf: StorageError })
+  const err = await t.throwsAsync(anon.read(id, 0, 10), { instanceOf: NydusError })
   t.is(err?.code, 'ERR_BACKEND_AUTH')
   t.regex(err?.message ?? '', new RegExp(`${reg.host}/${REPO}`))
   const wrong = new RegistryBackend({ scheme: 'http', host: reg.host, repo: REPO, auth: b64('reader:nope-secret') })
-  const e2 = await t.throwsAsync(wrong.read(id, 0, 10), { instanceOf: StorageError })
+  const e2 = await t.throwsAsync(wrong.read(id, 0, 10), { instanceOf: NydusError })
   t.regex(e2?.message ?? '', /token service refused the configured credentials \(401\)/)
   t.false((e2?.message ?? '').includes('nope-secret'))
   await Promise.all([b.close(), anon.close(), wrong.close()])
@@ -78,7 +79,7 @@ test('TLS: a test CA is trusted when given, refused otherwise, skipped with skip
   const ok = new RegistryBackend({ host: reg.host, repo: REPO, ca: reg.ca!.caPem })
   t.true((await ok.read(id, 10, 10)).equals(data.subarray(10, 20)))
   const untrusted = new RegistryBackend({ host: reg.host, repo: REPO })
-  const err = await t.throwsAsync(untrusted.read(id, 0, 10), { instanceOf: StorageError })
+  const err = await t.throwsAsync(untrusted.read(id, 0, 10), { instanceOf: NydusError })
   t.regex(err?.message ?? '', /certificate/)
   const skip = new RegistryBackend({ host: reg.host, repo: REPO, skipVerify: true })
   t.true((await skip.read(id, 0, 10)).equals(data.subarray(0, 10)))
@@ -110,7 +111,7 @@ test('redirects to storage are followed without the Authorization header', async
   await b.close()
 })
 
-test('mirrors are tried first, with their own headers; a mirror without the blob falls back to the origin', async t => {
+test('mirrors are links tried first, each with its own headers; a mirror without the blob falls back to the origin', async t => {
   const reg = await startRegistry(t)
   const id = idOf(await pushBlob(reg, REPO, data))
   const mirrorSeen: Array<Record<string, unknown>> = []
@@ -119,12 +120,10 @@ test('mirrors are tried first, with their own headers; a mirror without the blob
   t.teardown(() => { mirror.close() })
   const mirrorReg = await startRegistry(t)
   await pushBlob(mirrorReg, REPO, data)
-  const b = new RegistryBackend({
-    scheme: 'http',
-    host: reg.host,
-    repo: REPO,
-    mirrors: [{ scheme: 'http', host: `127.0.0.1:${(mirror.address() as AddressInfo).port}`, headers: { 'x-mirror-tag': 'dc1' } }, { scheme: 'http', host: mirrorReg.host }]
-  })
+  const b = new ChainBackend(registryLinks({ scheme: 'http', host: reg.host, repo: REPO }, [
+    { scheme: 'http', host: `127.0.0.1:${(mirror.address() as AddressInfo).port}`, headers: { 'x-mirror-tag': 'dc1' } },
+    { scheme: 'http', host: mirrorReg.host }
+  ], { retries: 0 }))
   t.true((await b.read(id, 0, 64)).equals(data.subarray(0, 64)))
   t.is(mirrorSeen.length, 1)
   t.is(mirrorSeen[0].tag, 'dc1')

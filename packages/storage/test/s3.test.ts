@@ -1,6 +1,7 @@
 import test from 'ava'
+import { NydusError } from '@nydusjs/errors'
 import { startS3 } from '@nydusjs/testkit'
-import { S3Backend, StorageError } from '../src/index.js'
+import { S3Backend } from '../src/index.js'
 
 const data = Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 31) % 256))
 const ID = 'd'.repeat(64)
@@ -14,7 +15,7 @@ test('s3: SigV4 range reads, path-style and virtual-hosted, with a prefix', asyn
   const port = s3.endpoint.split(':')[1]
   const vhost = new S3Backend({ endpoint: `s3.localhost:${port}`, connectTo: s3.endpoint, addressing: 'virtual', scheme: 'http', bucket: s3.bucket, objectPrefix: 'nydus/', accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey })
   t.true((await vhost.read(ID, 0, 10)).equals(data.subarray(0, 10)))
-  const missing = await t.throwsAsync(path.read('e'.repeat(64), 0, 10), { instanceOf: StorageError })
+  const missing = await t.throwsAsync(path.read('e'.repeat(64), 0, 10), { instanceOf: NydusError })
   t.is(missing?.code, 'ERR_BLOB_NOT_FOUND')
   await Promise.all([path.close(), vhost.close()])
 })
@@ -23,7 +24,7 @@ test('s3: a wrong secret is refused by the signature check; the error never show
   const s3 = await startS3(t)
   await s3.put(ID, data)
   const b = new S3Backend({ endpoint: s3.endpoint, scheme: 'http', bucket: s3.bucket, accessKeyId: s3.accessKeyId, secretAccessKey: 'not-the-Secret-9' })
-  const err = await t.throwsAsync(b.read(ID, 0, 10), { instanceOf: StorageError })
+  const err = await t.throwsAsync(b.read(ID, 0, 10), { instanceOf: NydusError })
   t.is(err?.code, 'ERR_BACKEND_AUTH')
   t.regex(err?.message ?? '', /SignatureDoesNotMatch/)
   t.false((err?.message ?? '').includes('not-the-Secret-9'))
@@ -43,5 +44,5 @@ test('s3: credentials from the standard AWS environment variables', async t => {
   } finally {
     process.env = saved
   }
-  t.throws(() => new S3Backend({ endpoint: s3.endpoint, bucket: s3.bucket }), { instanceOf: StorageError, message: /no credentials/ })
+  t.throws(() => new S3Backend({ endpoint: s3.endpoint, bucket: s3.bucket }), { instanceOf: NydusError, message: /no credentials/ })
 })

@@ -1,10 +1,11 @@
 import test from 'ava'
+import { NydusError } from '@nydusjs/errors'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdir, readdir, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startBlobServer, tempDir } from '@nydusjs/testkit'
-import { ChunkCache, HttpBackend, LocalFsBackend, RegistryBackend, StorageError } from '../src/index.js'
+import { ChunkCache, HttpBackend, LocalFsBackend, RegistryBackend } from '../src/index.js'
 
 const ID = 'a'.repeat(64)
 const data = Buffer.from(Array.from({ length: 10_000 }, (_, i) => i % 251))
@@ -15,9 +16,9 @@ test('localfs: positional range reads; a missing blob is ERR_BLOB_NOT_FOUND; a b
   const b = new LocalFsBackend(dir)
   t.true((await b.read(ID, 100, 50)).equals(data.subarray(100, 150)))
   t.is(await b.size(ID), data.length)
-  const short = await t.throwsAsync(b.read(ID, 9_990, 20), { instanceOf: StorageError })
+  const short = await t.throwsAsync(b.read(ID, 9_990, 20), { instanceOf: NydusError })
   t.is(short?.code, 'ERR_BACKEND_SHORT_READ')
-  const missing = await t.throwsAsync(b.read('b'.repeat(64), 0, 1), { instanceOf: StorageError })
+  const missing = await t.throwsAsync(b.read('b'.repeat(64), 0, 1), { instanceOf: NydusError })
   t.is(missing?.code, 'ERR_BLOB_NOT_FOUND')
   await t.throwsAsync(b.read('../../etc/passwd', 0, 1), { instanceOf: TypeError })
   await b.close()
@@ -31,9 +32,9 @@ test('http: range GETs against a loopback server; 404 and short bodies are typed
   t.true((await b.read(ID, 1234, 4321)).equals(data.subarray(1234, 5555)))
   t.is(srv.bytesSent(), 4321)
   t.is(await b.size(ID), data.length)
-  const nf = await t.throwsAsync(b.read('c'.repeat(64), 0, 10), { instanceOf: StorageError })
+  const nf = await t.throwsAsync(b.read('c'.repeat(64), 0, 10), { instanceOf: NydusError })
   t.is(nf?.code, 'ERR_BLOB_NOT_FOUND')
-  const short = await t.throwsAsync(b.read(ID, 9_000, 5_000), { instanceOf: StorageError })
+  const short = await t.throwsAsync(b.read(ID, 9_000, 5_000), { instanceOf: NydusError })
   t.is(short?.code, 'ERR_BACKEND_SHORT_READ')
   await b.close()
 })
@@ -92,11 +93,11 @@ test('http, registry: a server that ignores Range is read only as far as needed;
     t.true(Buffer.isBuffer(got) && got.equals(data.subarray(500, 1200)), `${b.name}: the right bytes, without waiting for the end of an endless body`)
     t.true(srv.sent() < 64 * 1024 * 1024, `${b.name}: the server got to send ${srv.sent()} bytes`)
     srv.mode('wrong-start')
-    const wrong = await t.throwsAsync(b.read(ID, 500, 700), { instanceOf: StorageError })
+    const wrong = await t.throwsAsync(b.read(ID, 500, 700), { instanceOf: NydusError })
     t.is(wrong?.code, 'ERR_BACKEND_HTTP')
     t.regex(wrong?.message ?? '', /asked for bytes from 500, the server sent them from 0/)
     srv.mode('too-long')
-    const long = await t.throwsAsync(b.read(ID, 500, 700), { instanceOf: StorageError })
+    const long = await t.throwsAsync(b.read(ID, 500, 700), { instanceOf: NydusError })
     t.regex(long?.message ?? '', /range 500\+700: the server sent more than 700 bytes/)
     await b.close()
   }
@@ -107,7 +108,7 @@ test('http: a stalled server times out with ERR_BACKEND_TIMEOUT', async t => {
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => { server.closeAllConnections(); server.close() })
   const b = new HttpBackend({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/x`, timeoutMs: 300 })
-  const err = await t.throwsAsync(b.read(ID, 0, 10), { instanceOf: StorageError })
+  const err = await t.throwsAsync(b.read(ID, 0, 10), { instanceOf: NydusError })
   t.is(err?.code, 'ERR_BACKEND_TIMEOUT')
   await b.close()
 })

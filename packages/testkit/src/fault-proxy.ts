@@ -8,6 +8,8 @@ export interface FaultProxy {
   url: string
   /** The fault applied to every blob request from now on. */
   set: (f: Fault) => void
+  /** The first try of each distinct blob request (path and Range) gets the next of `faults` in turn; its retries pass. */
+  firstTries: (faults: Fault[]) => void
   /** The fault applied to the next `n` blob requests only. */
   next: (f: Fault, n?: number) => void
   /** Blob requests seen, by the fault applied. */
@@ -25,11 +27,14 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
   const up = new URL(upstream)
   let mode: Fault = 'pass'
   const queue: Fault[] = []
+  let pattern: Fault[] = []
+  let turn = 0
+  const tried = new Set<string>()
   const counts = Object.fromEntries(['pass', 'reset', 'cutBody', 'stall', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])) as Record<Fault, number>
   const stalled = new Set<ServerResponse>()
   const log: Array<{ method: string, path: string, fault: Fault }> = []
   const server: Server = createServer((req, res) => {
-    const f: Fault = (req.url ?? '').includes('/blobs/') ? (queue.shift() ?? mode) : 'pass'
+    const f: Fault = (req.url ?? '').includes('/blobs/') ? (queue.shift() ?? firstTry(req) ?? mode) : 'pass'
     counts[f]++
     if ((req.url ?? '').includes('/blobs/')) log.push({ method: req.method ?? '', path: (req.url ?? '').split('?')[0], fault: f })
     switch (f) {
@@ -43,6 +48,13 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
       default: forward(req, res, f)
     }
   })
+  const firstTry = (req: IncomingMessage): Fault | undefined => {
+    if (pattern.length === 0) return undefined
+    const key = `${req.method ?? ''} ${req.url ?? ''} ${req.headers.range ?? ''}`
+    if (tried.has(key)) return 'pass'
+    tried.add(key)
+    return pattern[turn++ % pattern.length]
+  }
   /** An upload that dies in transit: upstream gets the headers and half the body, then both sides are cut. */
   const cut = (req: IncomingMessage): void => {
     const half = Math.floor(Number(req.headers['content-length'] ?? 0) / 2)
@@ -102,7 +114,8 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
   return {
     host: `127.0.0.1:${port}`,
     url: `http://127.0.0.1:${port}`,
-    set: f => { mode = f },
+    set: f => { mode = f; pattern = [] },
+    firstTries: faults => { pattern = [...faults]; turn = 0; tried.clear() },
     next: (f, n = 1) => { for (let i = 0; i < n; i++) queue.push(f) },
     counts: () => ({ ...counts }),
     requests: () => [...log],

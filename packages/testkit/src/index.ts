@@ -1,5 +1,6 @@
 export * from './paths.js'
 export * from './run.js'
+export * from './reaper.js'
 export * from './tree-snapshot.js'
 export * from './fixtures.js'
 export * from './nydusd.js'

@@ -1,12 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { repoRoot } from './paths.js'
 import { run } from './run.js'
+import { reaper, spawnOwned } from './reaper.js'
 
-export const nydusdBin = join(repoRoot, 'packages/nydusd/bin/nydusd.js')
+export const nydusdBin = join(repoRoot, 'packages/nydusd/bin/nydusd.cjs')
 
 interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
 
@@ -57,7 +58,8 @@ export async function mountImage (t: Teardown, o: { dir: string, bootstrap?: str
   // With an image reference the daemon pulls the bootstrap itself (and needs no config).
   const source = o.image !== undefined ? ['--image', o.image, '--work-dir', `${cfg}.work`] : ['--bootstrap', o.bootstrap!]
   const args = [nydusdBin, ...(o.config !== undefined ? ['--config', cfg] : []), ...source, '--mountpoint', o.mnt, '--apisock', apisock, '--log-level', 'debug', ...(o.args ?? [])]
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawnOwned(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  reaper.mount(o.mnt)
   let stderr = ''
   proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
   proc.stdout!.resume()
@@ -68,6 +70,7 @@ export async function mountImage (t: Teardown, o: { dir: string, bootstrap?: str
     const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)])
     if (code === 'timeout') proc.kill('SIGKILL')
     await forceUnmount(o.mnt)
+    reaper.unmount(o.mnt)
     return code === 'timeout' ? null : code
   }
   t.teardown(async () => { await stop() })

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
@@ -7,6 +6,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { SignJWT, importPKCS8 } from 'jose'
 import { mustRun } from './run.js'
+import { spawnOwned } from './reaper.js'
 import { tempDir } from './paths.js'
 
 interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
@@ -82,9 +82,9 @@ export async function startRegistry (t: Teardown, o: { auth?: RegistryAuth, tls?
   }
   const tlsYaml = o.tls === true ? `  tls:\n    certificate: ${ca!.certFile}\n    key: ${ca!.keyFile}\n` : ''
   await writeFile(join(dir, 'config.yml'), `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${tlsYaml}${authYaml}`)
-  const proc = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = spawnOwned('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
-  proc.stderr.on('data', (b: Buffer) => { stderr += b.toString() })
+  proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
   const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
   const stop = async (): Promise<void> => { proc.kill('SIGTERM'); await Promise.race([exited, sleep(5000)]) }
   t.teardown(stop)

@@ -1,3 +1,4 @@
+import { withContext } from '@nydusjs/errors'
 import { readFile } from 'node:fs/promises'
 import { BootstrapReader, RafsError, type BlobInfo, type ChunkRef, type DigesterName, type RafsTree, walkTree, isReg } from '@nydusjs/rafs'
 import { ConverterError } from '../errors.js'
@@ -23,7 +24,7 @@ export class ChunkDict {
       try {
         r = BootstrapReader.open(buf)
       } catch (err) {
-        if (err instanceof RafsError) throw new ConverterError('ERR_BAD_ARGUMENT', `chunk dict ${p}: ${err.message}`)
+        if (err instanceof RafsError) throw withContext(err, `chunk dict ${p}`)
         throw err
       }
       dict.addReader(r, p)

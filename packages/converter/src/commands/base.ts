@@ -1,3 +1,4 @@
+import { errorCode, statusOf } from '@nydusjs/errors'
 import { Command, Errors, Flags } from '@oclif/core'
 import { COMPRESSORS, DIGESTERS, isValidChunkSize, type CompressorName, type DigesterName } from '@nydusjs/rafs'
 import { ConverterError } from '../errors.js'
@@ -10,11 +11,11 @@ export abstract class BaseCommand extends Command {
     // A flag error counts as parsed: oclif would otherwise add a warning to the one-line error.
     this.parsed = true
     const lines = err.message.split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('See more help') && !l.startsWith('The following errors occurred'))
-    const code = (err as { code?: string }).code
-    const tag = typeof code === 'string' && code.startsWith('ERR_') ? ` [${code}]` : ''
-    process.stderr.write(`nydus-image ${this.id ?? ''}: error: ${lines.join('; ')}${tag}\n`)
+    const code = errorCode(err)
+    process.stderr.write(`nydus-image ${this.id ?? ''}: error: ${lines.join('; ')}${code === undefined ? '' : ` [${code}]`}\n`)
     if (process.env.NYDUS_DEBUG !== undefined) process.stderr.write(`${err.stack ?? ''}\n`)
-    process.exitCode = err.oclif?.exit ?? 1
+    // Flag errors are oclif's (exit 2); anything else without a code is a plain failure.
+    process.exitCode = code !== undefined ? statusOf(err).exit : (err.oclif?.exit ?? 1)
   }
 
   protected print (text: string): void {

@@ -1,9 +1,10 @@
+import { errorCode } from '@nydusjs/errors'
 import { createHash } from 'node:crypto'
 import {
   ANNOTATION_NYDUS_BLOB, ANNOTATION_NYDUS_BOOTSTRAP, BOOTSTRAP_LAYER_MEDIA_TYPE, NYDUS_BLOB_MEDIA_TYPE,
   decodeBootstrapLayer, encodeBootstrap, encodeBootstrapLayer, loadDigester, openValidated, readTree, type RafsTree
 } from '@nydusjs/rafs'
-import { OCI_CONFIG, OCI_MANIFEST, StorageError, type Descriptor, type ImageRef, type RegistryClient } from '@nydusjs/storage'
+import { OCI_CONFIG, OCI_MANIFEST, type Descriptor, type ImageRef, type RegistryClient } from '@nydusjs/registry'
 import { ConverterError } from '../errors.js'
 import { describe } from './nydus-manifest.js'
 
@@ -50,7 +51,7 @@ export class BuildCache {
     try {
       m = await client.getManifest(ref.repo, ref.ref)
     } catch (err) {
-      if (err instanceof StorageError && err.code === 'ERR_MANIFEST_NOT_FOUND') return new BuildCache(client, ref, new Map(), maxRecords)
+      if (errorCode(err) === 'ERR_MANIFEST_NOT_FOUND') return new BuildCache(client, ref, new Map(), maxRecords)
       const cache = new BuildCache(client, ref, new Map(), maxRecords)
       cache.warn(`${where}: not read (${(err as Error).message}); converting without it`)
       return cache

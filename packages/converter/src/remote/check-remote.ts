@@ -1,7 +1,6 @@
 import { ANNOTATION_NYDUS_BLOB_IDS, loadDigester, readTree, type BootstrapReader, type ChunkRef, type Digester } from '@nydusjs/rafs'
-import {
-  RegistryBackend, hostPlatform, parseImageRef, pullBootstrap, resolveImage, type BlobBackend, type RegistryClient
-} from '@nydusjs/storage'
+import { RegistryBackend, pullBootstrap, type BlobBackend } from '@nydusjs/storage'
+import { hostPlatform, parseImageRef, resolveImage, type RegistryClient } from '@nydusjs/registry'
 import { verifyChunk } from '../blob-store.js'
 import { checkBootstrap, type CheckReport } from '../check.js'
 import { ConverterError } from '../errors.js'

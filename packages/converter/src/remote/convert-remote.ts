@@ -6,10 +6,8 @@ import {
   encodeBootstrap, encodeBootstrapLayer, isReg, loadDigester, mergeLayers, walkTree,
   type CompressorName, type DigesterName, type RafsTree
 } from '@nydusjs/rafs'
-import {
-  OCI_INDEX, OCI_MANIFEST, S3Backend, hostPlatform, parseImageRef, platformString, s3Options,
-  type ImageRef, type Platform, type PushResult, type RegistryClient
-} from '@nydusjs/storage'
+import { S3Backend, s3Options } from '@nydusjs/storage'
+import { OCI_INDEX, OCI_MANIFEST, hostPlatform, parseImageRef, platformString, type ImageRef, type Platform, type PushResult, type RegistryClient } from '@nydusjs/registry'
 import { buildLayer, layerWorkers, type LayerBuild } from '../build/build-layer.js'
 import type { ChunkWorkers } from '../build/chunk-workers.js'
 import { BuildCache, type BuildCacheReport } from './build-cache.js'

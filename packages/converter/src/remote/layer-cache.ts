@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { DEFAULT_CHUNK_SIZE, FORMAT_VERSION, isReg, walkTree, type Inode, type RafsTree } from '@nydusjs/rafs'
-import { parseImageRef, type PushResult } from '@nydusjs/storage'
+import { parseImageRef, type PushResult } from '@nydusjs/registry'
 import { ConverterError } from '../errors.js'
 import { BuildCache, type BuildCacheReport, type CachedLayer } from './build-cache.js'
 import type { Ctx, LayerReport, RemoteConvertOptions } from './convert-remote.js'

@@ -3,7 +3,7 @@ import {
   ANNOTATION_NYDUS_BLOB, ANNOTATION_NYDUS_BLOB_IDS, ANNOTATION_NYDUS_BOOTSTRAP, ANNOTATION_RAFS_ROOT_DIGEST, ANNOTATION_RAFS_VERSION,
   ANNOTATION_SOURCE_DIGEST, BOOTSTRAP_LAYER_MEDIA_TYPE, FORMAT_VERSION, NYDUS_BLOB_MEDIA_TYPE, NYDUS_OS_FEATURE, type BlobInfo
 } from '@nydusjs/rafs'
-import { OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, type Descriptor, type Platform } from '@nydusjs/storage'
+import { OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, type Descriptor, type Platform } from '@nydusjs/registry'
 
 export interface Blob { body: Buffer, desc: Descriptor }
 

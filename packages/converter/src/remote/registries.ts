@@ -3,7 +3,8 @@ import { createReadStream, createWriteStream } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { RegistryClient, S3Backend, StreamedBlobUpload, insecureScheme, type PushResult } from '@nydusjs/storage'
+import { S3Backend } from '@nydusjs/storage'
+import { RegistryClient, StreamedBlobUpload, insecureScheme, type PushResult } from '@nydusjs/registry'
 import { ConverterError } from '../errors.js'
 
 /**

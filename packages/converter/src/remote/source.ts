@@ -1,9 +1,8 @@
+import { withContext } from '@nydusjs/errors'
 import { readFile } from 'node:fs/promises'
 import { BootstrapReader, RafsError, openValidated, type DigesterName } from '@nydusjs/rafs'
-import {
-  hostPlatform, isNydusEntry, matchesPlatform, parseImageRef, parseManifest, platformString, pullBootstrap,
-  type Descriptor, type FetchedManifest, type ImageManifest, type RegistryClient
-} from '@nydusjs/storage'
+import { pullBootstrap } from '@nydusjs/storage'
+import { hostPlatform, isNydusEntry, matchesPlatform, parseImageRef, parseManifest, platformString, type Descriptor, type FetchedManifest, type ImageManifest, type RegistryClient } from '@nydusjs/registry'
 import { ChunkDict } from '../build/chunk-dict.js'
 import { ConverterError } from '../errors.js'
 import type { Registries } from './registries.js'
@@ -75,6 +74,6 @@ export function dictFor (d: LoadedDicts, digester: DigesterName): ChunkDict {
 
 async function openDict (buf: Buffer, where: string): Promise<BootstrapReader> {
   return await openValidated(buf).catch((err: unknown) => {
-    throw err instanceof RafsError ? new ConverterError('ERR_BAD_ARGUMENT', `chunk dict ${where}: ${err.message}`) : err
+    throw err instanceof RafsError ? withContext(err, `chunk dict ${where}`) : err
   })
 }

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream'
-import { StorageError } from './errors.js'
+import { RegistryError } from './errors.js'
 import type { PushResult, RegistryClient } from './registry-client.js'
 
 export interface StreamedUploadOptions {
@@ -50,7 +50,7 @@ export class StreamedBlobUpload {
       this.pendingBytes += b.length
     }
     if (this.pendingBytes > this.maxBuffered) {
-      this.fail(new StorageError('ERR_BACKEND_TIMEOUT', `registry ${this.client.host}/${this.repo}: streamed upload: more than ${this.maxBuffered} bytes waiting for the registry`, { backend: 'registry' }))
+      this.fail(new RegistryError('ERR_BACKEND_TIMEOUT', `registry ${this.client.host}/${this.repo}: streamed upload: more than ${this.maxBuffered} bytes waiting for the registry`, { backend: 'registry' }))
       return
     }
     this.pump()
@@ -62,7 +62,7 @@ export class StreamedBlobUpload {
       while (this.inflight !== undefined) await this.inflight
       if (this.failure !== undefined) throw this.failure
       if (this.sent + this.pendingBytes !== size) {
-        throw new StorageError('ERR_BACKEND_SHORT_READ', `registry ${this.client.host}/${this.repo}: streamed upload got ${this.sent + this.pendingBytes} of ${size} bytes`, { backend: 'registry' })
+        throw new RegistryError('ERR_BACKEND_SHORT_READ', `registry ${this.client.host}/${this.repo}: streamed upload got ${this.sent + this.pendingBytes} of ${size} bytes`, { backend: 'registry' })
       }
       if (await this.client.hasBlob(this.repo, digest)) {
         await this.abort()
@@ -81,7 +81,7 @@ export class StreamedBlobUpload {
 
   /** Stops sending and drops the session. */
   async abort (): Promise<void> {
-    this.fail(new StorageError('ERR_BACKEND_HTTP', 'streamed upload aborted', { backend: 'registry' }))
+    this.fail(new RegistryError('ERR_BACKEND_HTTP', 'streamed upload aborted', { backend: 'registry' }))
     await this.inflight
     if (this.loc !== undefined) await this.client.cancelUpload(this.repo, this.loc)
     this.loc = undefined

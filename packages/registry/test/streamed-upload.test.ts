@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
 import { setImmediate as tick } from 'node:timers/promises'
 import { startFaultProxy, startRegistry, type FaultProxy } from '@nydusjs/testkit'
-import { RegistryClient, StreamedBlobUpload, StorageError } from '../src/index.js'
+import { RegistryClient, StreamedBlobUpload, RegistryError } from '../src/index.js'
 
 const REPO = 'nydusjs/stream'
 const MiB = 1024 * 1024
@@ -72,7 +72,7 @@ test('a streamed upload that fails in transit returns the error from finish, nev
   const up = new StreamedBlobUpload(client, REPO, { chunkSize: MiB })
   await feed(up, data)
   const res = await up.finish(digestOf(data), data.length)
-  t.true(res instanceof StorageError, String(res))
+  t.true(res instanceof RegistryError, String(res))
   t.false(await client.hasBlob(REPO, digestOf(data)))
   t.is(await client.pushBlob(REPO, { digest: digestOf(data), size: data.length }, (a, b) => data.subarray(a, b + 1)), 'pushed', 'the ordinary push still works')
 })

@@ -1,4 +1,4 @@
-import { StorageError } from './errors.js'
+import { RegistryError } from './errors.js'
 import type { RegistryClient } from './registry-client.js'
 
 export interface Platform { os: string, architecture: string, variant?: string, 'os.features'?: string[] }
@@ -31,7 +31,7 @@ export const IMAGE_TYPES = new Set([OCI_MANIFEST, 'application/vnd.docker.distri
 export interface ImageRef { host: string, repo: string, tag?: string, digest?: string, ref: string, text: string }
 
 export function parseImageRef (text: string): ImageRef {
-  const bad = (why: string): never => { throw new StorageError('ERR_REGISTRY_REFERENCE', `image reference ${JSON.stringify(text)}: ${why}`) }
+  const bad = (why: string): never => { throw new RegistryError('ERR_REGISTRY_REFERENCE', `image reference ${JSON.stringify(text)}: ${why}`) }
   const at = text.indexOf('@')
   const digest = at === -1 ? undefined : text.slice(at + 1)
   let rest = at === -1 ? text : text.slice(0, at)
@@ -66,7 +66,7 @@ export function matchesPlatform (p: Platform | undefined, want: string): boolean
 
 /** A manifest or index body, with every descriptor's fields checked (they come from the network). */
 export function parseManifest (body: Buffer, mediaType: string, where: string): { index: ImageIndex } | { manifest: ImageManifest } {
-  const bad = (why: string): never => { throw new StorageError('ERR_REGISTRY_RESPONSE', `${where}: ${why}`) }
+  const bad = (why: string): never => { throw new RegistryError('ERR_REGISTRY_RESPONSE', `${where}: ${why}`) }
   let v: Record<string, unknown>
   try {
     v = JSON.parse(body.toString('utf8')) as Record<string, unknown>
@@ -91,10 +91,10 @@ export function parseManifest (body: Buffer, mediaType: string, where: string): 
 
 function checkDescriptor (d: unknown, where: string): Descriptor {
   const o = d as Descriptor
-  if (o === null || typeof o !== 'object') throw new StorageError('ERR_REGISTRY_RESPONSE', `${where}: not a descriptor`)
-  if (typeof o.mediaType !== 'string') throw new StorageError('ERR_REGISTRY_RESPONSE', `${where}: mediaType missing`)
-  if (typeof o.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(o.digest)) throw new StorageError('ERR_REGISTRY_RESPONSE', `${where}: digest ${JSON.stringify(o.digest)} is not sha256:<64 hex digits>`)
-  if (!Number.isSafeInteger(o.size) || o.size < 0) throw new StorageError('ERR_REGISTRY_RESPONSE', `${where}: size ${JSON.stringify(o.size)} is not a byte count`)
+  if (o === null || typeof o !== 'object') throw new RegistryError('ERR_REGISTRY_RESPONSE', `${where}: not a descriptor`)
+  if (typeof o.mediaType !== 'string') throw new RegistryError('ERR_REGISTRY_RESPONSE', `${where}: mediaType missing`)
+  if (typeof o.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(o.digest)) throw new RegistryError('ERR_REGISTRY_RESPONSE', `${where}: digest ${JSON.stringify(o.digest)} is not sha256:<64 hex digits>`)
+  if (!Number.isSafeInteger(o.size) || o.size < 0) throw new RegistryError('ERR_REGISTRY_RESPONSE', `${where}: size ${JSON.stringify(o.size)} is not a byte count`)
   return o
 }
 
@@ -111,9 +111,9 @@ export async function resolveImage (client: RegistryClient, repo: string, ref: s
   if ('manifest' in parsed) return { digest: top.digest, mediaType: top.mediaType, manifest: parsed.manifest }
   const all = parsed.index.manifests.filter(d => matchesPlatform(d.platform, platform))
   const hit = all.find(d => isNydusEntry(d) === nydus) ?? all[0]
-  if (hit === undefined) throw new StorageError('ERR_MANIFEST_NOT_FOUND', `${where}: no image for platform ${platform} (have: ${parsed.index.manifests.map(d => platformString(d.platform)).join(', ')})`)
+  if (hit === undefined) throw new RegistryError('ERR_MANIFEST_NOT_FOUND', `${where}: no image for platform ${platform} (have: ${parsed.index.manifests.map(d => platformString(d.platform)).join(', ')})`)
   const m = await client.getManifest(repo, hit.digest)
   const inner = parseManifest(m.body, m.mediaType, `${where}@${hit.digest}`)
-  if (!('manifest' in inner)) throw new StorageError('ERR_REGISTRY_RESPONSE', `${where}: the index entry ${hit.digest} is itself an index`)
+  if (!('manifest' in inner)) throw new RegistryError('ERR_REGISTRY_RESPONSE', `${where}: the index entry ${hit.digest} is itself an index`)
   return { digest: m.digest, mediaType: m.mediaType, manifest: inner.manifest }
 }

@@ -1,43 +1,32 @@
-import { readFile } from 'node:fs/promises'
-import { homedir } from 'node:os'
-import { join } from 'node:path'
 import { request, type Dispatcher } from 'undici'
-import { StorageError } from './errors.js'
+import { CredentialStore } from './credentials.js'
+import { RegistryError } from './errors.js'
 import { transportError } from './http-util.js'
-
-export interface RegistryCredentials {
-  /** base64("user:password"), as in the original nydusd's config and docker's config.json. */
-  auth?: string
-  /** A bearer token used as is. */
-  registryToken?: string
-  /** A docker config.json to take `auths` from when `auth` is not set. */
-  dockerConfig?: string
-}
 
 interface Token { value: string, expires: number }
 
 /**
  * The auth side of the distribution API, shared by blob reads and pushes:
- * Basic credentials (configured or from docker's config.json) and Bearer
- * tokens from the challenge's realm, cached per host and scope until they
- * expire. Secrets never appear in errors.
+ * Basic credentials and Bearer tokens from the challenge's realm, cached per
+ * host and scope until they expire. What is sent to a host is only what
+ * belongs to it (CredentialStore); the realm asked for a token is the one the
+ * host itself named. Secrets never appear in errors.
  */
 export class RegistryAuth {
   private readonly tokens = new Map<string, Token>()
   /** Hosts that answered a Basic challenge: later requests send credentials up front. */
   private readonly basicHosts = new Set<string>()
-  private basic?: string
-  private credsLoaded = false
 
-  constructor (private readonly o: RegistryCredentials, private readonly dispatcher: Dispatcher, private readonly backend = 'registry') {}
+  constructor (private readonly creds: CredentialStore, private readonly dispatcher: Dispatcher, private readonly backend = 'registry') {}
 
-  /** The Authorization header to start with: a static or cached token, else Basic if the host wants it. */
+  /** The Authorization header to start with for `host`: a static or cached token, else Basic if the host wants it. */
   async header (host: string, scope: string): Promise<string | undefined> {
-    if (this.o.registryToken !== undefined) return `Bearer ${this.o.registryToken}`
+    const fixed = this.creds.token(host)
+    if (fixed !== undefined) return `Bearer ${fixed}`
     const tok = this.tokens.get(`${host} ${scope}`)
     if (tok !== undefined && tok.expires > Date.now()) return `Bearer ${tok.value}`
-    if (this.basicHosts.has(host)) return `Basic ${(await this.credentials(host))!}`
-    return undefined
+    const basic = this.basicHosts.has(host) ? await this.creds.basic(host) : undefined
+    return basic === undefined ? undefined : `Basic ${basic}`
   }
 
   /**
@@ -45,7 +34,7 @@ export class RegistryAuth {
    * from the realm for `scope` (space-separated scopes, one `scope` parameter each).
    */
   async answer (host: string, label: string, challenge: string, scope: string, signal?: AbortSignal): Promise<string> {
-    const basic = await this.credentials(host)
+    const basic = await this.creds.basic(host)
     const m = /^\s*(\w+)\s*(.*)$/.exec(challenge)
     const scheme = m?.[1].toLowerCase()
     if (scheme === 'basic') {
@@ -77,25 +66,8 @@ export class RegistryAuth {
     return `Bearer ${value}`
   }
 
-  /** base64 "user:password": from the config, else from docker's config.json `auths`. */
-  async credentials (host: string): Promise<string | undefined> {
-    if (this.o.auth !== undefined) return this.o.auth
-    if (!this.credsLoaded) {
-      this.credsLoaded = true
-      const path = this.o.dockerConfig ?? join(process.env.DOCKER_CONFIG ?? join(homedir(), '.docker'), 'config.json')
-      try {
-        const cfg = JSON.parse(await readFile(path, 'utf8')) as { auths?: Record<string, { auth?: string }> }
-        const hit = Object.entries(cfg.auths ?? {}).find(([k]) => k.replace(/^https?:\/\//, '').replace(/\/.*$/, '') === host)
-        this.basic = hit?.[1].auth
-      } catch {
-        this.basic = undefined
-      }
-    }
-    return this.basic
-  }
-
-  private error (msg: string): StorageError {
-    return new StorageError('ERR_BACKEND_AUTH', msg, { backend: this.backend })
+  private error (msg: string): RegistryError {
+    return new RegistryError('ERR_BACKEND_AUTH', msg, { backend: this.backend })
   }
 }
 

@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request, type Dispatcher } from 'undici'
-import { StorageError } from './errors.js'
-import { transportError } from './http-util.js'
-import { RegistryAuth, type RegistryCredentials } from './registry-auth.js'
+import { RegistryError } from './errors.js'
+import { CredentialStore, type RegistryCredentials } from './credentials.js'
+import { readRange, transportError } from './http-util.js'
+import { RegistryAuth } from './registry-auth.js'
 
 export interface RegistryClientOptions extends RegistryCredentials {
   host: string
@@ -13,7 +14,14 @@ export interface RegistryClientOptions extends RegistryCredentials {
   skipVerify?: boolean
   ca?: string
   timeoutMs?: number
-  /** Extra attempts for transient failures (5xx, resets, timeouts). */
+  connectTimeoutMs?: number
+  /** Connections to the host at most. */
+  connections?: number
+  /** Extra headers sent to this host only (never to a redirect target or a token realm). */
+  headers?: Record<string, string>
+  /** Names the source in errors, logs and metrics (default `registry`). */
+  name?: string
+  /** Extra attempts for transient failures (5xx, resets, timeouts) of whole-image calls; blob ranges are not retried here. */
   retries?: number
   /**
    * Blobs larger than this are uploaded in PATCH chunks of this size; smaller
@@ -57,6 +65,7 @@ interface SendOptions {
 export class RegistryClient {
   readonly host: string
   readonly scheme: 'http' | 'https'
+  readonly name: string
   private readonly origin: string
   private readonly dispatcher: Agent
   private readonly auth: RegistryAuth
@@ -66,8 +75,9 @@ export class RegistryClient {
     this.scheme = o.scheme ?? 'https'
     this.origin = `${this.scheme}://${o.host}`
     const t = o.timeoutMs ?? 60_000
-    this.dispatcher = new Agent({ connect: { ca: o.ca, rejectUnauthorized: o.skipVerify !== true, timeout: 10_000 }, headersTimeout: t, bodyTimeout: t, connections: 8 })
-    this.auth = new RegistryAuth(o, this.dispatcher)
+    this.name = o.name ?? 'registry'
+    this.dispatcher = new Agent({ connect: { ca: o.ca, rejectUnauthorized: o.skipVerify !== true, timeout: o.connectTimeoutMs ?? 10_000 }, headersTimeout: t, bodyTimeout: t, connections: o.connections ?? 8 })
+    this.auth = new RegistryAuth(new CredentialStore(o.host, o), this.dispatcher, this.name)
   }
 
   async close (): Promise<void> { await this.dispatcher.close() }
@@ -78,13 +88,13 @@ export class RegistryClient {
       const res = await this.send('GET', `/v2/${repo}/manifests/${ref}`, { scope: pull(repo), what: `manifest ${repo}:${ref}`, expect: [200], headers: { accept: MANIFEST_TYPES.join(', ') }, signal })
       const body = await readCapped(res, MAX_MANIFEST, `${this.host}/${repo}: manifest ${ref}`)
       const digest = sha256(body)
-      if (ref.startsWith('sha256:') && ref !== digest) throw new StorageError('ERR_BACKEND_VERIFY', `${this.host}/${repo}: manifest ${ref} has digest ${digest}`, { backend: 'registry' })
+      if (ref.startsWith('sha256:') && ref !== digest) throw new RegistryError('ERR_BACKEND_VERIFY', `${this.host}/${repo}: manifest ${ref} has digest ${digest}`, { backend: this.name })
       let mediaType = String(res.headers['content-type'] ?? '').split(';')[0].trim()
       try {
         const declared = (JSON.parse(body.toString('utf8')) as { mediaType?: unknown }).mediaType
         if (typeof declared === 'string') mediaType = declared
       } catch {
-        throw new StorageError('ERR_REGISTRY_RESPONSE', `${this.host}/${repo}: manifest ${ref} is not valid JSON`, { backend: 'registry' })
+        throw new RegistryError('ERR_REGISTRY_RESPONSE', `${this.host}/${repo}: manifest ${ref} is not valid JSON`, { backend: this.name })
       }
       return { mediaType, digest, body }
     })
@@ -106,10 +116,29 @@ export class RegistryClient {
     })
   }
 
+  /**
+   * Bytes [offset, offset+length) of a blob, into `dst` when given. Not
+   * retried: a reader wraps its own resilience around this (storage's chain).
+   */
+  async blobRange (repo: string, digest: string, offset: number, length: number, dst?: Buffer, signal?: AbortSignal): Promise<Buffer> {
+    const what = `blob ${digest}`
+    const res = await this.send('GET', `/v2/${repo}/blobs/${digest}`, { scope: pull(repo), what, expect: [200, 206], headers: { range: `bytes=${offset}-${offset + length - 1}` }, signal })
+    return await readRange(res, offset, length, `${this.name} ${this.host}/${repo}: ${what}`, this.name, dst)
+  }
+
+  /** A blob's size (HEAD), not retried. */
+  async blobSize (repo: string, digest: string, signal?: AbortSignal): Promise<number> {
+    const res = await this.send('HEAD', `/v2/${repo}/blobs/${digest}`, { scope: pull(repo), what: `blob ${digest}`, expect: [200], signal })
+    await res.body.dump()
+    const n = Number(res.headers['content-length'])
+    if (!Number.isSafeInteger(n)) throw new RegistryError('ERR_BACKEND_HTTP', `${this.name} ${this.host}/${repo}: blob ${digest} has no Content-Length`, { backend: this.name })
+    return n
+  }
+
   /** A small blob (a config) read whole and checked against its digest. */
   async blobBuffer (repo: string, digest: string, max = MAX_MANIFEST): Promise<Buffer> {
     const body = await readCapped({ body: await this.blobStream(repo, digest) }, max, `${this.host}/${repo}: blob ${digest}`)
-    if (sha256(body) !== digest) throw new StorageError('ERR_BACKEND_VERIFY', `${this.host}/${repo}: blob ${digest} has digest ${sha256(body)}`, { backend: 'registry' })
+    if (sha256(body) !== digest) throw new RegistryError('ERR_BACKEND_VERIFY', `${this.host}/${repo}: blob ${digest} has digest ${sha256(body)}`, { backend: this.name })
     return body
   }
 
@@ -157,7 +186,7 @@ export class RegistryClient {
           res = await this.patch(repo, loc!, start, end - start + 1, () => open(start, end), blob.digest, start === 0 ? [202, ...NO_CHUNKS] : [202])
         } catch (err) {
           // A chunk that failed in transit: ask the registry what it kept and go on from there.
-          if (resumes >= (this.o.retries ?? 3) || !RETRYABLE.has((err as StorageError).code)) throw err
+          if (resumes >= (this.o.retries ?? 3) || !RETRYABLE.has((err as RegistryError).code)) throw err
           await sleep(Math.random() * 200 * 2 ** resumes++)
           const status: { loc: string, next: number } | undefined = await this.uploadStatus(repo, loc!, blob.digest, blob.size).catch(() => undefined)
           // The session is gone (docker's registry cancels one that got part of a body): start afresh.
@@ -184,7 +213,7 @@ export class RegistryClient {
     const res = await this.send('GET', loc, { scope: push(repo), what, expect: [204] })
     await res.body.dump()
     const m = /^0-(-?\d+)$/.exec(String(res.headers.range ?? ''))
-    if (m === null || Number(m[1]) < -1 || Number(m[1]) >= size) throw new StorageError('ERR_REGISTRY_RESPONSE', `registry ${this.host}/${repo}: ${what}: no usable Range in the answer`, { backend: 'registry' })
+    if (m === null || Number(m[1]) < -1 || Number(m[1]) >= size) throw new RegistryError('ERR_REGISTRY_RESPONSE', `registry ${this.host}/${repo}: ${what}: no usable Range in the answer`, { backend: this.name })
     return { loc: typeof res.headers.location === 'string' ? this.location(res, what) : loc, next: Number(m[1]) + 1 }
   }
 
@@ -240,7 +269,7 @@ export class RegistryClient {
 
   private location (res: Dispatcher.ResponseData, what: string): string {
     const l = res.headers.location
-    if (typeof l !== 'string') throw new StorageError('ERR_REGISTRY_RESPONSE', `registry ${this.host}: ${what}: no Location in the answer`, { backend: 'registry' })
+    if (typeof l !== 'string') throw new RegistryError('ERR_REGISTRY_RESPONSE', `registry ${this.host}: ${what}: no Location in the answer`, { backend: this.name })
     return new URL(l, this.origin).toString()
   }
 
@@ -248,40 +277,42 @@ export class RegistryClient {
   private async send (method: Dispatcher.HttpMethod, path: string, o: SendOptions): Promise<Dispatcher.ResponseData> {
     const url = path.startsWith('http') ? path : this.origin + path
     const repo = /\/v2\/(.+?)\/(?:manifests|blobs)\//.exec(new URL(url).pathname)?.[1] ?? ''
-    const label = `registry ${this.host}/${repo}: ${o.what}`
+    const label = `${this.name} ${this.host}/${repo}: ${o.what}`
     let auth = await this.auth.header(this.host, o.scope)
     for (let attempt = 0; ; attempt++) {
-      let res = await this.call(url, method, { ...o.headers, ...(auth === undefined ? {} : { authorization: auth }) }, o.body?.(), o.signal, label)
+      let res = await this.call(url, method, { ...this.o.headers, ...o.headers, ...(auth === undefined ? {} : { authorization: auth }) }, o.body?.(), o.signal, label)
       if (res.statusCode === 401 && attempt === 0) {
         const challenge = String(res.headers['www-authenticate'] ?? '')
         await res.body.dump()
-        auth = await this.auth.answer(this.host, `registry ${this.host}/${repo}`, challenge, o.scope, o.signal)
+        auth = await this.auth.answer(this.host, `${this.name} ${this.host}/${repo}`, challenge, o.scope, o.signal)
         continue
       }
       for (let hops = 0; (method === 'GET' || method === 'HEAD') && res.statusCode >= 300 && res.statusCode < 400 && res.headers.location !== undefined; hops++) {
         await res.body.dump()
-        if (hops >= 5) throw new StorageError('ERR_BACKEND_HTTP', `registry ${this.host}/${repo}: ${o.what}: too many redirects`, { backend: 'registry' })
-        res = await this.call(new URL(String(res.headers.location), url).toString(), method, {}, undefined, o.signal, label)
+        if (hops >= 5) throw new RegistryError('ERR_BACKEND_HTTP', `${label}: too many redirects`, { backend: this.name })
+        // The storage behind a redirect gets the Range, never the registry's credentials or extra headers.
+        const range: Record<string, string> = o.headers?.range === undefined ? {} : { range: o.headers.range }
+        res = await this.call(new URL(String(res.headers.location), url).toString(), method, range, undefined, o.signal, label)
       }
       if (o.expect.includes(res.statusCode)) return res
       throw await this.statusError(res, repo, method, o)
     }
   }
 
-  private async statusError (res: Dispatcher.ResponseData, repo: string, method: string, o: SendOptions): Promise<StorageError> {
+  private async statusError (res: Dispatcher.ResponseData, repo: string, method: string, o: SendOptions): Promise<RegistryError> {
     const text = method === 'HEAD' ? '' : (await res.body.text().catch(() => '')).slice(0, 2000)
     if (method === 'HEAD') await res.body.dump()
     const detail = registryErrors(text)
-    const where = `registry ${this.host}/${repo}: ${o.what}`
+    const where = `${this.name} ${this.host}/${repo}: ${o.what}`
     const s = res.statusCode
     if (s === 401 || s === 403) {
       const need = o.scope.includes(`${repo}:pull,push`) ? 'push' : 'pull'
-      return new StorageError('ERR_BACKEND_AUTH', `${where}: denied (${s}${detail}); the credentials lack ${need} access to ${this.host}/${repo}`, { backend: 'registry' })
+      return new RegistryError('ERR_BACKEND_AUTH', `${where}: denied (${s}${detail}); the credentials lack ${need} access to ${this.host}/${repo}`, { backend: this.name })
     }
-    if (s === 404 && o.what.startsWith('manifest')) return new StorageError('ERR_MANIFEST_NOT_FOUND', `${where}: not found${detail}`, { backend: 'registry' })
-    if (s === 404) return new StorageError('ERR_BLOB_NOT_FOUND', `${where}: not found${detail}`, { backend: 'registry' })
-    if (s >= 500 || s === 429 || s === 408) return new StorageError('ERR_BACKEND_HTTP', `${where}: status ${s}${detail}`, { backend: 'registry' })
-    return new StorageError('ERR_REGISTRY_REJECTED', `${where}: rejected with status ${s}${detail}`, { backend: 'registry' })
+    if (s === 404 && o.what.startsWith('manifest')) return new RegistryError('ERR_MANIFEST_NOT_FOUND', `${where}: not found${detail}`, { backend: this.name })
+    if (s === 404) return new RegistryError('ERR_BLOB_NOT_FOUND', `${where}: not found${detail}`, { backend: this.name })
+    if (s >= 500 || s === 429 || s === 408) return new RegistryError('ERR_BACKEND_HTTP', `${where}: status ${s}${detail}`, { backend: this.name })
+    return new RegistryError('ERR_REGISTRY_REJECTED', `${where}: rejected with status ${s}${detail}`, { backend: this.name })
   }
 
   private async call (url: string, method: Dispatcher.HttpMethod, headers: Record<string, string>, body: Readable | Buffer | string | undefined, signal: AbortSignal | undefined, label: string): Promise<Dispatcher.ResponseData> {
@@ -298,7 +329,7 @@ export class RegistryClient {
       try {
         return await fn()
       } catch (err) {
-        if (attempt >= retries || !RETRYABLE.has((err as StorageError).code)) throw err
+        if (attempt >= retries || !RETRYABLE.has((err as RegistryError).code)) throw err
         await sleep(Math.random() * 200 * 2 ** attempt)
       }
     }
@@ -340,12 +371,12 @@ async function readCapped (res: { body: AsyncIterable<Uint8Array> & { destroy: (
   try {
     for await (const b of res.body) {
       n += b.length
-      if (n > max) throw new StorageError('ERR_REGISTRY_RESPONSE', `${what} is larger than ${max} bytes`, { backend: 'registry' })
+      if (n > max) throw new RegistryError('ERR_REGISTRY_RESPONSE', `${what} is larger than ${max} bytes`, { backend: 'registry' })
       parts.push(Buffer.from(b))
     }
   } catch (err) {
     res.body.destroy()
-    if (err instanceof StorageError) throw err
+    if (err instanceof RegistryError) throw err
     throw transportError(what, err, 'registry')
   }
   return Buffer.concat(parts)

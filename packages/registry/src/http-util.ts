@@ -1,12 +1,12 @@
 import type { Dispatcher } from 'undici'
-import { StorageError } from './errors.js'
+import { RegistryError } from './errors.js'
 
 const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
-/** An undici failure as a StorageError, timeouts told apart. */
-export function transportError (label: string, err: unknown, backend: string): StorageError {
+/** An undici failure as a RegistryError, timeouts told apart. */
+export function transportError (label: string, err: unknown, backend: string): RegistryError {
   const e = err as Error & { code?: string }
-  return new StorageError(TIMEOUTS.has(e.code ?? '') ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP', `${label}: ${e.message}`, { cause: err, backend })
+  return new RegistryError(TIMEOUTS.has(e.code ?? '') ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP', `${label}: ${e.message}`, { cause: err, backend })
 }
 
 /**
@@ -20,7 +20,7 @@ export async function readRange (res: Dispatcher.ResponseData<unknown>, offset: 
   const start = whole ? undefined : /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1]
   if (start !== undefined && Number(start) !== offset) {
     await res.body.dump().catch(() => {})
-    throw new StorageError('ERR_BACKEND_HTTP', `${what}: asked for bytes from ${offset}, the server sent them from ${start}`, { backend })
+    throw new RegistryError('ERR_BACKEND_HTTP', `${what}: asked for bytes from ${offset}, the server sent them from ${start}`, { backend })
   }
   const out = dst ?? Buffer.allocUnsafe(length)
   let skip = whole ? offset : 0
@@ -34,12 +34,12 @@ export async function readRange (res: Dispatcher.ResponseData<unknown>, offset: 
     }
     // Leaving the loop (throw or break) ends the body stream.
     if (!whole && got + part.length > length) {
-      throw new StorageError('ERR_BACKEND_HTTP', `${what} range ${offset}+${length}: the server sent more than ${length} bytes`, { backend })
+      throw new RegistryError('ERR_BACKEND_HTTP', `${what} range ${offset}+${length}: the server sent more than ${length} bytes`, { backend })
     }
     got += part.copy(out, got, 0, Math.min(part.length, length - got))
     // The rest of a whole blob is not wanted; a 206 is read to its end, so its connection is reused.
     if (whole && got === length) break
   }
-  if (got !== length) throw new StorageError('ERR_BACKEND_SHORT_READ', `${what} range ${offset}+${length}: got ${got} bytes`, { backend })
+  if (got !== length) throw new RegistryError('ERR_BACKEND_SHORT_READ', `${what} range ${offset}+${length}: got ${got} bytes`, { backend })
   return out
 }

@@ -1,0 +1,43 @@
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import { join } from 'node:path'
+import { repoRoot } from './paths.js'
+
+/**
+ * Everything a test starts dies with its worker: a sidecar process (one per
+ * worker, in its own session so the worker's signals do not reach it) holds
+ * a pipe from the worker. When the pipe closes, because the worker ended,
+ * timed out or was SIGKILLed, it kills the registered processes, detaches
+ * the registered mounts and removes the registered directories.
+ */
+let sidecar: ChildProcess | undefined
+
+function say (line: string): void {
+  if (sidecar === undefined) {
+    sidecar = spawn(process.execPath, [join(repoRoot, 'packages/testkit/bin/reaper.mjs')], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
+    sidecar.unref()
+    const stdin = sidecar.stdin!
+    stdin.on('error', () => {})
+    // The pipe must not keep the worker alive; it closes when the worker goes.
+    ;(stdin as unknown as { unref?: () => void }).unref?.()
+  }
+  sidecar.stdin!.write(line + '\n')
+}
+
+export const reaper = {
+  pid: (pid: number | undefined): void => { if (pid !== undefined) say(`pid ${pid}`) },
+  unpid: (pid: number | undefined): void => { if (pid !== undefined) say(`unpid ${pid}`) },
+  mount: (path: string): void => { say(`mount ${path}`) },
+  unmount: (path: string): void => { say(`unmount ${path}`) },
+  dir: (path: string): void => { say(`dir ${path}`) },
+  undir: (path: string): void => { say(`undir ${path}`) },
+  /** The sidecar's pid (tests of the reaper itself). */
+  get sidecarPid (): number | undefined { return sidecar?.pid }
+}
+
+/** `spawn`, with the child registered: it is killed if the worker dies first. */
+export function spawnOwned (cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+  const child = spawn(cmd, args, opts)
+  reaper.pid(child.pid)
+  child.once('exit', () => reaper.unpid(child.pid))
+  return child
+}
