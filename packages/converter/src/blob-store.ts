@@ -1,35 +1,17 @@
-import { open, type FileHandle } from 'node:fs/promises'
-import { join } from 'node:path'
-import { RafsError, decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
-import { ConverterError } from './errors.js'
+import { NydusError, withContext } from '@nydusjs/errors'
+import { decodeChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
+import { LocalFsBackend } from '@nydusjs/storage/local'
 
-/** Reads chunks from blob files in a directory with positional reads, and verifies every one. */
+/** Verified chunks from blob files in a directory: storage's localfs reads, rafs's one chunk decoder. */
 export class LocalBlobStore {
-  private readonly handles = new Map<string, Promise<FileHandle>>()
+  private readonly backend: LocalFsBackend
 
-  constructor (private readonly dir: string, private readonly blobs: readonly BlobInfo[], private readonly digester: Digester) {}
-
-  async handle (blob: BlobInfo): Promise<FileHandle> {
-    let h = this.handles.get(blob.id)
-    if (h === undefined) {
-      h = open(join(this.dir, blob.id), 'r').catch((err: NodeJS.ErrnoException) => {
-        throw new ConverterError('ERR_BLOB_MISSING', `blob ${blob.id} ${err.code === 'ENOENT' ? 'is not' : 'cannot be opened'} in ${this.dir}${err.code === 'ENOENT' ? '' : `: ${err.message}`}`)
-      })
-      this.handles.set(blob.id, h)
-    }
-    return await h
+  constructor (dir: string, private readonly blobs: readonly BlobInfo[], private readonly digester: Digester) {
+    this.backend = new LocalFsBackend(dir)
   }
 
   async readRaw (blob: BlobInfo, offset: number, size: number): Promise<Buffer> {
-    const fh = await this.handle(blob)
-    const buf = Buffer.allocUnsafe(size)
-    let got = 0
-    while (got < size) {
-      const { bytesRead } = await fh.read(buf, got, size - got, offset + got)
-      if (bytesRead === 0) throw new ConverterError('ERR_BLOB_CORRUPT', `blob ${blob.id} ends before byte ${offset + size}`)
-      got += bytesRead
-    }
-    return buf
+    return await this.backend.read(blob.id, offset, size)
   }
 
   /** The chunk's uncompressed bytes, checked against its digest. */
@@ -38,23 +20,14 @@ export class LocalBlobStore {
     return verifyChunk(await this.readRaw(blob, c.compressedOffset, c.compressedSize), c, blob.id, this.digester)
   }
 
-  async close (): Promise<void> {
-    for (const h of this.handles.values()) await h.then(async fh => await fh.close(), () => {})
-    this.handles.clear()
-  }
+  async close (): Promise<void> { await this.backend.close() }
 }
 
-/** A chunk's raw bytes decompressed and checked against its digest. */
+/** A chunk's stored bytes decoded and verified; errors name the blob and keep their code. */
 export function verifyChunk (raw: Buffer, c: ChunkRef, blobId: string, digester: Digester): Buffer {
-  let data: Buffer
   try {
-    data = decompressChunk(raw, c.flags, c.uncompressedSize)
+    return decodeChunk(raw, c, digester)
   } catch (err) {
-    if (err instanceof RafsError) throw new ConverterError('ERR_BLOB_CORRUPT', `blob ${blobId}, chunk at ${c.compressedOffset}: ${err.message}`)
-    throw err
+    throw err instanceof NydusError ? withContext(err, `blob ${blobId}`) : err
   }
-  if (!digester.digest(data).equals(c.digest)) {
-    throw new ConverterError('ERR_BLOB_CORRUPT', `blob ${blobId}, chunk at ${c.compressedOffset}: content does not match digest ${c.digest.toString('hex')}`)
-  }
-  return data
 }

@@ -1,3 +1,4 @@
+import { NydusError } from '@nydusjs/errors'
 import { createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
@@ -92,7 +93,7 @@ async function checkBlobFile (blob: BlobInfo, path: string, store: LocalBlobStor
     try {
       await store.readChunk(c)
     } catch (err) {
-      if (err instanceof ConverterError) return err.message.replace(`blob ${blob.id}, `, '')
+      if (err instanceof NydusError) return err.message.replace(`blob ${blob.id}: `, '')
       throw err
     }
     report.chunksChecked++

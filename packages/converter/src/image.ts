@@ -5,8 +5,8 @@ import {
   RafsError, encodeBootstrap, loadDigester, mergeLayers, openValidated, readTree,
   type BootstrapReader, type CompressorName, type DigesterName, type RafsTree
 } from '@nydusjs/rafs'
-import { buildLayer, layerWorkers, type BuildStats } from './build/build-layer.js'
-import { ChunkDict } from './build/chunk-dict.js'
+import { buildLayer, layerWorkers, type BuildStats } from './builder/build-layer.js'
+import { ChunkDict } from './builder/chunk-dict.js'
 import { ConverterError } from './errors.js'
 import { Staged } from './fsutil.js'
 import { OciLayout, parseOciRef } from './oci.js'

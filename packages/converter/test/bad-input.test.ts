@@ -115,7 +115,7 @@ test('merge and inspect refuse a corrupt bootstrap', async t => {
   await writeFile(boot, buf)
   const m = await nydusImage(['merge', '--bootstrap', join(dir, 'm.boot'), boot])
   t.is(m.code, exitCodeOf('ERR_RAFS_CHECKSUM'))
-  t.regex(m.stderr, /l\.boot: bootstrap checksum mismatch.* \[ERR_RAFS_CHECKSUM\]$/)
+  t.regex(m.stderr, /l\.boot: bootstrap checksum mismatch.* \[ERR_RAFS_CHECKSUM\]\n$/)
   t.deepEqual((await readdir(dir)).sort(), ['blobs', 'l.boot'])
   const i = await nydusImage(['inspect', '--bootstrap', boot])
   t.not(i.code, 0)

@@ -1,12 +1,13 @@
 import { NydusError } from '@nydusjs/errors'
-import { CHUNK_FLAG_COMPRESSED, compressChunk, decompressChunkInto, decompressChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
+import type { BlobInfo, ChunkRef, Digester } from '@nydusjs/rafs'
 import type { ChainBackend, ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
-import { BufferLru } from './buffer-lru.js'
-import { BufferPool } from './buffer-pool.js'
-import { OFFLOAD_MIN_BYTES, VerifyWorker } from './verify-worker.js'
+import { ChunkDecoder } from './chunk-decoder.js'
 import { NydusdError } from './errors.js'
+import { chunkKey, MemoryTier } from './memory-tier.js'
 import type { DaemonMetrics } from './metrics.js'
+import { ReadPlanner } from './read-planner.js'
+import { OFFLOAD_MIN_BYTES } from './verify-worker.js'
 
 export interface FetcherOptions {
   /** Every source, a chain (of one for a single backend): reads are verified the same way for all. */
@@ -30,9 +31,10 @@ export interface FetcherOptions {
 interface Inflight { waiters: Array<(data: Buffer) => void>, done: Promise<void> }
 
 /**
- * The read path for one chunk: cache, else one (merged) range request to the
- * backend, then verify against the bootstrap's digest, decompress, cache.
- * Concurrent requests for the same chunk share one fetch.
+ * The read path for one chunk, tying the parts together with a single
+ * flight per chunk: memory (MemoryTier), else the disk cache, else one
+ * (merged, planned by ReadPlanner) range request to the chain, then decode
+ * and verify (ChunkDecoder), keep and deliver.
  *
  * Decoded chunks live in pooled buffers that are reused once the memory LRU
  * drops them, so callers see a chunk's bytes only inside `withChunk`'s
@@ -40,55 +42,41 @@ interface Inflight { waiters: Array<(data: Buffer) => void>, done: Promise<void>
  */
 export class ChunkFetcher {
   private readonly inflight = new Map<string, Inflight>()
-  /** Per blob, chunks sorted by compressed offset. */
-  private readonly byBlob = new Map<number, ChunkRef[]>()
   /** Chunks whose cached copy was hashed since start: a torn file from before a crash is caught once. */
   private readonly verified = new Set<string>()
-  /** Decoded, verified chunks. */
-  private readonly decoded: BufferLru
-  /** Raw bytes of chunks that came along in a merged request; decoded only if asked for. */
-  private readonly merged: BufferLru
-  /** Per blob, where the last fetched run ended: the next run starting there is sequential. */
-  private readonly lastEnd = new Map<number, number>()
-  /** Blobs with a run-ahead fetch in flight. */
-  private readonly aheadBusy = new Set<number>()
-  private readonly writes = new Set<Promise<void>>()
-  /** Buffers a cache write still reads from: never recycled. */
-  private readonly writing = new Set<ArrayBufferLike>()
-  private readonly pool: BufferPool
-  private readonly verifier?: VerifyWorker
+  /** The link that served each merged neighbour waiting in memory, to name it if the chunk is refused. */
+  private readonly mergedFrom = new Map<string, string>()
+  private readonly mem: MemoryTier
+  private readonly decoder: ChunkDecoder
+  private readonly planner: ReadPlanner
   foregroundInflight = 0
 
   constructor (private readonly o: FetcherOptions) {
-    this.pool = new BufferPool(o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0))
-    this.decoded = new BufferLru(o.memoryCacheSize ?? 32 * 1024 * 1024, v => { if (!this.writing.has(v.buffer)) this.pool.give(v) })
-    this.merged = new BufferLru(Math.max(o.mergingSize * 8, 8 * 1024 * 1024), v => this.pool.give(v))
-    if (o.digestValidate && o.verifyThread !== false) this.verifier = new VerifyWorker(o.digester)
-    const seen = new Set<string>()
-    for (const c of o.chunks) {
-      const k = key(o.blobs[c.blobIndex].id, c.compressedOffset)
-      if (seen.has(k)) continue
-      seen.add(k)
-      const list = this.byBlob.get(c.blobIndex) ?? []
-      list.push(c)
-      this.byBlob.set(c.blobIndex, list)
-    }
-    for (const list of this.byBlob.values()) list.sort((a, b) => a.compressedOffset - b.compressedOffset)
+    const maxChunk = o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0)
+    this.mem = new MemoryTier(maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, o.mergingSize, o.cache, o.log)
+    this.decoder = new ChunkDecoder(this.mem.pool, o.digester, o.digestValidate, o.verifyThread !== false)
+    this.planner = new ReadPlanner(o.blobs, o.chunks, o.mergingSize, {
+      hasLocally: (id, c) => this.hasLocally(id, c),
+      isCached: c => this.isCached(c),
+      isDecoded: (id, c) => this.mem.decoded.get(chunkKey(id, c.compressedOffset)) !== undefined,
+      isInflight: (id, c) => this.inflight.has(chunkKey(id, c.compressedOffset)),
+      load: async c => { await this.withChunk(c, noop, false) }
+    })
   }
 
   /** Chunk buffers served from the pool rather than allocated. */
-  get buffersReused (): number { return this.pool.reused }
+  get buffersReused (): number { return this.mem.pool.reused }
 
   /** Chunks the verify thread decoded or hashed. */
-  get verifiedOffThread (): number { return this.verifier?.offloaded ?? 0 }
+  get verifiedOffThread (): number { return this.decoder.offloaded }
 
   isCached (c: ChunkRef): boolean {
     return this.o.cache?.has(this.o.blobs[c.blobIndex].id, c.compressedOffset) ?? false
   }
 
   private hasLocally (blobId: string, c: ChunkRef): boolean {
-    const k = key(blobId, c.compressedOffset)
-    return this.inflight.has(k) || this.decoded.get(k) !== undefined || this.merged.get(k) !== undefined || this.isCached(c)
+    const k = chunkKey(blobId, c.compressedOffset)
+    return this.inflight.has(k) || this.mem.decoded.get(k) !== undefined || this.mem.merged.get(k) !== undefined || this.isCached(c)
   }
 
   /** A copy of the chunk's verified, uncompressed bytes (for callers that keep them). */
@@ -107,8 +95,8 @@ export class ChunkFetcher {
     if (foreground) this.foregroundInflight++
     try {
       const blob = this.o.blobs[c.blobIndex]
-      const k = key(blob.id, c.compressedOffset)
-      const hot = this.decoded.get(k)
+      const k = chunkKey(blob.id, c.compressedOffset)
+      const hot = this.mem.decoded.get(k)
       if (hot !== undefined) { this.o.metrics.cacheHits.inc(); use(hot); return }
       let f = this.inflight.get(k)
       if (f !== undefined) {
@@ -134,23 +122,24 @@ export class ChunkFetcher {
    */
   withChunkNow (c: ChunkRef, use: (data: Buffer) => void): boolean {
     const blob = this.o.blobs[c.blobIndex]
-    const k = key(blob.id, c.compressedOffset)
-    const hot = this.decoded.get(k)
+    const k = chunkKey(blob.id, c.compressedOffset)
+    const hot = this.mem.decoded.get(k)
     if (hot !== undefined) { this.o.metrics.cacheHits.inc(); use(hot); return true }
     if (c.uncompressedSize >= OFFLOAD_MIN_BYTES || this.inflight.has(k)) return false
-    const raw = this.merged.take(k)
+    const raw = this.mem.merged.take(k)
     if (raw === undefined) return false
-    this.runAhead(c, blob)
+    const source = this.takeSource(k)
+    this.planner.runAhead(c, blob)
     let data: Buffer
     try {
-      data = this.decodeHere(c, raw)
+      data = this.decoder.decodeHere(c, raw)
     } catch (err) {
-      this.pool.give(raw)
-      this.refused(c, blob, this.o.backend.name, err as Error)
+      this.mem.pool.give(raw)
+      this.refused(c, blob, source, err as Error)
       return false
     }
     this.verified.add(k)
-    if (data.buffer !== raw.buffer) this.pool.give(raw)
+    if (data.buffer !== raw.buffer) this.mem.pool.give(raw)
     this.keep(blob, c, data)
     use(data)
     return true
@@ -170,40 +159,47 @@ export class ChunkFetcher {
 
   /** Called by `withChunk` right after it missed the memory LRU, with no await between. */
   private async load (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<void> {
-    const raw = this.merged.take(k)
+    const raw = this.mem.merged.take(k)
     if (raw !== undefined) {
-      if (foreground) this.runAhead(c, blob)
-      const data = await this.decode(c, blob, raw)
+      if (foreground) this.planner.runAhead(c, blob)
+      const data = await this.decode(c, blob, raw, this.takeSource(k))
       if (data !== undefined) {
-        if (data.buffer !== raw.buffer) this.pool.give(raw)
+        if (data.buffer !== raw.buffer) this.mem.pool.give(raw)
         this.keep(blob, c, data)
         return
       }
     }
-    const cache = this.o.cache
-    const dst = cache?.has(blob.id, c.compressedOffset) === true ? this.pool.take(c.uncompressedSize) : undefined
-    const cached = dst === undefined ? undefined : await cache!.get(blob.id, c.compressedOffset, c.uncompressedSize, dst)
-    if (cached !== undefined) {
-      if (foreground) this.cacheReadAhead(c, blob)
-      if (this.verified.has(k) || !this.o.digestValidate || (await this.digestOf(cached)).equals(c.digest)) {
-        this.verified.add(k)
-        this.o.metrics.cacheHits.inc()
-        this.decoded.set(k, cached)
-        this.deliver(k, cached)
-        return
-      }
-      this.o.log.warn({ blob: blob.id, offset: c.compressedOffset }, 'cached chunk does not match its digest; fetching it again')
-      await cache!.remove(k)
-    }
-    if (dst !== undefined) this.pool.give(dst)
+    if (await this.fromCache(c, blob, k, foreground)) return
     this.o.metrics.cacheMisses.inc()
     await this.fetch(c, blob, foreground)
   }
 
+  /** The chunk from the disk cache, hashed once per run of the daemon; a bad copy is dropped. */
+  private async fromCache (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<boolean> {
+    const cache = this.o.cache
+    if (cache?.has(blob.id, c.compressedOffset) !== true) return false
+    const dst = this.mem.pool.take(c.uncompressedSize)
+    const cached = await cache.get(blob.id, c.compressedOffset, c.uncompressedSize, dst)
+    if (cached !== undefined) {
+      if (foreground) this.planner.cacheReadAhead(c, blob)
+      if (this.verified.has(k) || !this.o.digestValidate || (await this.decoder.digest(cached)).equals(c.digest)) {
+        this.verified.add(k)
+        this.o.metrics.cacheHits.inc()
+        this.mem.decoded.set(k, cached)
+        this.deliver(k, cached)
+        return true
+      }
+      this.o.log.warn({ blob: blob.id, offset: c.compressedOffset }, 'cached chunk does not match its digest; fetching it again')
+      await cache.remove(blob.id, c.compressedOffset)
+    }
+    this.mem.pool.give(dst)
+    return false
+  }
+
   /** Fetches `c` plus the missing chunks right after it in the blob, up to merging_size, in one request. */
   private async fetch (c: ChunkRef, blob: BlobInfo, foreground = false): Promise<void> {
-    const sequential = this.lastEnd.get(c.blobIndex) === c.compressedOffset
-    const run = this.mergeRun(c, blob)
+    const sequential = this.planner.isSequential(c)
+    const run = this.planner.mergeRun(c, blob)
     const start = run[0].compressedOffset
     const last = run[run.length - 1]
     const length = last.compressedOffset + last.compressedSize - start
@@ -213,10 +209,10 @@ export class ChunkFetcher {
     let checked: Buffer | undefined
     try {
       // The chain moves to its next source when the wanted chunk does not verify.
-      const served = await this.o.backend.readVerified(blob.id, start, length, async b => {
-        checked = await this.decodeQuiet(c, b.subarray(0, c.compressedSize))
+      const served = await this.o.backend.readVerified(blob.id, start, length, async (b, source) => {
+        checked = await this.decoder.decode(c, b.subarray(0, c.compressedSize)).catch((err: Error) => { this.refused(c, blob, source, err); return undefined })
         return checked !== undefined
-      }, undefined, this.pool.take(length))
+      }, undefined, this.mem.pool.take(length))
       // An abandoned pool buffer is never handed back: a timed-out source may still write into it.
       raw = served.data
       backend = served.source
@@ -231,91 +227,47 @@ export class ChunkFetcher {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
     // After this run's own request, not before: the reader waits for this one.
-    if (foreground && sequential) this.runAhead(c, blob)
+    if (foreground && sequential) this.planner.runAhead(c, blob)
     for (const r of run.slice(1)) {
-      const piece = this.pool.take(r.compressedSize)
+      const piece = this.mem.pool.take(r.compressedSize)
       raw.copy(piece, 0, r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)
-      this.merged.set(key(blob.id, r.compressedOffset), piece)
+      const k = chunkKey(blob.id, r.compressedOffset)
+      this.mem.merged.set(k, piece)
+      if (backend === this.o.backend.links[0].name) continue
+      // Evicted neighbours are never taken: bounded, at worst a refusal is put down to the first link.
+      if (this.mergedFrom.size >= 4096) this.mergedFrom.clear()
+      this.mergedFrom.set(k, backend)
     }
-    if (checked !== undefined) this.verified.add(key(blob.id, c.compressedOffset))
+    if (checked !== undefined) this.verified.add(chunkKey(blob.id, c.compressedOffset))
     const wanted = checked ?? await this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
     if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
     // The compressed bytes are spent (merged neighbours were copied out above); raw-stored, they are the chunk.
-    if (wanted.buffer !== raw.buffer) this.pool.give(raw)
+    if (wanted.buffer !== raw.buffer) this.mem.pool.give(raw)
     this.keep(blob, c, wanted)
   }
 
-  /** Keeps a verified chunk and hands it to its waiters; the disk write happens off the read's critical path (see `flush`). */
+  /** Keeps a verified chunk and hands it to its waiters. */
   private keep (blob: BlobInfo, c: ChunkRef, data: Buffer): void {
-    const k = key(blob.id, c.compressedOffset)
-    const cache = this.o.cache
-    if (cache !== undefined) {
-      this.writing.add(data.buffer)
-      const p: Promise<void> = cache.put(blob.id, c.compressedOffset, data)
-        .catch((err: Error) => this.o.log.warn({ err: err.message }, 'cache write failed'))
-        .finally(() => { this.writes.delete(p); this.writing.delete(data.buffer) })
-      this.writes.add(p)
-    }
-    this.decoded.set(k, data)
-    this.deliver(k, data)
+    this.mem.keep(blob.id, c.compressedOffset, data)
+    this.deliver(chunkKey(blob.id, c.compressedOffset), data)
   }
 
   /** Waits for pending cache writes (at shutdown, so a restart finds them). */
-  async flush (): Promise<void> {
-    while (this.writes.size > 0) await Promise.all([...this.writes])
-  }
+  async flush (): Promise<void> { await this.mem.flush() }
 
-  /** Decodes and hashes a small made-up chunk once, so the first real read does not pay for these paths' first call. */
-  warmUp (): void {
-    const sample = compressChunk(Buffer.alloc(16 * 1024, 1), 'zstd')
-    const dst = this.pool.take(16 * 1024)
-    this.o.digester.digest(decompressChunkInto(sample.data, sample.flags, 16 * 1024, dst))
-    this.pool.give(dst)
-  }
+  warmUp (): void { this.decoder.warmUp() }
 
   /** Flushes and stops the verify thread. */
   async close (): Promise<void> {
     await this.flush()
-    await this.verifier?.close()
-  }
-
-  private async digestOf (data: Buffer): Promise<Buffer> {
-    return await (this.verifier?.digest(data) ?? this.o.digester.digestAsync(data))
-  }
-
-  /** A chain link's answer decompressed and verified, or undefined: the chain moves on (it logs and counts the failure). */
-  private async decodeQuiet (c: ChunkRef, piece: Buffer): Promise<Buffer | undefined> {
-    return await this.decodeChecked(c, piece).catch(() => undefined)
-  }
-
-  /** Decompressed and verified on this thread; throws on a mismatch, its buffer back in the pool. */
-  private decodeHere (c: ChunkRef, piece: Buffer): Buffer {
-    const data = this.unpack(c, piece)
-    if (!this.o.digestValidate || this.o.digester.digest(data).equals(c.digest)) return data
-    if (data.buffer !== piece.buffer) this.pool.give(data)
-    throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
-  }
-
-  /** Decompressed (into a pooled buffer) and, stored raw, copied out of a larger request buffer. */
-  private unpack (c: ChunkRef, piece: Buffer): Buffer {
-    if ((c.flags & CHUNK_FLAG_COMPRESSED) === 0) {
-      const data = decompressChunk(piece, c.flags, c.uncompressedSize)
-      return data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
-    }
-    const dst = this.pool.take(c.uncompressedSize)
-    try {
-      return decompressChunkInto(piece, c.flags, c.uncompressedSize, dst)
-    } catch (err) {
-      this.pool.give(dst)
-      throw err
-    }
+    await this.decoder.close()
   }
 
   /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */
   private async decode (c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
     try {
-      const data = await this.decodeChecked(c, piece)
-      this.verified.add(key(blob.id, c.compressedOffset))
+      const data = await this.decoder.decode(c, piece)
+      this.verified.add(chunkKey(blob.id, c.compressedOffset))
       return data
     } catch (err) {
       this.refused(c, blob, backend, err as Error)
@@ -323,113 +275,18 @@ export class ChunkFetcher {
     }
   }
 
-  /**
-   * Decompressed and verified; throws on a mismatch with the buffers it took
-   * back in the pool (never `piece`'s: a chain may still be filling it). Large
-   * chunks are decompressed and hashed on the verify thread, so the JS thread
-   * serves FUSE while read-ahead chunks are checked.
-   */
-  private async decodeChecked (c: ChunkRef, piece: Buffer): Promise<Buffer> {
-    let data: Buffer | undefined
-    let dst: Buffer | undefined
-    try {
-      let digest: Buffer | undefined
-      if (this.verifier !== undefined && (c.flags & CHUNK_FLAG_COMPRESSED) !== 0) {
-        dst = this.pool.take(c.uncompressedSize)
-        ;({ data, digest } = await this.verifier.decode(piece, c.flags, c.uncompressedSize, dst))
-      } else {
-        data = this.unpack(c, piece)
-        if (this.o.digestValidate) digest = await this.digestOf(data)
-      }
-      if (digest !== undefined && !digest.equals(c.digest)) throw new Error(`digest mismatch, expected ${c.digest.toString('hex')}`)
-      return data
-    } catch (err) {
-      const spent = data ?? dst
-      if (spent !== undefined && spent.buffer !== piece.buffer) this.pool.give(spent)
-      throw err
-    }
+  /** Where a merged neighbour came from: recorded only when not the first link, so the common case costs nothing. */
+  private takeSource (k: string): string {
+    const s = this.mergedFrom.get(k)
+    if (s === undefined) return this.o.backend.links[0].name
+    this.mergedFrom.delete(k)
+    return s
   }
 
   private refused (c: ChunkRef, blob: BlobInfo, backend: string, err: Error): void {
     this.o.metrics.verifyFailures.inc({ backend })
     this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: err.message }, 'chunk failed verification')
   }
-
-  /**
-   * Each chunk read from the disk cache costs trips through the thread pool
-   * (open, read). When the chunk before this one in the blob is in memory, the
-   * reader is going through the blob in order: the cached chunks that follow,
-   * up to merging_size of blob, are loaded in parallel, so their trips overlap
-   * as one merged request does for misses.
-   */
-  private cacheReadAhead (c: ChunkRef, blob: BlobInfo): void {
-    const list = this.byBlob.get(c.blobIndex)
-    const i = list === undefined ? -1 : lowerBound(list, c.compressedOffset)
-    if (list === undefined || i < 1 || this.decoded.get(key(blob.id, list[i - 1].compressedOffset)) === undefined) return
-    let total = 0
-    for (let j = i + 1; j < list.length && total < this.o.mergingSize; j++) {
-      const n = list[j]
-      total += n.compressedSize
-      if (!this.isCached(n)) break
-      const k = key(blob.id, n.compressedOffset)
-      if (!this.inflight.has(k) && this.decoded.get(k) === undefined) this.withChunk(n, noop, false).catch(() => {})
-    }
-  }
-
-  /**
-   * A reader going through a blob in order would wait for each merged
-   * request in turn. While it consumes one run, the next run is fetched (and
-   * its first chunk decoded) in the background: at most one run ahead per blob.
-   */
-  private runAhead (c: ChunkRef, blob: BlobInfo): void {
-    const end = this.lastEnd.get(c.blobIndex)
-    const list = this.byBlob.get(c.blobIndex)
-    if (end === undefined || list === undefined || this.aheadBusy.has(c.blobIndex)) return
-    if (end - (c.compressedOffset + c.compressedSize) > this.o.mergingSize) return
-    const next = list[lowerBound(list, end)]
-    if (next === undefined || next.compressedOffset !== end || this.hasLocally(blob.id, next)) return
-    this.aheadBusy.add(c.blobIndex)
-    this.withChunk(next, noop, false).catch(() => {}).finally(() => this.aheadBusy.delete(c.blobIndex))
-  }
-
-  /**
-   * Merging pays off only for sequential access: a request that starts where
-   * the previous one of this blob ended is extended up to merging_size; a
-   * scattered one fetches just its chunk, so reading 5% of an image costs
-   * about 5% of its bytes.
-   */
-  private mergeRun (c: ChunkRef, blob: BlobInfo): ChunkRef[] {
-    const run = [c]
-    const list = this.byBlob.get(c.blobIndex)
-    const sequential = this.lastEnd.get(c.blobIndex) === c.compressedOffset
-    this.lastEnd.set(c.blobIndex, c.compressedOffset + c.compressedSize)
-    if (list === undefined || !sequential || this.o.mergingSize <= c.compressedSize) return run
-    let i = lowerBound(list, c.compressedOffset)
-    let end = c.compressedOffset + c.compressedSize
-    let total = c.compressedSize
-    for (i++; i < list.length; i++) {
-      const n = list[i]
-      if (n.compressedOffset !== end || total + n.compressedSize > this.o.mergingSize) break
-      if (this.hasLocally(blob.id, n)) break
-      run.push(n)
-      end += n.compressedSize
-      total += n.compressedSize
-    }
-    this.lastEnd.set(c.blobIndex, end)
-    return run
-  }
 }
 
-const key = (blobId: string, offset: number): string => `${blobId}/${offset}`
 const noop = (): void => {}
-
-function lowerBound (list: ChunkRef[], offset: number): number {
-  let lo = 0
-  let hi = list.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (list[mid].compressedOffset < offset) lo = mid + 1
-    else hi = mid
-  }
-  return lo
-}

@@ -105,7 +105,7 @@ export class Nydusd {
       this.endedResolve()
     })
     await this.warmUp(lister)
-    this.log.info({ mountpoint: this.o.mountpoint, bootstrap: this.o.bootstrap, backend: this.backend.name, inodes: this.reader.inodeCount }, 'mounted')
+    this.log.info({ mountpoint: this.o.mountpoint, bootstrap: this.o.bootstrap, backend: this.o.config.device.backend.type, inodes: this.reader.inodeCount }, 'mounted')
   }
 
   /**
@@ -135,7 +135,7 @@ export class Nydusd {
         state: this.state,
         mountpoint: this.o.mountpoint,
         bootstrap: this.o.bootstrap,
-        backend: { type: this.backend.name },
+        backend: { type: this.o.config.device.backend.type, links: this.backend.links.map(l => l.name), open_breakers: this.backend.openLinks() },
         root_digest: this.reader.sb.rootDigest.toString('hex')
       }),
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
@@ -212,8 +212,8 @@ async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger
   const links = await Promise.all((b.type === 'chain' ? b.config.backends : [b]).map(linksOf))
   return new ChainBackend(links.flat(), {
     onFailover: (link, err) => {
+      // A refused chunk is counted (and logged) where it was judged: the fetcher.
       metrics.backendFailovers.inc({ backend: link })
-      if ((err as { code?: string }).code === 'ERR_BACKEND_VERIFY') metrics.verifyFailures.inc({ backend: link })
       log.warn({ backend: link, err: err.message }, 'source failed; trying the next one')
     }
   })

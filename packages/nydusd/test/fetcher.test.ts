@@ -95,7 +95,7 @@ test('chunks of a merged request are served on the spot, each checked: a corrupt
   t.true(createHash('sha256').update(got!).digest().equals(sorted[2].digest))
   t.false(fetcher.withChunkNow(bad, () => t.fail('corrupt bytes were handed out')))
   t.regex(await metrics.registry.metrics(), /nydusd_chunk_verify_failures_total\{backend="counting"\} 1/)
-  await t.throwsAsync(fetcher.get(bad), { code: 'ERR_CHUNK_VERIFY' })
+  await t.throwsAsync(fetcher.get(bad), { code: 'ERR_BACKEND_VERIFY' })
 })
 
 test('prefetch waits while a foreground read is in flight', async t => {
@@ -218,8 +218,8 @@ test('1 MiB chunks are decoded and hashed on the verify thread: concurrent reade
   t.is(wrong, 0)
   t.true(fetcher.verifiedOffThread > 0, `hashed off thread: ${fetcher.verifiedOffThread}`)
   const before = fetcher.verifiedOffThread
-  await t.throwsAsync(fetcher.get(victim), { code: 'ERR_CHUNK_VERIFY' })
-  await t.throwsAsync(fetcher.get(packed), { code: 'ERR_CHUNK_VERIFY' })
+  await t.throwsAsync(fetcher.get(victim), { code: 'ERR_BACKEND_VERIFY' })
+  await t.throwsAsync(fetcher.get(packed), { code: 'ERR_BACKEND_VERIFY' })
   t.is(fetcher.verifiedOffThread, before + 2, 'the bad chunks were judged by the verify thread')
 })
 

@@ -24,7 +24,8 @@ export interface ServedRange {
   abandoned: boolean
 }
 
-export type Verify = (data: Buffer) => boolean | Promise<boolean>
+/** Judges a link's answer; `source` names the link, for the caller's logs and metrics. */
+export type Verify = (data: Buffer, source: string) => boolean | Promise<boolean>
 
 /**
  * Sources tried in order for every range, each wrapped in a ResilientBackend
@@ -71,7 +72,7 @@ export class ChainBackend implements BlobBackend {
     for (const link of this.links) {
       try {
         const data = await link.fetch(blobId, offset, length, buf, signal)
-        if (!(await verify(data))) {
+        if (!(await verify(data, link.name))) {
           link.refused()
           throw new StorageError('ERR_BACKEND_VERIFY', `${link.name}: blob ${blobId} range ${offset}+${length} failed verification`, { backend: link.name })
         }

@@ -71,7 +71,7 @@ export class ChunkCache {
       return undefined
     }
     if (data?.length !== size) {
-      await this.remove(key)
+      await this.drop(key)
       this.misses++
       return undefined
     }
@@ -104,7 +104,12 @@ export class ChunkCache {
     await this.evict()
   }
 
-  async remove (key: string): Promise<void> {
+  /** Drops a chunk (it failed verification, say). */
+  async remove (blobId: string, offset: number): Promise<void> {
+    await this.drop(`${checkBlobId(blobId)}/${offset}`)
+  }
+
+  private async drop (key: string): Promise<void> {
     const n = this.forget(key)
     if (n !== undefined) await rm(this.path(key, n), { force: true })
   }
@@ -126,7 +131,7 @@ export class ChunkCache {
     if (this.limit <= 0) return
     for (const key of this.lru.keys()) {
       if (this.bytes <= this.limit) break
-      await this.remove(key)
+      await this.drop(key)
       this.evictions++
     }
   }

@@ -56,6 +56,8 @@ export interface TestRegistry {
   ca?: TestCa
   token?: TokenServer
   dir: string
+  /** The docker-registry process. */
+  pid?: number
   stop: () => Promise<void>
 }
 
@@ -99,7 +101,7 @@ export async function startRegistry (t: Teardown, o: { auth?: RegistryAuth, tls?
     if (i > 100) throw new Error(`docker-registry did not listen on ${port}: ${stderr}`)
     await sleep(50)
   }
-  return { host: `127.0.0.1:${port}`, scheme, url: `${scheme}://127.0.0.1:${port}`, ca, token, dir, stop }
+  return { host: `127.0.0.1:${port}`, scheme, url: `${scheme}://127.0.0.1:${port}`, ca, token, dir, pid: proc.pid, stop }
 }
 
 async function startTokenServer (t: Teardown, ca: TestCa, auth: Extract<RegistryAuth, { type: 'token' }>): Promise<TokenServer> {

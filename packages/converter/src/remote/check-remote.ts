@@ -80,7 +80,7 @@ async function checkRemoteBlobs (r: BootstrapReader, backend: BlobBackend, repor
       report.blobsChecked++
     } catch (err) {
       const e = err as Error & { code?: string }
-      report.problems.push(`blob ${blob.id}: ${e.message.replace(`blob ${blob.id}, `, '')}`)
+      report.problems.push(`blob ${blob.id}: ${e.message.replace(`blob ${blob.id}: `, '')}`)
     }
   }
 }

@@ -3,7 +3,7 @@ import { DEFAULT_CHUNK_SIZE, FORMAT_VERSION, isReg, walkTree, type Inode, type R
 import { parseImageRef, type PushResult } from '@nydusjs/registry'
 import { ConverterError } from '../errors.js'
 import { BuildCache, type BuildCacheReport, type CachedLayer } from './build-cache.js'
-import type { Ctx, LayerReport, RemoteConvertOptions } from './convert-remote.js'
+import type { Ctx, LayerReport, RemoteConvertOptions } from './convert-types.js'
 import { RegistryBlobTarget, type Registries } from './registries.js'
 import type { LoadedDicts } from './source.js'
 

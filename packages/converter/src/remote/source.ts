@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { BootstrapReader, RafsError, openValidated, type DigesterName } from '@nydusjs/rafs'
 import { pullBootstrap } from '@nydusjs/storage'
 import { hostPlatform, isNydusEntry, matchesPlatform, parseImageRef, parseManifest, platformString, type Descriptor, type FetchedManifest, type ImageManifest, type RegistryClient } from '@nydusjs/registry'
-import { ChunkDict } from '../build/chunk-dict.js'
+import { ChunkDict } from '../builder/chunk-dict.js'
 import { ConverterError } from '../errors.js'
 import type { Registries } from './registries.js'
 
