@@ -2,17 +2,11 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { INDEX_TYPES, IMAGE_TYPES, matchesPlatform, type Platform } from '@nydusjs/registry'
+import { INDEX_TYPES, IMAGE_TYPES, matchesPlatform, type Descriptor, type Platform } from '@nydusjs/registry'
 import { ConverterError } from './errors.js'
 import type { SourceType } from './sources/open.js'
 
-export interface Descriptor {
-  mediaType: string
-  digest: string
-  size: number
-  annotations?: Record<string, string>
-  platform?: { os?: string, architecture?: string, variant?: string }
-}
+export type { Descriptor } from '@nydusjs/registry'
 
 export const LAYER_TYPES: Record<string, SourceType> = {
   'application/vnd.oci.image.layer.v1.tar': 'tar',

@@ -3,8 +3,8 @@ import { isDir, isLnk, isReg, S_IFMT, S_IFCHR, S_IFBLK, S_IFIFO, walkTree, xattr
 import { LocalBlobStore } from './blob-store.js'
 import { ConverterError } from './errors.js'
 import { tmpName } from './fsutil.js'
-import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar/writer.js'
-import type { EntryType } from './sources/entry.js'
+import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from '@nydusjs/tar'
+import type { EntryType } from '@nydusjs/tar'
 
 const FLUSH = 4 * 1024 * 1024
 

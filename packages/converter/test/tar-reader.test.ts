@@ -1,4 +1,5 @@
 import test from 'ava'
+import { NydusError } from '@nydusjs/errors'
 import { ConverterError, TarSource, encodeHeader, END_OF_ARCHIVE, padding, normalisePath, type LayerEntry } from '../src/index.js'
 
 async function * once (b: Buffer): AsyncGenerator<Buffer> { yield b }
@@ -59,7 +60,7 @@ test('a malformed PAX record is a typed error', async t => {
   for (const b of xh) sum += b
   xh.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1')
   const tar = Buffer.concat([xh, body, padding(body.length), END_OF_ARCHIVE])
-  const err = await t.throwsAsync(entries(tar), { instanceOf: ConverterError })
+  const err = await t.throwsAsync(entries(tar), { instanceOf: NydusError })
   t.is(err?.code, 'ERR_TAR_BAD_HEADER')
 })
 

@@ -1,5 +1,5 @@
-import { withContext } from '@nydusjs/errors'
-import { ANNOTATION_NYDUS_BOOTSTRAP, RafsError, decodeBootstrapLayer } from '@nydusjs/rafs'
+import { NydusError, withContext } from '@nydusjs/errors'
+import { ANNOTATION_NYDUS_BOOTSTRAP, decodeBootstrapLayer } from '@nydusjs/rafs'
 import { StorageError } from './errors.js'
 import { resolveImage, type Descriptor, type ImageManifest, type RegistryClient } from '@nydusjs/registry'
 
@@ -24,7 +24,7 @@ export async function pullBootstrap (client: RegistryClient, repo: string, ref: 
   try {
     return { digest: img.digest, manifest: img.manifest, layer, bootstrap: decodeBootstrapLayer(buf, `${where} bootstrap layer ${layer.digest}`) }
   } catch (err) {
-    if (err instanceof RafsError) throw withContext(err, where)
+    if (err instanceof NydusError) throw withContext(err, where)
     throw err
   }
 }

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises'
 import { DEFAULT_CHUNK_SIZE, type BlobInfo, type CompressorName, type DigesterName, type RafsTree } from '@nydusjs/rafs'
-import type { EntrySource } from '../sources/entry.js'
+import type { EntrySource } from '@nydusjs/tar'
 import { BlobWriter } from './blob-writer.js'
 import { ChunkDict } from './chunk-dict.js'
 import { ChunkPipeline } from './chunk-pipeline.js'

@@ -2,7 +2,7 @@ import {
   MAX_NAME, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, isDir, nameKey, newInode, type Inode
 } from '@nydusjs/rafs'
 import { ConverterError } from '../errors.js'
-import type { EntryType, LayerEntry } from '../sources/entry.js'
+import type { EntryType, LayerEntry } from '@nydusjs/tar'
 
 const TYPE_BITS: Record<EntryType, number> = { file: S_IFREG, link: S_IFREG, symlink: S_IFLNK, dir: S_IFDIR, char: S_IFCHR, block: S_IFBLK, fifo: S_IFIFO }
 

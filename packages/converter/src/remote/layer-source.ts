@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto'
 import { Transform, type Readable, type TransformCallback } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { ConverterError } from '../errors.js'
-import type { EntrySource } from '../sources/entry.js'
+import type { EntrySource } from '@nydusjs/tar'
 import { decompressed, type SourceType } from '../sources/open.js'
-import { TarSource } from '../tar/reader.js'
+import { TarSource } from '@nydusjs/tar'
 
 /** Hashes and counts the raw layer bytes as they pass; the stream fails at its end if they are not the descriptor's. */
 class DigestCheck extends Transform {

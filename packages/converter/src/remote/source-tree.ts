@@ -1,7 +1,7 @@
 import {
   S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, isReg, walkTree, type Digester, type RafsTree
 } from '@nydusjs/rafs'
-import type { EntrySource, EntryType, LayerEntry } from '../sources/entry.js'
+import type { EntrySource, EntryType, LayerEntry } from '@nydusjs/tar'
 import { normalisePath } from '../builder/tree-builder.js'
 
 /** What `tar -x` of the layers in order (whiteouts applied) leaves at one path. */

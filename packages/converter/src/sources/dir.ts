@@ -1,7 +1,7 @@
 import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ConverterError } from '../errors.js'
-import type { EntrySource, EntryType, LayerEntry } from './entry.js'
+import type { EntrySource, EntryType, LayerEntry } from '@nydusjs/tar'
 
 /**
  * A directory as a layer, walked in name order. Node has no xattr API, so a

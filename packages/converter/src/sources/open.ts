@@ -4,9 +4,9 @@ import { createGunzip } from 'node:zlib'
 import { pipeline, type Readable } from 'node:stream'
 import { DecompressStream } from 'zstd-napi'
 import { ConverterError } from '../errors.js'
-import { TarSource } from '../tar/reader.js'
+import { TarSource } from '@nydusjs/tar'
 import { DirSource } from './dir.js'
-import type { EntrySource } from './entry.js'
+import type { EntrySource } from '@nydusjs/tar'
 
 export type SourceType = 'tar' | 'targz' | 'tarzst' | 'dir'
 export const SOURCE_TYPES: readonly SourceType[] = ['tar', 'targz', 'tarzst', 'dir']

@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises'
-import { ConverterError } from '../errors.js'
+import { TarError } from './errors.js'
 
 const FILL = 1024 * 1024
 const DIRECT = 64 * 1024
@@ -111,6 +111,6 @@ export class ByteReader {
   }
 
   private truncated (n: number): never {
-    throw new ConverterError('ERR_TAR_TRUNCATED', `${this.what} is truncated at byte ${this.position} (${n} more bytes expected)`)
+    throw new TarError('ERR_TAR_TRUNCATED', `${this.what} is truncated at byte ${this.position} (${n} more bytes expected)`)
   }
 }

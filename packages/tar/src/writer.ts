@@ -1,4 +1,4 @@
-import type { EntryType, LayerEntry } from '../sources/entry.js'
+import type { EntryType, LayerEntry } from './entry.js'
 
 const BLOCK = 512
 const FLAGS: Record<EntryType, string> = { file: '0', link: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' }

@@ -1,0 +1,5 @@
+export { TarError, type TarErrorCode } from './errors.js'
+export type { EntrySource, EntryType, LayerEntry } from './entry.js'
+export { TarSource } from './reader.js'
+export { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './writer.js'
+export { findTarFile } from './find.js'
