@@ -13,7 +13,11 @@ const work = join(root, '.bench', 'convert')
 const runs = Number(process.env.BENCH_RUNS ?? 3)
 const sh = (cmd, args, opts = {}) => String(execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], ...opts }) ?? '')
 
-for (const [tool, pkg] of [['zstd', 'zstd'], ['mksquashfs', 'squashfs-tools'], ['/usr/bin/time', 'time']]) {
+for (const [tool, pkg] of [
+  ['zstd', 'zstd'],
+  ['mksquashfs', 'squashfs-tools'],
+  ['/usr/bin/time', 'time']
+]) {
   if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) sh('apt-get', ['install', '-y', '--no-install-recommends', pkg])
 }
 sh('bash', [join(root, 'fixtures/scripts/build-debian.sh')], { stdio: 'inherit' })
@@ -25,19 +29,32 @@ sh('tar', ['--xattrs', '--numeric-owner', '-xpf', tar, '-C', join(work, 'rootfs'
 sh('sh', ['-c', `cat '${tar}' > /dev/null`]) // same page-cache state for every tool
 
 /** Wall seconds and peak RSS (MB) of one command, from GNU time. */
-function timed (cmd, args) {
+function timed(cmd, args) {
   const r = spawnSync('/usr/bin/time', ['-f', '%e %M', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`)
   const last = r.stderr.toString().trim().split('\n').pop().split(' ')
   return { seconds: Number(last[0]), rssMB: Number(last[1]) / 1024, stdout: r.stdout.toString() }
 }
 
-function median (xs) { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1] }
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[s.length >> 1]
+}
 
 const tools = {
   'nydus-image create': () => {
     rmSync(join(work, 'blobs'), { recursive: true, force: true })
-    const r = timed(process.execPath, [join(root, 'packages/converter/bin/run.js'), 'create', tar, '--bootstrap', join(work, 'image.boot'), '--blob-dir', join(work, 'blobs'), '--output-json', join(work, 'out.json')])
+    const r = timed(process.execPath, [
+      join(root, 'packages/converter/bin/run.js'),
+      'create',
+      tar,
+      '--bootstrap',
+      join(work, 'image.boot'),
+      '--blob-dir',
+      join(work, 'blobs'),
+      '--output-json',
+      join(work, 'out.json')
+    ])
     const out = JSON.parse(readFileSync(join(work, 'out.json'), 'utf8'))
     return { ...r, outBytes: out.stats.blobSize + statSync(join(work, 'image.boot')).size }
   },
@@ -46,7 +63,17 @@ const tools = {
     return { ...r, outBytes: statSync(join(work, 'rootfs.tar.zst')).size }
   },
   'mksquashfs -comp zstd -Xcompression-level 3': () => {
-    const r = timed('mksquashfs', [join(work, 'rootfs'), join(work, 'rootfs.sqfs'), '-comp', 'zstd', '-Xcompression-level', '3', '-noappend', '-quiet', '-no-progress'])
+    const r = timed('mksquashfs', [
+      join(work, 'rootfs'),
+      join(work, 'rootfs.sqfs'),
+      '-comp',
+      'zstd',
+      '-Xcompression-level',
+      '3',
+      '-noappend',
+      '-quiet',
+      '-no-progress'
+    ])
     return { ...r, outBytes: statSync(join(work, 'rootfs.sqfs')).size }
   }
 }
@@ -55,7 +82,9 @@ const results = {}
 for (let i = 0; i < runs; i++) {
   for (const [name, fn] of Object.entries(tools)) (results[name] ??= []).push(fn()) // interleaved, so drift hits every tool alike
 }
-const stat = JSON.parse(sh(process.execPath, [join(root, 'packages/converter/bin/run.js'), 'stat', '--bootstrap', join(work, 'image.boot'), '--json']))
+const stat = JSON.parse(
+  sh(process.execPath, [join(root, 'packages/converter/bin/run.js'), 'stat', '--bootstrap', join(work, 'image.boot'), '--json'])
+)
 const rows = Object.entries(results).map(([name, rs]) => {
   const seconds = median(rs.map(r => r.seconds))
   return { tool: name, seconds, mbps: tarBytes / 1e6 / seconds, rssMB: Math.max(...rs.map(r => r.rssMB)), outMB: rs[0].outBytes / 1e6 }
@@ -72,5 +101,8 @@ writeFileSync(join(root, '.bench', 'convert.json'), JSON.stringify(summary, null
 console.log(`input: ${(tarBytes / 1e6).toFixed(0)} MB tar, ${stat.images[0].files} files; median of ${runs} runs`)
 console.log('| tool | wall s | MB/s of input | x zstd | peak RSS MB | output MB |')
 console.log('|---|---|---|---|---|---|')
-for (const r of summary.rows) console.log(`| ${r.tool} | ${r.seconds.toFixed(2)} | ${r.mbps.toFixed(0)} | ${r.vsZstd.toFixed(2)} | ${r.rssMB.toFixed(0)} | ${r.outMB.toFixed(1)} |`)
+for (const r of summary.rows)
+  console.log(
+    `| ${r.tool} | ${r.seconds.toFixed(2)} | ${r.mbps.toFixed(0)} | ${r.vsZstd.toFixed(2)} | ${r.rssMB.toFixed(0)} | ${r.outMB.toFixed(1)} |`
+  )
 console.log(`nydus-image: dedup ratio ${summary.nydus.dedupRatio}, compression ratio ${summary.nydus.compressionRatio}`)

@@ -10,23 +10,38 @@
 // that interleave the tools. Writes .bench/read.json.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const work = join(root, '.bench', 'read')
-const sh = (cmd, args, opts = {}) => String(execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26, ...opts }) ?? '')
+const sh = (cmd, args, opts = {}) =>
+  String(execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26, ...opts }) ?? '')
 const cli = join(root, 'packages/converter/bin/run.js')
-for (const [tool, pkg] of [['squashfuse', 'squashfuse'], ['mkfs.erofs', 'erofs-utils'], ['mksquashfs', 'squashfs-tools']]) {
+for (const [tool, pkg] of [
+  ['squashfuse', 'squashfuse'],
+  ['mkfs.erofs', 'erofs-utils'],
+  ['mksquashfs', 'squashfs-tools']
+]) {
   if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) sh('apt-get', ['install', '-y', '--no-install-recommends', pkg])
 }
-const mounted = mnt => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
-const dropCaches = () => { sh('sync', []); writeFileSync('/proc/sys/vm/drop_caches', '3') }
-const secs = fn => { const t = process.hrtime.bigint(); fn(); return Number(process.hrtime.bigint() - t) / 1e9 }
+const mounted = mnt =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some(l => l.split(' ')[4] === mnt)
+const dropCaches = () => {
+  sh('sync', [])
+  writeFileSync('/proc/sys/vm/drop_caches', '3')
+}
+const secs = fn => {
+  const t = process.hrtime.bigint()
+  fn()
+  return Number(process.hrtime.bigint() - t) / 1e9
+}
 
-function prepare () {
+function prepare() {
   rmSync(work, { recursive: true, force: true })
   mkdirSync(work, { recursive: true })
   sh('bash', [join(root, 'fixtures/scripts/build-debian.sh')], { stdio: 'inherit' })
@@ -38,7 +53,10 @@ function prepare () {
   const big = join(work, 'big')
   mkdirSync(join(big, 'dir'), { recursive: true })
   // 1 GiB: half random, half zeros-with-noise, so compression has real work.
-  sh('sh', ['-c', `head -c 536870912 /dev/urandom > '${join(big, 'dir', 'big.bin')}' && head -c 536870912 /dev/zero | tr '\\0' 'a' >> '${join(big, 'dir', 'big.bin')}' && echo small > '${join(big, 'dir', 'small.txt')}'`])
+  sh('sh', [
+    '-c',
+    `head -c 536870912 /dev/urandom > '${join(big, 'dir', 'big.bin')}' && head -c 536870912 /dev/zero | tr '\\0' 'a' >> '${join(big, 'dir', 'big.bin')}' && echo small > '${join(big, 'dir', 'small.txt')}'`
+  ])
   sh('tar', ['-cf', join(big, 'big.tar'), '-C', join(big, 'dir'), '.'])
   sets.big = { dir: join(big, 'dir'), tar: join(big, 'big.tar'), small: 'small.txt' }
   for (const [name, s] of Object.entries(sets)) {
@@ -46,7 +64,10 @@ function prepare () {
     sh(process.execPath, [cli, 'create', s.tar, '--bootstrap', join(base, 'image.boot'), '--blob-dir', join(base, 'blobs')])
     sh('mksquashfs', [s.dir, join(base, 'image.sqfs'), '-comp', 'zstd', '-Xcompression-level', '3', '-noappend', '-quiet', '-no-progress'])
     sh('mkfs.erofs', ['--chunksize=1048576', join(base, 'image.erofs'), s.dir], { stdio: 'ignore' })
-    writeFileSync(join(base, 'nydusd.json'), JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(base, 'blobs') } } } }))
+    writeFileSync(
+      join(base, 'nydusd.json'),
+      JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(base, 'blobs') } } } })
+    )
     s.base = base
   }
   return sets
@@ -54,22 +75,64 @@ function prepare () {
 
 const tools = {
   nydusd: {
-    async mount (s, mnt) {
-      const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.cjs'), '--config', join(s.base, 'nydusd.json'), '--bootstrap', join(s.base, 'image.boot'), '--mountpoint', mnt, '--log-level', 'warn'], { stdio: 'inherit' })
+    async mount(s, mnt) {
+      const p = spawn(
+        process.execPath,
+        [
+          join(root, 'packages/nydusd/bin/nydusd.cjs'),
+          '--config',
+          join(s.base, 'nydusd.json'),
+          '--bootstrap',
+          join(s.base, 'image.boot'),
+          '--mountpoint',
+          mnt,
+          '--log-level',
+          'warn'
+        ],
+        { stdio: 'inherit' }
+      )
       for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
-      return async () => { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) }
+      return async () => {
+        p.kill('SIGTERM')
+        await new Promise(resolve => p.once('exit', resolve))
+      }
     }
   },
   'nydusd, restarted on its blobcache': {
     // The disk cache a first run filled (once, untimed); then a fresh daemon and cold page cache.
-    async mount (s, mnt) {
+    async mount(s, mnt) {
       const cfg = join(s.base, 'nydusd-cache.json')
       const dir = join(s.base, 'blobcache')
-      writeFileSync(cfg, JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(s.base, 'blobs') } }, cache: { type: 'blobcache', config: { work_dir: dir } } } }))
+      writeFileSync(
+        cfg,
+        JSON.stringify({
+          device: {
+            backend: { type: 'localfs', config: { dir: join(s.base, 'blobs') } },
+            cache: { type: 'blobcache', config: { work_dir: dir } }
+          }
+        })
+      )
       const start = async () => {
-        const p = spawn(process.execPath, [join(root, 'packages/nydusd/bin/nydusd.cjs'), '--config', cfg, '--bootstrap', join(s.base, 'image.boot'), '--mountpoint', mnt, '--log-level', 'warn'], { stdio: 'inherit' })
+        const p = spawn(
+          process.execPath,
+          [
+            join(root, 'packages/nydusd/bin/nydusd.cjs'),
+            '--config',
+            cfg,
+            '--bootstrap',
+            join(s.base, 'image.boot'),
+            '--mountpoint',
+            mnt,
+            '--log-level',
+            'warn'
+          ],
+          { stdio: 'inherit' }
+        )
         for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
-        return async () => { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) }
+        return async () => {
+          p.kill('SIGTERM')
+          await new Promise(resolve => p.once('exit', resolve))
+        }
       }
       if (!s.cacheFilled) {
         const stop = await start()
@@ -82,48 +145,70 @@ const tools = {
     }
   },
   'fuse-native, from memory': {
-    async mount (s, mnt) {
-      const p = spawn(process.execPath, [join(root, 'bench/fuse-native-memfs.cjs'), s.dir, mnt], { stdio: 'inherit', env: { ...process.env, MEMFS_DROP_CACHES: '1' } })
+    async mount(s, mnt) {
+      const p = spawn(process.execPath, [join(root, 'bench/fuse-native-memfs.cjs'), s.dir, mnt], {
+        stdio: 'inherit',
+        env: { ...process.env, MEMFS_DROP_CACHES: '1' }
+      })
       for (let i = 0; i < 1200 && !mounted(mnt); i++) await sleep(25)
-      return async () => { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) }
+      return async () => {
+        p.kill('SIGTERM')
+        await new Promise(resolve => p.once('exit', resolve))
+      }
     }
   },
   squashfuse: {
-    async mount (s, mnt) {
+    async mount(s, mnt) {
       sh('squashfuse', [join(s.base, 'image.sqfs'), mnt])
-      return async () => { sh('fusermount', ['-u', mnt]) }
+      return async () => {
+        sh('fusermount', ['-u', mnt])
+      }
     }
   },
   'kernel EROFS': {
-    async mount (s, mnt) {
+    async mount(s, mnt) {
       sh('mount', ['-t', 'erofs', '-o', 'loop,ro', join(s.base, 'image.erofs'), mnt])
-      return async () => { sh('umount', [mnt]) }
+      return async () => {
+        sh('umount', [mnt])
+      }
     }
   }
 }
 
-async function withMount (tool, s, fn) {
+async function withMount(tool, s, fn) {
   const mnt = join(work, 'mnt')
   mkdirSync(mnt, { recursive: true })
   dropCaches()
   const unmount = await tool.mount(s, mnt)
-  try { return await fn(mnt) } finally { await unmount() }
+  try {
+    return await fn(mnt)
+  } finally {
+    await unmount()
+  }
 }
 
-const readAll = (mnt) => secs(() => sh('sh', ['-c', `cd '${mnt}' && find . -type f -print0 | sort -z | xargs -0 cat > /dev/null`]))
+const readAll = mnt => secs(() => sh('sh', ['-c', `cd '${mnt}' && find . -type f -print0 | sort -z | xargs -0 cat > /dev/null`]))
 
-async function measure (tool, s) {
+async function measure(tool, s) {
   const bytes = Number(sh('sh', ['-c', `find '${s.dir}' -type f -printf '%s\\n' | awk '{s+=$1} END {print s}'`]))
   const files = Number(sh('sh', ['-c', `find '${s.dir}' | wc -l`]))
-  const ttfb = await withMount(tool, s, mnt => secs(() => { const fd = openSync(join(mnt, s.small), 'r'); readSync(fd, Buffer.alloc(1), 0, 1, 0); closeSync(fd) }))
+  const ttfb = await withMount(tool, s, mnt =>
+    secs(() => {
+      const fd = openSync(join(mnt, s.small), 'r')
+      readSync(fd, Buffer.alloc(1), 0, 1, 0)
+      closeSync(fd)
+    })
+  )
   const walk = await withMount(tool, s, mnt => secs(() => sh('sh', ['-c', `find '${mnt}' -printf '%i %s %m %U %G %T@\\n' > /dev/null`])))
   const [cold, warm] = await withMount(tool, s, mnt => [readAll(mnt), readAll(mnt)])
   return { coldMBps: bytes / 1e6 / cold, warmMBps: bytes / 1e6 / warm, walkFilesPerSec: files / walk, ttfbMs: ttfb * 1000 }
 }
 
 /** Seconds one core spends on sha256 of every file byte (files already in memory). */
-function sha256Seconds (s) {
-  const files = sh('sh', ['-c', `find '${s.dir}' -type f -print0`]).split('\0').filter(Boolean)
+function sha256Seconds(s) {
+  const files = sh('sh', ['-c', `find '${s.dir}' -type f -print0`])
+    .split('\0')
+    .filter(Boolean)
   let t = 0n
   for (const f of files) {
     const data = readFileSync(f)
@@ -161,8 +246,12 @@ for (const [name, rows] of Object.entries(results)) {
   console.log('|---|---|---|---|---|---|---|---|')
   const { sha256Seconds: hashS, bytes, ...readers } = rows
   for (const [tn, r] of Object.entries(readers)) {
-    console.log(`| ${tn} | ${r.coldMBps.toFixed(0)} | ${r.coldRuns.join(', ')} | ${(r.coldMBps / sq.coldMBps).toFixed(2)} | ${r.warmMBps.toFixed(0)} | ${r.walkFilesPerSec.toFixed(0)} | ${(r.walkFilesPerSec / sq.walkFilesPerSec).toFixed(2)} | ${r.ttfbMs.toFixed(1)} |`)
+    console.log(
+      `| ${tn} | ${r.coldMBps.toFixed(0)} | ${r.coldRuns.join(', ')} | ${(r.coldMBps / sq.coldMBps).toFixed(2)} | ${r.warmMBps.toFixed(0)} | ${r.walkFilesPerSec.toFixed(0)} | ${(r.walkFilesPerSec / sq.walkFilesPerSec).toFixed(2)} | ${r.ttfbMs.toFixed(1)} |`
+    )
   }
   const sqColdS = bytes / 1e6 / sq.coldMBps
-  console.log(`sha256 of every byte on one core: ${hashS.toFixed(2)} s (${(bytes / 1e6 / hashS).toFixed(0)} MB/s); squashfuse's cold read: ${sqColdS.toFixed(2)} s, so verifying alone costs ${(hashS / sqColdS).toFixed(2)}x its whole read (${(hashS / 2 / sqColdS).toFixed(2)}x spread over 2 cores)`)
+  console.log(
+    `sha256 of every byte on one core: ${hashS.toFixed(2)} s (${(bytes / 1e6 / hashS).toFixed(0)} MB/s); squashfuse's cold read: ${sqColdS.toFixed(2)} s, so verifying alone costs ${(hashS / sqColdS).toFixed(2)}x its whole read (${(hashS / 2 / sqColdS).toFixed(2)}x spread over 2 cores)`
+  )
 }

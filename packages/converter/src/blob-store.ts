@@ -6,25 +6,31 @@ import { LocalFsBackend } from '@nydusjs/storage/local'
 export class LocalBlobStore {
   private readonly backend: LocalFsBackend
 
-  constructor (dir: string, private readonly blobs: readonly BlobInfo[], private readonly digester: Digester) {
+  constructor(
+    dir: string,
+    private readonly blobs: readonly BlobInfo[],
+    private readonly digester: Digester
+  ) {
     this.backend = new LocalFsBackend(dir)
   }
 
-  async readRaw (blob: BlobInfo, offset: number, size: number): Promise<Buffer> {
+  async readRaw(blob: BlobInfo, offset: number, size: number): Promise<Buffer> {
     return await this.backend.read(blob.id, offset, size)
   }
 
   /** The chunk's uncompressed bytes, checked against its digest. */
-  async readChunk (c: ChunkRef): Promise<Buffer> {
+  async readChunk(c: ChunkRef): Promise<Buffer> {
     const blob = this.blobs[c.blobIndex]
     return verifyChunk(await this.readRaw(blob, c.compressedOffset, c.compressedSize), c, blob.id, this.digester)
   }
 
-  async close (): Promise<void> { await this.backend.close() }
+  async close(): Promise<void> {
+    await this.backend.close()
+  }
 }
 
 /** A chunk's stored bytes decoded and verified; errors name the blob and keep their code. */
-export function verifyChunk (raw: Buffer, c: ChunkRef, blobId: string, digester: Digester): Buffer {
+export function verifyChunk(raw: Buffer, c: ChunkRef, blobId: string, digester: Digester): Buffer {
   try {
     return decodeChunk(raw, c, digester)
   } catch (err) {

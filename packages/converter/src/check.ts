@@ -4,8 +4,17 @@ import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
-  BLOB_FOOTER_SIZE, BootstrapReader, RafsError, bootstrapChecksum, decodeBlobFooter, decodeBlobToc,
-  loadDigester, validateBootstrap, type BlobInfo, type ChunkRef, type TocEntry
+  BLOB_FOOTER_SIZE,
+  BootstrapReader,
+  RafsError,
+  bootstrapChecksum,
+  decodeBlobFooter,
+  decodeBlobToc,
+  loadDigester,
+  validateBootstrap,
+  type BlobInfo,
+  type ChunkRef,
+  type TocEntry
 } from '@nydusjs/rafs'
 import { LocalBlobStore } from './blob-store.js'
 import { ConverterError } from './errors.js'
@@ -21,9 +30,11 @@ export interface CheckReport {
 }
 
 /** Verifies a bootstrap (checksum, references, merkle tree) and, with a blob dir, every chunk. */
-export async function checkImage (bootstrapPath: string, blobDir?: string): Promise<CheckReport> {
+export async function checkImage(bootstrapPath: string, blobDir?: string): Promise<CheckReport> {
   const report: CheckReport = { bootstrap: bootstrapPath, blobsChecked: 0, chunksChecked: 0, problems: [] }
-  const buf = await readFile(bootstrapPath).catch((err: Error) => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `bootstrap ${bootstrapPath}: ${err.message}`) })
+  const buf = await readFile(bootstrapPath).catch((err: Error) => {
+    throw new ConverterError('ERR_SOURCE_NOT_FOUND', `bootstrap ${bootstrapPath}: ${err.message}`)
+  })
   const r = await checkBootstrap(buf, report)
   if (r === undefined) return report
   if (blobDir !== undefined) await checkBlobs(r, blobDir, report)
@@ -31,7 +42,7 @@ export async function checkImage (bootstrapPath: string, blobDir?: string): Prom
 }
 
 /** Checksum, structure and merkle tree; problems go into the report, and the reader comes back when usable. */
-export async function checkBootstrap (buf: Buffer, report: CheckReport): Promise<BootstrapReader | undefined> {
+export async function checkBootstrap(buf: Buffer, report: CheckReport): Promise<BootstrapReader | undefined> {
   let r: BootstrapReader
   try {
     r = BootstrapReader.open(buf, { skipChecksum: true })
@@ -48,7 +59,7 @@ export async function checkBootstrap (buf: Buffer, report: CheckReport): Promise
   return r
 }
 
-async function checkBlobs (r: BootstrapReader, dir: string, report: CheckReport): Promise<void> {
+async function checkBlobs(r: BootstrapReader, dir: string, report: CheckReport): Promise<void> {
   const blobs = r.blobs()
   const byBlob = new Map<number, ChunkRef[]>()
   for (let i = 0; i < r.sb.chunkCount; i++) {
@@ -69,7 +80,13 @@ async function checkBlobs (r: BootstrapReader, dir: string, report: CheckReport)
   }
 }
 
-async function checkBlobFile (blob: BlobInfo, path: string, store: LocalBlobStore, chunks: ChunkRef[], report: CheckReport): Promise<string | undefined> {
+async function checkBlobFile(
+  blob: BlobInfo,
+  path: string,
+  store: LocalBlobStore,
+  chunks: ChunkRef[],
+  report: CheckReport
+): Promise<string | undefined> {
   const st = await stat(path).catch(() => undefined)
   if (st === undefined) return `missing from ${path}`
   if (st.size !== blob.compressedSize) return `is ${st.size} bytes, the bootstrap says ${blob.compressedSize}`

@@ -19,7 +19,7 @@ export type ConverterErrorCode =
   | 'ERR_BAD_ARGUMENT'
 
 export class ConverterError extends NydusError<ConverterErrorCode> {
-  constructor (code: ConverterErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: ConverterErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options)
     this.name = 'ConverterError'
   }

@@ -2,8 +2,16 @@ import { NydusError, withContext } from '@nydusjs/errors'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
-  RafsError, encodeBootstrap, loadDigester, mergeLayers, openValidated, readTree,
-  type BootstrapReader, type CompressorName, type DigesterName, type RafsTree
+  RafsError,
+  encodeBootstrap,
+  loadDigester,
+  mergeLayers,
+  openValidated,
+  readTree,
+  type BootstrapReader,
+  type CompressorName,
+  type DigesterName,
+  type RafsTree
 } from '@nydusjs/rafs'
 import { buildLayer, layerWorkers, type BuildStats } from './builder/build-layer.js'
 import { ChunkDict } from './builder/chunk-dict.js'
@@ -13,7 +21,7 @@ import { OciLayout, parseOciRef } from './oci.js'
 import { openSource, type SourceType } from './sources/open.js'
 
 /** Reads and fully validates a bootstrap from disk; errors name the file. */
-export async function loadBootstrap (path: string): Promise<BootstrapReader> {
+export async function loadBootstrap(path: string): Promise<BootstrapReader> {
   const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
     throw new ConverterError('ERR_SOURCE_NOT_FOUND', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
   })
@@ -46,7 +54,7 @@ export interface CreateResult {
 }
 
 /** `nydus-image create`: one layer to a blob plus a layer bootstrap (or, with a parent, the merged image). */
-export async function createLayer (o: CreateOptions): Promise<CreateResult> {
+export async function createLayer(o: CreateOptions): Promise<CreateResult> {
   const digester = o.digester ?? 'sha256'
   const dict = await ChunkDict.load(o.chunkDict ?? [], digester)
   let parent: RafsTree | undefined
@@ -65,7 +73,13 @@ export async function createLayer (o: CreateOptions): Promise<CreateResult> {
     const { bootstrap, rootDigest } = encodeBootstrap(tree, await loadDigester(digester))
     await staged.write(o.bootstrap, bootstrap)
     await staged.commit()
-    return { bootstrap: o.bootstrap, rootDigest: rootDigest.toString('hex'), blobs: tree.blobs.map(b => b.id), newBlob: build.blob?.id, stats: build.stats }
+    return {
+      bootstrap: o.bootstrap,
+      rootDigest: rootDigest.toString('hex'),
+      blobs: tree.blobs.map(b => b.id),
+      newBlob: build.blob?.id,
+      stats: build.stats
+    }
   } catch (err) {
     await staged.abort()
     throw rafsToConverter(err, o.bootstrap)
@@ -73,14 +87,20 @@ export async function createLayer (o: CreateOptions): Promise<CreateResult> {
 }
 
 /** One path per line; blank lines and `#` comments are skipped. */
-export async function readPrefetchList (path: string): Promise<Buffer[]> {
-  const text = await readFile(path).catch((err: Error) => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `prefetch list ${path}: ${err.message}`) })
-  return text.toString('latin1').split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('#'))
+export async function readPrefetchList(path: string): Promise<Buffer[]> {
+  const text = await readFile(path).catch((err: Error) => {
+    throw new ConverterError('ERR_SOURCE_NOT_FOUND', `prefetch list ${path}: ${err.message}`)
+  })
+  return text
+    .toString('latin1')
+    .split('\n')
+    .map(l => l.trim())
+    .filter(l => l !== '' && !l.startsWith('#'))
     .map(l => Buffer.from(l.replace(/^\/+/, ''), 'latin1'))
 }
 
 /** `nydus-image merge`: stacks layer bootstraps, lowest first. */
-export async function mergeBootstraps (out: string, layers: string[]): Promise<{ rootDigest: string, blobs: string[] }> {
+export async function mergeBootstraps(out: string, layers: string[]): Promise<{ rootDigest: string; blobs: string[] }> {
   if (layers.length === 0) throw new ConverterError('ERR_BAD_ARGUMENT', 'merge needs at least one layer bootstrap')
   const trees: RafsTree[] = []
   for (const p of layers) trees.push(readTree(await loadBootstrap(p)))
@@ -110,7 +130,9 @@ export interface ConvertOptions {
 }
 
 /** `nydus-image convert --oci-dir`: every layer to a blob, then the merged image bootstrap. */
-export async function convertOciLayout (o: ConvertOptions): Promise<{ bootstrap: string, rootDigest: string, blobs: string[], layers: BuildStats[] }> {
+export async function convertOciLayout(
+  o: ConvertOptions
+): Promise<{ bootstrap: string; rootDigest: string; blobs: string[]; layers: BuildStats[] }> {
   const { dir, ref } = parseOciRef(o.ociDir)
   const layout = new OciLayout(dir)
   const { layers } = await layout.manifest(ref, o.platform ?? 'linux/amd64')
@@ -146,7 +168,7 @@ export async function convertOciLayout (o: ConvertOptions): Promise<{ bootstrap:
   }
 }
 
-function rafsToConverter (err: unknown, where: string): unknown {
+function rafsToConverter(err: unknown, where: string): unknown {
   if (err instanceof RafsError) return withContext(err, where)
   return err
 }

@@ -1,5 +1,14 @@
 export * from './errors.js'
-export { TarSource, encodeHeader, END_OF_ARCHIVE, padding, type TarHeader, type LayerEntry, type EntrySource, type EntryType } from '@nydusjs/tar'
+export {
+  TarSource,
+  encodeHeader,
+  END_OF_ARCHIVE,
+  padding,
+  type TarHeader,
+  type LayerEntry,
+  type EntrySource,
+  type EntryType
+} from '@nydusjs/tar'
 export { openSource, detectType, SOURCE_TYPES, type SourceType } from './sources/open.js'
 export { DirSource } from './sources/dir.js'
 export { buildLayer, layerWorkers, type BuildOptions, type BuildStats, type LayerBuild } from './builder/build-layer.js'

@@ -4,11 +4,15 @@ export class Progress {
   private readonly start = Date.now()
   private readonly enabled: boolean
 
-  constructor (private readonly label: string, private readonly total?: number, private readonly stream: NodeJS.WriteStream = process.stderr) {
+  constructor(
+    private readonly label: string,
+    private readonly total?: number,
+    private readonly stream: NodeJS.WriteStream = process.stderr
+  ) {
     this.enabled = stream.isTTY === true && process.env.CI === undefined
   }
 
-  update (bytes: number, what = ''): void {
+  update(bytes: number, what = ''): void {
     if (!this.enabled) return
     const now = Date.now()
     if (now - this.last < 200) return
@@ -19,7 +23,7 @@ export class Progress {
     this.stream.write(`\r\x1b[K${this.label}${what}${pct} ${mb.toFixed(1)} MB ${rate.toFixed(0)} MB/s`)
   }
 
-  done (): void {
+  done(): void {
     if (this.enabled) this.stream.write('\r\x1b[K')
   }
 }

@@ -1,5 +1,18 @@
 import { open, rename, rm } from 'node:fs/promises'
-import { isDir, isLnk, isReg, S_IFMT, S_IFCHR, S_IFBLK, S_IFIFO, walkTree, xattrPairs, type Digester, type Inode, type RafsTree } from '@nydusjs/rafs'
+import {
+  isDir,
+  isLnk,
+  isReg,
+  S_IFMT,
+  S_IFCHR,
+  S_IFBLK,
+  S_IFIFO,
+  walkTree,
+  xattrPairs,
+  type Digester,
+  type Inode,
+  type RafsTree
+} from '@nydusjs/rafs'
 import { LocalBlobStore } from './blob-store.js'
 import { ConverterError } from './errors.js'
 import { tmpName } from './fsutil.js'
@@ -9,7 +22,12 @@ import type { EntryType } from '@nydusjs/tar'
 const FLUSH = 4 * 1024 * 1024
 
 /** Writes the tree back as a pax tar; every chunk is verified on the way out. */
-export async function unpackToTar (tree: RafsTree, blobDir: string, digester: Digester, output: string): Promise<{ entries: number, bytes: number }> {
+export async function unpackToTar(
+  tree: RafsTree,
+  blobDir: string,
+  digester: Digester,
+  output: string
+): Promise<{ entries: number; bytes: number }> {
   const store = new LocalBlobStore(blobDir, tree.blobs, digester)
   const tmp = tmpName(output)
   const fh = await open(tmp, 'wx')
@@ -25,14 +43,17 @@ export async function unpackToTar (tree: RafsTree, blobDir: string, digester: Di
     const data = Buffer.concat(pending, pendingBytes)
     pending = []
     pendingBytes = 0
-    for (let off = 0; off < data.length;) off += (await fh.write(data, off, data.length - off, written + off)).bytesWritten
+    for (let off = 0; off < data.length; ) off += (await fh.write(data, off, data.length - off, written + off)).bytesWritten
     written += data.length
   }
   let entries = 0
   try {
     await write(encodeHeader(header(Buffer.from('./'), tree.root, 'dir')))
     const seen = new Map<Inode, Buffer>()
-    for (const { path, dentry: { inode } } of walkTree(tree.root)) {
+    for (const {
+      path,
+      dentry: { inode }
+    } of walkTree(tree.root)) {
       entries++
       const first = isDir(inode.mode) ? undefined : seen.get(inode)
       if (first !== undefined) {
@@ -60,19 +81,23 @@ export async function unpackToTar (tree: RafsTree, blobDir: string, digester: Di
   }
 }
 
-function typeOf (mode: number): EntryType {
+function typeOf(mode: number): EntryType {
   if (isDir(mode)) return 'dir'
   if (isReg(mode)) return 'file'
   if (isLnk(mode)) return 'symlink'
   switch (mode & S_IFMT) {
-    case S_IFCHR: return 'char'
-    case S_IFBLK: return 'block'
-    case S_IFIFO: return 'fifo'
-    default: throw new ConverterError('ERR_BAD_ARGUMENT', `a socket (mode 0o${mode.toString(8)}) cannot be written to a tar`)
+    case S_IFCHR:
+      return 'char'
+    case S_IFBLK:
+      return 'block'
+    case S_IFIFO:
+      return 'fifo'
+    default:
+      throw new ConverterError('ERR_BAD_ARGUMENT', `a socket (mode 0o${mode.toString(8)}) cannot be written to a tar`)
   }
 }
 
-function header (path: Buffer, n: Inode, type: EntryType): TarHeader {
+function header(path: Buffer, n: Inode, type: EntryType): TarHeader {
   return {
     path,
     type,

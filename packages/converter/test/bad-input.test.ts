@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { compressedFixture, fixture, layerFixture, nydusImage, tempDir } from '@nydusjs/testkit'
 
 /** Fails with exit != 0, one line on stderr matching `pattern`, and leaves no output behind. */
-async function refused (t: ExecutionContext, source: string, pattern: RegExp, extra: string[] = []): Promise<void> {
+async function refused(t: ExecutionContext, source: string, pattern: RegExp, extra: string[] = []): Promise<void> {
   const dir = await tempDir(t)
   const boot = join(dir, 'out.boot')
   const blobs = join(dir, 'blobs')
@@ -17,11 +17,15 @@ async function refused (t: ExecutionContext, source: string, pattern: RegExp, ex
   const code = /\[(ERR_\w+)\]$/.exec(r.stderr.trim())?.[1]
   t.true(isErrorCode(code), r.stderr)
   t.is(r.code, exitCodeOf(code as ErrorCode))
-  t.deepEqual((await readdir(dir)).filter(f => f !== 'blobs'), [], 'no bootstrap or temporary file is left')
+  t.deepEqual(
+    (await readdir(dir)).filter(f => f !== 'blobs'),
+    [],
+    'no bootstrap or temporary file is left'
+  )
   t.deepEqual(await readdir(blobs).catch(() => []), [], 'no blob or temporary file is left')
 }
 
-async function mutated (t: ExecutionContext, src: string, name: string, edit: (b: Buffer) => Buffer): Promise<string> {
+async function mutated(t: ExecutionContext, src: string, name: string, edit: (b: Buffer) => Buffer): Promise<string> {
   const dir = await tempDir(t)
   const p = join(dir, name)
   await writeFile(p, edit(await readFile(src)))

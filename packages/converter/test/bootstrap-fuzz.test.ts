@@ -23,11 +23,17 @@ test('random flips and truncations of a real image bootstrap (busybox) give only
       throw err
     }
   }
-  fc.assert(fc.property(fc.nat(good.length - 1), fc.integer({ min: 1, max: 255 }), (at, x) => {
-    const b = Buffer.from(good)
-    b[at] ^= x
-    return exercise(b)
-  }), { numRuns: 2000, seed: 99 })
-  fc.assert(fc.property(fc.nat(good.length - 1), len => exercise(good.subarray(0, len))), { numRuns: 500, seed: 5 })
+  fc.assert(
+    fc.property(fc.nat(good.length - 1), fc.integer({ min: 1, max: 255 }), (at, x) => {
+      const b = Buffer.from(good)
+      b[at] ^= x
+      return exercise(b)
+    }),
+    { numRuns: 2000, seed: 99 }
+  )
+  fc.assert(
+    fc.property(fc.nat(good.length - 1), len => exercise(good.subarray(0, len))),
+    { numRuns: 500, seed: 5 }
+  )
   t.true(exercise(good))
 })

@@ -2,18 +2,29 @@ import test, { type ExecutionContext } from 'ava'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
-import { busyboxFixture, fixture, gnuExtract, layerFixture, mustRun, nydusImage, nydusImageBin, run, snapshotTree, tempDir } from '@nydusjs/testkit'
+import {
+  busyboxFixture,
+  fixture,
+  gnuExtract,
+  layerFixture,
+  mustRun,
+  nydusImage,
+  nydusImageBin,
+  run,
+  snapshotTree,
+  tempDir
+} from '@nydusjs/testkit'
 
 const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
 
-async function ok (t: ExecutionContext, args: string[]): Promise<string> {
+async function ok(t: ExecutionContext, args: string[]): Promise<string> {
   const r = await nydusImage(args)
   t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`)
   return r.stdout
 }
 
 /** Unpacks an image with the CLI and extracts it with GNU tar; returns the extraction's path. */
-async function extractImage (t: ExecutionContext, dir: string, boot: string, blobs: string): Promise<string> {
+async function extractImage(t: ExecutionContext, dir: string, boot: string, blobs: string): Promise<string> {
   const tar = join(dir, 'image.tar')
   await ok(t, ['unpack', '--bootstrap', boot, '--blob-dir', blobs, '--output', tar])
   const root = join(dir, 'rootfs')
@@ -23,7 +34,7 @@ async function extractImage (t: ExecutionContext, dir: string, boot: string, blo
 }
 
 /** Every path of an extracted tree as 'dir' or the sha256 of its content, like ml-expected.json. */
-async function describe (root: string): Promise<Record<string, string>> {
+async function describe(root: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {}
   for (const [path, info] of await snapshotTree(root)) {
     if (path === '') continue
@@ -32,7 +43,8 @@ async function describe (root: string): Promise<Record<string, string>> {
   return out
 }
 
-const expectedMerge = async (): Promise<Record<string, string>> => JSON.parse(await readFile(layerFixture('ml-expected.json'), 'utf8')) as Record<string, string>
+const expectedMerge = async (): Promise<Record<string, string>> =>
+  JSON.parse(await readFile(layerFixture('ml-expected.json'), 'utf8')) as Record<string, string>
 
 test('merge applies whiteouts and opaque dirs as overlayfs would', async t => {
   const dir = await tempDir(t)
@@ -49,7 +61,7 @@ test('merge applies whiteouts and opaque dirs as overlayfs would', async t => {
   const root = await extractImage(t, dir, merged, blobs)
   t.deepEqual(await describe(root), await expectedMerge())
   const snap = await snapshotTree(root)
-  t.is(snap.get('etc')?.mode, 0o750, 'the upper directory\'s metadata wins')
+  t.is(snap.get('etc')?.mode, 0o750, "the upper directory's metadata wins")
   t.is(snap.get('etc/keep.conf')?.mode, 0o600)
 })
 
@@ -57,8 +69,26 @@ test('--parent-bootstrap builds the merged image directly', async t => {
   const dir = await tempDir(t)
   const blobs = join(dir, 'blobs')
   await ok(t, ['create', layerFixture('ml-1.tar'), '--bootstrap', join(dir, 'p1.boot'), '--blob-dir', blobs])
-  await ok(t, ['create', layerFixture('ml-2.tar'), '--bootstrap', join(dir, 'p2.boot'), '--blob-dir', blobs, '--parent-bootstrap', join(dir, 'p1.boot')])
-  await ok(t, ['create', layerFixture('ml-3.tar'), '--bootstrap', join(dir, 'p3.boot'), '--blob-dir', blobs, '--parent-bootstrap', join(dir, 'p2.boot')])
+  await ok(t, [
+    'create',
+    layerFixture('ml-2.tar'),
+    '--bootstrap',
+    join(dir, 'p2.boot'),
+    '--blob-dir',
+    blobs,
+    '--parent-bootstrap',
+    join(dir, 'p1.boot')
+  ])
+  await ok(t, [
+    'create',
+    layerFixture('ml-3.tar'),
+    '--bootstrap',
+    join(dir, 'p3.boot'),
+    '--blob-dir',
+    blobs,
+    '--parent-bootstrap',
+    join(dir, 'p2.boot')
+  ])
   const root = await extractImage(t, dir, join(dir, 'p3.boot'), blobs)
   t.deepEqual(await describe(root), await expectedMerge())
 })
@@ -67,14 +97,40 @@ test('--chunk-dict references chunks of an earlier blob; stat reports the dedup'
   const dir = await tempDir(t)
   const blobs = join(dir, 'blobs')
   await ok(t, ['create', layerFixture('ml-1.tar'), '--bootstrap', join(dir, 'a.boot'), '--blob-dir', blobs])
-  const without = JSON.parse(await ok(t, ['create', layerFixture('ml-2.tar'), '--bootstrap', join(dir, 'b0.boot'), '--blob-dir', join(dir, 'other'), '--output-json', '-'])) as { stats: { blobSize: number, dictHits: number } }
-  const withDict = JSON.parse(await ok(t, ['create', layerFixture('ml-2.tar'), '--bootstrap', join(dir, 'b.boot'), '--blob-dir', blobs, '--chunk-dict', join(dir, 'a.boot'), '--output-json', '-'])) as { blobs: string[], stats: { blobSize: number, dictHits: number } }
+  const without = JSON.parse(
+    await ok(t, [
+      'create',
+      layerFixture('ml-2.tar'),
+      '--bootstrap',
+      join(dir, 'b0.boot'),
+      '--blob-dir',
+      join(dir, 'other'),
+      '--output-json',
+      '-'
+    ])
+  ) as { stats: { blobSize: number; dictHits: number } }
+  const withDict = JSON.parse(
+    await ok(t, [
+      'create',
+      layerFixture('ml-2.tar'),
+      '--bootstrap',
+      join(dir, 'b.boot'),
+      '--blob-dir',
+      blobs,
+      '--chunk-dict',
+      join(dir, 'a.boot'),
+      '--output-json',
+      '-'
+    ])
+  ) as { blobs: string[]; stats: { blobSize: number; dictHits: number } }
   t.is(without.stats.dictHits, 0)
   t.is(withDict.stats.dictHits, 1, 'shared-copy.bin equals shared.bin of the dictionary')
   t.true(withDict.stats.blobSize < without.stats.blobSize)
-  t.is(withDict.blobs.length, 2, 'the layer references its own blob and the dictionary\'s')
+  t.is(withDict.blobs.length, 2, "the layer references its own blob and the dictionary's")
   await ok(t, ['check', '--bootstrap', join(dir, 'b.boot'), '--blob-dir', blobs])
-  const stat = JSON.parse(await ok(t, ['stat', '--bootstrap', join(dir, 'a.boot'), '--bootstrap', join(dir, 'b.boot'), '--json'])) as { total: { dedupRatio: number, uniqueChunks: number } }
+  const stat = JSON.parse(await ok(t, ['stat', '--bootstrap', join(dir, 'a.boot'), '--bootstrap', join(dir, 'b.boot'), '--json'])) as {
+    total: { dedupRatio: number; uniqueChunks: number }
+  }
   t.true(stat.total.dedupRatio > 1)
   const text = await ok(t, ['stat', '--bootstrap', join(dir, 'a.boot'), '--bootstrap', join(dir, 'b.boot')])
   t.regex(text, /dedup ratio [\d.]+, compression ratio [\d.]+/)
@@ -83,7 +139,9 @@ test('--chunk-dict references chunks of an earlier blob; stat reports the dedup'
 test('convert --oci-dir: a multi-layer image with whiteouts', async t => {
   const dir = await tempDir(t)
   const out = join(dir, 'out')
-  const summary = JSON.parse(await ok(t, ['convert', '--oci-dir', `${fixture('oci', 'multilayer')}:latest`, '--output', out, '--output-json', '-'])) as { bootstrap: string, layers: unknown[] }
+  const summary = JSON.parse(
+    await ok(t, ['convert', '--oci-dir', `${fixture('oci', 'multilayer')}:latest`, '--output', out, '--output-json', '-'])
+  ) as { bootstrap: string; layers: unknown[] }
   t.is(summary.layers.length, 3)
   await ok(t, ['check', '--bootstrap', join(out, 'image.boot'), '--blob-dir', join(out, 'blobs')])
   const root = await extractImage(t, dir, join(out, 'image.boot'), join(out, 'blobs'))
@@ -109,7 +167,9 @@ test('convert refuses a layer whose digest does not match', async t => {
   const oci = join(dir, 'oci')
   await mustRun('cp', ['-r', fixture('oci', 'multilayer'), oci])
   const index = JSON.parse(await readFile(join(oci, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> }
-  const manifest = JSON.parse(await readFile(join(oci, 'blobs/sha256', index.manifests[0].digest.slice(7)), 'utf8')) as { layers: Array<{ digest: string }> }
+  const manifest = JSON.parse(await readFile(join(oci, 'blobs/sha256', index.manifests[0].digest.slice(7)), 'utf8')) as {
+    layers: Array<{ digest: string }>
+  }
   const layer = join(oci, 'blobs/sha256', manifest.layers[1].digest.slice(7))
   const buf = await readFile(layer)
   buf[buf.length >> 1] ^= 1
@@ -171,18 +231,38 @@ test('unpack refuses a blob whose chunk was altered in place (verified on the wa
   t.deepEqual((await readdir(dir)).sort(), ['blobs', 'l.boot'])
 })
 
-test('inspect shows the superblock, a listing and a file\'s chunks', async t => {
+test("inspect shows the superblock, a listing and a file's chunks", async t => {
   const dir = await tempDir(t)
   const blobs = join(dir, 'blobs')
   const boot = join(dir, 'l.boot')
   const prefetch = join(dir, 'prefetch.txt')
   await writeFile(prefetch, '/text.txt\n# a comment\na/b\n/missing\n')
-  await ok(t, ['create', layerFixture('pax.tar'), '--bootstrap', boot, '--blob-dir', blobs, '--chunk-size', '0x10000', '--prefetch-files', prefetch])
-  const sb = JSON.parse(await ok(t, ['inspect', '--bootstrap', boot, '--json'])) as { chunk_size: string, prefetch: string[], layer: boolean, stats: { files: number } }
+  await ok(t, [
+    'create',
+    layerFixture('pax.tar'),
+    '--bootstrap',
+    boot,
+    '--blob-dir',
+    blobs,
+    '--chunk-size',
+    '0x10000',
+    '--prefetch-files',
+    prefetch
+  ])
+  const sb = JSON.parse(await ok(t, ['inspect', '--bootstrap', boot, '--json'])) as {
+    chunk_size: string
+    prefetch: string[]
+    layer: boolean
+    stats: { files: number }
+  }
   t.is(sb.chunk_size, '0x10000')
   t.deepEqual(sb.prefetch, ['/text.txt', '/a/b'])
   t.true(sb.layer)
-  const file = JSON.parse(await ok(t, ['inspect', '--bootstrap', boot, '--json', '/big.bin'])) as { chunks: unknown[], nlink: number, xattrs: Record<string, string> }
+  const file = JSON.parse(await ok(t, ['inspect', '--bootstrap', boot, '--json', '/big.bin'])) as {
+    chunks: unknown[]
+    nlink: number
+    xattrs: Record<string, string>
+  }
   t.is(file.chunks.length, 4)
   t.is(file.nlink, 2)
   t.is(Buffer.from(file.xattrs['security.capability'], 'base64').toString('hex'), '0100000200200000000000000000000000000000')

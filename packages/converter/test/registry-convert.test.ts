@@ -2,30 +2,87 @@ import test, { type ExecutionContext } from 'ava'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
-  diffTrees, extractRegistryImage, fixture, mountImage, nydusImage, ociIndex, run, skopeoPush, snapshotTree, startRegistry, tempDir, umociImage, uncompressedCopy, pushLayoutAsIs, nonUtf8,
+  diffTrees,
+  extractRegistryImage,
+  fixture,
+  mountImage,
+  nydusImage,
+  ociIndex,
+  run,
+  skopeoPush,
+  snapshotTree,
+  startRegistry,
+  tempDir,
+  umociImage,
+  uncompressedCopy,
+  pushLayoutAsIs,
+  nonUtf8,
   type TestRegistry
 } from '@nydusjs/testkit'
 
-interface Report { target: { digest: string, media_type: string }, pushed_bytes: number, dict_saved_bytes: number, images: Array<{ platform: string, target_digest: string, blobs: string[], prefetch_files: number, layers: Array<{ push: string, streamed: boolean }> }> }
+interface Report {
+  target: { digest: string; media_type: string }
+  pushed_bytes: number
+  dict_saved_bytes: number
+  images: Array<{
+    platform: string
+    target_digest: string
+    blobs: string[]
+    prefetch_files: number
+    layers: Array<{ push: string; streamed: boolean }>
+  }>
+}
 
-async function convert (t: ExecutionContext, reg: TestRegistry, src: string, dst: string, extra: string[] = []): Promise<Report> {
-  const r = await nydusImage(['convert', '--source', `${reg.host}/${src}`, '--target', `${reg.host}/${dst}`, '--source-insecure', '--target-insecure', '--output-json', '-', ...extra])
+async function convert(t: ExecutionContext, reg: TestRegistry, src: string, dst: string, extra: string[] = []): Promise<Report> {
+  const r = await nydusImage([
+    'convert',
+    '--source',
+    `${reg.host}/${src}`,
+    '--target',
+    `${reg.host}/${dst}`,
+    '--source-insecure',
+    '--target-insecure',
+    '--output-json',
+    '-',
+    ...extra
+  ])
   t.is(r.code, 0, r.stderr)
   return JSON.parse(r.stdout) as Report
 }
 
-async function check (reg: TestRegistry, dst: string, src: string, extra: string[] = []): Promise<{ code: number, stdout: string, stderr: string }> {
-  return await nydusImage(['check', '--target', `${reg.host}/${dst}`, '--source', `${reg.host}/${src}`, '--target-insecure', '--source-insecure', ...extra])
+async function check(
+  reg: TestRegistry,
+  dst: string,
+  src: string,
+  extra: string[] = []
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return await nydusImage([
+    'check',
+    '--target',
+    `${reg.host}/${dst}`,
+    '--source',
+    `${reg.host}/${src}`,
+    '--target-insecure',
+    '--source-insecure',
+    ...extra
+  ])
 }
 
-async function manifest (reg: TestRegistry, ref: string): Promise<any> {
+async function manifest(reg: TestRegistry, ref: string): Promise<any> {
   const r = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/${ref}`])
   if (r.code !== 0) throw new Error(r.stderr)
   return JSON.parse(r.stdout)
 }
 
 /** The converted image mounted by `nydusd --image` equals skopeo copy + umoci unpack of the source, file by file. */
-async function mountEqualsSource (t: ExecutionContext, reg: TestRegistry, dir: string, src: string, dst: string, args: string[] = []): Promise<void> {
+async function mountEqualsSource(
+  t: ExecutionContext,
+  reg: TestRegistry,
+  dir: string,
+  src: string,
+  dst: string,
+  args: string[] = []
+): Promise<void> {
   const rootfs = await extractRegistryImage(`${reg.host}/${src}`, join(dir, 'extract'))
   const mnt = join(dir, 'mnt')
   await mkdir(mnt, { recursive: true })
@@ -41,10 +98,17 @@ test('a single-layer image converts; check --source passes; the mount equals the
   await skopeoPush(await umociImage(join(dir, 'oci'), 'v1', [fixture('layers', 'gnu.tar')]), `${reg.host}/src/one:v1`)
   const first = await convert(t, reg, 'src/one:v1', 'dst/one:v1')
   t.true(first.pushed_bytes > 0)
-  t.deepEqual(first.images[0].layers.map(l => l.streamed), [true], 'a new target gets its blob by the streamed upload')
+  t.deepEqual(
+    first.images[0].layers.map(l => l.streamed),
+    [true],
+    'a new target gets its blob by the streamed upload'
+  )
   const m = await manifest(reg, 'dst/one:v1')
   t.is(m.mediaType, 'application/vnd.oci.image.manifest.v1+json')
-  t.deepEqual(m.layers.map((l: any) => l.mediaType), ['application/vnd.oci.image.layer.nydus.blob.v1', 'application/vnd.oci.image.layer.v1.tar+gzip'])
+  t.deepEqual(
+    m.layers.map((l: any) => l.mediaType),
+    ['application/vnd.oci.image.layer.nydus.blob.v1', 'application/vnd.oci.image.layer.v1.tar+gzip']
+  )
   t.is(m.layers[0].annotations['containerd.io/snapshot/nydus-blob'], 'true')
   t.is(m.layers[1].annotations['containerd.io/snapshot/nydus-bootstrap'], 'true')
   t.regex(m.layers[1].annotations['io.nydusjs.rafs.root-digest'], /^[0-9a-f]{64}$/)
@@ -55,8 +119,15 @@ test('a single-layer image converts; check --source passes; the mount equals the
   t.is(again.target.digest, first.target.digest)
   t.deepEqual(again.images[0].blobs, first.images[0].blobs)
   t.is(again.pushed_bytes, 0)
-  t.deepEqual(again.images[0].layers.map(l => l.push), ['exists'])
-  t.deepEqual(again.images[0].layers.map(l => l.streamed), [false], 'an existing tag: HEAD first, nothing streamed')
+  t.deepEqual(
+    again.images[0].layers.map(l => l.push),
+    ['exists']
+  )
+  t.deepEqual(
+    again.images[0].layers.map(l => l.streamed),
+    [false],
+    'an existing tag: HEAD first, nothing streamed'
+  )
 })
 
 test('a multi-layer image with whiteouts and opaque dirs converts and mounts like the source', async t => {
@@ -74,7 +145,10 @@ test('a multi-layer image with whiteouts and opaque dirs converts and mounts lik
 test('check --source lists the differences when the converted image is not the source', async t => {
   const reg = await startRegistry(t)
   const dir = await tempDir(t)
-  await skopeoPush(await umociImage(join(dir, 'oci'), 'a', [fixture('layers', 'ml-1.tar'), fixture('layers', 'ml-2.tar')]), `${reg.host}/src/a:1`)
+  await skopeoPush(
+    await umociImage(join(dir, 'oci'), 'a', [fixture('layers', 'ml-1.tar'), fixture('layers', 'ml-2.tar')]),
+    `${reg.host}/src/a:1`
+  )
   await skopeoPush(await umociImage(join(dir, 'oci'), 'b', [fixture('layers', 'ml-1.tar')]), `${reg.host}/src/b:1`)
   await convert(t, reg, 'src/a:1', 'dst/a:1')
   const c = await check(reg, 'dst/a:1', 'src/b:1')
@@ -90,11 +164,17 @@ test('a two-platform index: one platform, all platforms, and --merge-platform ke
   const oci = join(dir, 'oci')
   await umociImage(oci, 'amd', [fixture('layers', 'ml-1.tar')], { arch: 'amd64' })
   await umociImage(oci, 'arm', [fixture('layers', 'pax.tar')], { arch: 'arm64' })
-  const idx = await ociIndex(oci, 'multi', [{ tag: 'amd', platform: { os: 'linux', architecture: 'amd64' } }, { tag: 'arm', platform: { os: 'linux', architecture: 'arm64' } }])
+  const idx = await ociIndex(oci, 'multi', [
+    { tag: 'amd', platform: { os: 'linux', architecture: 'amd64' } },
+    { tag: 'arm', platform: { os: 'linux', architecture: 'arm64' } }
+  ])
   await skopeoPush(idx, `${reg.host}/src/plat:1`, ['--all'])
 
   const arm = await convert(t, reg, 'src/plat:1', 'dst/plat:arm', ['--platform', 'linux/arm64'])
-  t.deepEqual(arm.images.map(i => i.platform), ['linux/arm64'])
+  t.deepEqual(
+    arm.images.map(i => i.platform),
+    ['linux/arm64']
+  )
   t.is(arm.target.media_type, 'application/vnd.oci.image.manifest.v1+json')
   const c = await check(reg, 'dst/plat:arm', 'src/plat:1', ['--platform', 'linux/arm64'])
   t.is(c.code, 0, c.stdout + c.stderr)
@@ -109,11 +189,28 @@ test('a two-platform index: one platform, all platforms, and --merge-platform ke
   const src = await manifest(reg, 'src/plat:1')
   const idxMerged = await manifest(reg, 'dst/plat:merged')
   t.is(idxMerged.manifests.length, 4)
-  const plain = idxMerged.manifests.filter((m: any) => m.platform['os.features'] === undefined).map((m: any) => m.digest).sort()
+  const plain = idxMerged.manifests
+    .filter((m: any) => m.platform['os.features'] === undefined)
+    .map((m: any) => m.digest)
+    .sort()
   t.deepEqual(plain, src.manifests.map((m: any) => m.digest).sort())
-  t.deepEqual(idxMerged.manifests.filter((m: any) => m.platform['os.features'] !== undefined).map((m: any) => m.digest).sort(), merged.images.map(i => i.target_digest).sort())
+  t.deepEqual(
+    idxMerged.manifests
+      .filter((m: any) => m.platform['os.features'] !== undefined)
+      .map((m: any) => m.digest)
+      .sort(),
+    merged.images.map(i => i.target_digest).sort()
+  )
   // A plain runtime still pulls the OCI image from the merged tag.
-  const pulled = await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--override-arch', 'arm64', `docker://${reg.host}/dst/plat:merged`, `oci:${join(dir, 'pulled')}:x`])
+  const pulled = await run('skopeo', [
+    'copy',
+    '--quiet',
+    '--src-tls-verify=false',
+    '--override-arch',
+    'arm64',
+    `docker://${reg.host}/dst/plat:merged`,
+    `oci:${join(dir, 'pulled')}:x`
+  ])
   t.is(pulled.code, 0, pulled.stderr)
   await mountEqualsSource(t, reg, dir, 'src/plat:1', 'dst/plat:merged')
 })

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { compressedFixture, diffTrees, gnuExtract, layerFixture, nydusImage, snapshotTree, tempDir, busyboxFixture } from '@nydusjs/testkit'
 
 /** create -> check --blob-dir -> unpack, then GNU tar's extraction of both must match. */
-async function roundTrip (t: ExecutionContext, source: string, extra: string[] = [], ignoreMtime: string[] = []): Promise<void> {
+async function roundTrip(t: ExecutionContext, source: string, extra: string[] = [], ignoreMtime: string[] = []): Promise<void> {
   const dir = await tempDir(t)
   const boot = join(dir, 'layer.boot')
   const blobs = join(dir, 'blobs')
@@ -28,20 +28,28 @@ async function roundTrip (t: ExecutionContext, source: string, extra: string[] =
 }
 
 for (const name of ['gnu.tar', 'pax.tar', 'ml-1.tar', 'ml-2.tar', 'ml-3.tar']) {
-  test(`round trip: ${name}`, async t => { await roundTrip(t, layerFixture(name)) })
+  test(`round trip: ${name}`, async t => {
+    await roundTrip(t, layerFixture(name))
+  })
 }
 
 test('round trip: crafted entries (implied dirs, repeats, ./ and / prefixes, huge uid)', async t => {
   await roundTrip(t, layerFixture('crafted.tar'), [], ['implied', 'implied/parents', 'abs', 'abs/path'])
 })
 
-test('round trip: gzip layer', async t => { await roundTrip(t, await compressedFixture('pax.tar', 'gz')) })
-test('round trip: zstd layer', async t => { await roundTrip(t, await compressedFixture('pax.tar', 'zst')) })
+test('round trip: gzip layer', async t => {
+  await roundTrip(t, await compressedFixture('pax.tar', 'gz'))
+})
+test('round trip: zstd layer', async t => {
+  await roundTrip(t, await compressedFixture('pax.tar', 'zst'))
+})
 test('round trip: small chunks, no compression, blake3', async t => {
   await roundTrip(t, layerFixture('pax.tar'), ['--chunk-size', '0x1000', '--compressor', 'none', '--digester', 'blake3'])
 })
-test('round trip: 64 KiB chunks', async t => { await roundTrip(t, layerFixture('gnu.tar'), ['--chunk-size', '0x10000']) })
-test('round trip: busybox-static image from Debian\'s package', async t => {
+test('round trip: 64 KiB chunks', async t => {
+  await roundTrip(t, layerFixture('gnu.tar'), ['--chunk-size', '0x10000'])
+})
+test("round trip: busybox-static image from Debian's package", async t => {
   const { tar } = await busyboxFixture()
   await roundTrip(t, tar)
 })
@@ -65,9 +73,20 @@ test('a directory source converts (without xattrs: Node has no xattr API)', asyn
 test('identical chunks are stored once per blob', async t => {
   const dir = await tempDir(t)
   const blobs = join(dir, 'blobs')
-  const r = await nydusImage(['create', layerFixture('gnu.tar'), '--bootstrap', join(dir, 'l.boot'), '--blob-dir', blobs, '--chunk-size', '0x10000', '--output-json', '-'])
+  const r = await nydusImage([
+    'create',
+    layerFixture('gnu.tar'),
+    '--bootstrap',
+    join(dir, 'l.boot'),
+    '--blob-dir',
+    blobs,
+    '--chunk-size',
+    '0x10000',
+    '--output-json',
+    '-'
+  ])
   t.is(r.code, 0, r.stderr)
-  const out = JSON.parse(r.stdout) as { stats: { chunks: number, uniqueChunks: number, dedupHits: number } }
+  const out = JSON.parse(r.stdout) as { stats: { chunks: number; uniqueChunks: number; dedupHits: number } }
   // big.bin and big-copy.bin are equal (4 chunks each at 64 KiB); the hard link adds no chunks.
   t.true(out.stats.dedupHits >= 4)
   t.is(out.stats.uniqueChunks, out.stats.chunks - out.stats.dedupHits)
@@ -79,7 +98,20 @@ test('output is byte-identical across runs and worker counts', async t => {
   const outs = []
   for (const workers of ['1', '2', '3']) {
     const boot = join(dir, `w${workers}.boot`)
-    const r = await nydusImage(['create', layerFixture('pax.tar'), '--bootstrap', boot, '--blob-dir', join(dir, `b${workers}`), '--chunk-size', '0x1000', '--workers', workers, '--output-json', '-'])
+    const r = await nydusImage([
+      'create',
+      layerFixture('pax.tar'),
+      '--bootstrap',
+      boot,
+      '--blob-dir',
+      join(dir, `b${workers}`),
+      '--chunk-size',
+      '0x1000',
+      '--workers',
+      workers,
+      '--output-json',
+      '-'
+    ])
     t.is(r.code, 0, r.stderr)
     outs.push({ boot: await readFile(boot), blob: (JSON.parse(r.stdout) as { blob: string }).blob })
   }

@@ -2,9 +2,11 @@ import test from 'ava'
 import { NydusError } from '@nydusjs/errors'
 import { ConverterError, TarSource, encodeHeader, END_OF_ARCHIVE, padding, normalisePath, type LayerEntry } from '../src/index.js'
 
-async function * once (b: Buffer): AsyncGenerator<Buffer> { yield b }
+async function* once(b: Buffer): AsyncGenerator<Buffer> {
+  yield b
+}
 
-async function entries (tar: Buffer): Promise<Array<LayerEntry & { body: Buffer }>> {
+async function entries(tar: Buffer): Promise<Array<LayerEntry & { body: Buffer }>> {
   const out = []
   for await (const e of new TarSource(once(tar), 't.tar').entries()) {
     const body = Buffer.alloc(e.size)
@@ -18,8 +20,20 @@ test('PAX: binary xattr values, nanosecond and negative mtimes, big ids and raw-
   const cap = Buffer.from('01000002ff00ff00000000000000000000000000', 'hex')
   const name = Buffer.concat([Buffer.from('d/'.repeat(60)), Buffer.from([0xff, 0x80]), Buffer.from('-file')])
   const tar = Buffer.concat([
-    encodeHeader({ path: name, type: 'file', mode: 0o4755, uid: 3_000_000_000, gid: 5, size: 3, mtimeSec: -2, mtimeNsec: 250_000_000, xattrs: [[Buffer.from('security.capability'), cap]] }),
-    Buffer.from('abc'), padding(3), END_OF_ARCHIVE
+    encodeHeader({
+      path: name,
+      type: 'file',
+      mode: 0o4755,
+      uid: 3_000_000_000,
+      gid: 5,
+      size: 3,
+      mtimeSec: -2,
+      mtimeNsec: 250_000_000,
+      xattrs: [[Buffer.from('security.capability'), cap]]
+    }),
+    Buffer.from('abc'),
+    padding(3),
+    END_OF_ARCHIVE
   ])
   const [e] = await entries(tar)
   t.true(e.path.equals(name))
@@ -47,13 +61,26 @@ test('GNU base-256 numbers are decoded', async t => {
 })
 
 test('a tar without the end-of-archive blocks is accepted at an entry boundary, as GNU tar does', async t => {
-  const tar = Buffer.concat([encodeHeader({ path: Buffer.from('a'), type: 'file', mode: 0o644, uid: 0, gid: 0, size: 1, mtimeSec: 0, mtimeNsec: 0 }), Buffer.from('x'), padding(1)])
+  const tar = Buffer.concat([
+    encodeHeader({ path: Buffer.from('a'), type: 'file', mode: 0o644, uid: 0, gid: 0, size: 1, mtimeSec: 0, mtimeNsec: 0 }),
+    Buffer.from('x'),
+    padding(1)
+  ])
   t.is((await entries(tar)).length, 1)
 })
 
 test('a malformed PAX record is a typed error', async t => {
   const body = Buffer.from('99 path=x\n')
-  const xh = encodeHeader({ path: Buffer.from('PaxHeaders/x'), type: 'file', mode: 0o644, uid: 0, gid: 0, size: body.length, mtimeSec: 0, mtimeNsec: 0 })
+  const xh = encodeHeader({
+    path: Buffer.from('PaxHeaders/x'),
+    type: 'file',
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    size: body.length,
+    mtimeSec: 0,
+    mtimeNsec: 0
+  })
   xh[156] = 0x78
   xh.fill(0x20, 148, 156)
   let sum = 0
@@ -65,7 +92,10 @@ test('a malformed PAX record is a typed error', async t => {
 })
 
 test('normalisePath strips / and ./, folds .. inside the tree, refuses climbing out', t => {
-  const n = (s: string): string => normalisePath(Buffer.from(s), 'x').map(p => p.toString()).join('/')
+  const n = (s: string): string =>
+    normalisePath(Buffer.from(s), 'x')
+      .map(p => p.toString())
+      .join('/')
   t.is(n('/a/./b//c/'), 'a/b/c')
   t.is(n('./a/b/../c'), 'a/c')
   t.is(n('./'), '')

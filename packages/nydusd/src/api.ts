@@ -4,13 +4,13 @@ import type { Logger } from 'pino'
 
 export interface ApiHandlers {
   daemon: () => unknown
-  metrics: () => Promise<{ contentType: string, body: string }>
+  metrics: () => Promise<{ contentType: string; body: string }>
   files: () => unknown
   prefetch: () => unknown
 }
 
 /** The HTTP API on a unix socket, with the original nydusd's paths. */
-export async function startApi (sock: string, h: ApiHandlers, log: Logger): Promise<Server> {
+export async function startApi(sock: string, h: ApiHandlers, log: Logger): Promise<Server> {
   await rm(sock, { force: true })
   const server = createServer((req, res) => {
     const send = (status: number, body: unknown, type = 'application/json'): void => {
@@ -18,15 +18,24 @@ export async function startApi (sock: string, h: ApiHandlers, log: Logger): Prom
       res.end(typeof body === 'string' ? body : JSON.stringify(body))
     }
     const path = (req.url ?? '').split('?')[0]
-    if (req.method !== 'GET') { send(405, { code: 'METHOD_NOT_ALLOWED', message: `${req.method ?? ''} is not supported` }); return }
+    if (req.method !== 'GET') {
+      send(405, { code: 'METHOD_NOT_ALLOWED', message: `${req.method ?? ''} is not supported` })
+      return
+    }
     const route: Record<string, () => Promise<void> | void> = {
       '/api/v1/daemon': () => send(200, h.daemon()),
-      '/api/v1/metrics': async () => { const m = await h.metrics(); send(200, m.body, m.contentType) },
+      '/api/v1/metrics': async () => {
+        const m = await h.metrics()
+        send(200, m.body, m.contentType)
+      },
       '/api/v1/metrics/files': () => send(200, h.files()),
       '/api/v1/daemon/prefetch': () => send(200, h.prefetch())
     }
     const fn = route[path]
-    if (fn === undefined) { send(404, { code: 'NOT_FOUND', message: `no API at ${path}` }); return }
+    if (fn === undefined) {
+      send(404, { code: 'NOT_FOUND', message: `no API at ${path}` })
+      return
+    }
     Promise.resolve(fn()).catch((err: Error) => {
       log.error({ err: err.message, path }, 'API request failed')
       send(500, { code: 'INTERNAL', message: err.message })
@@ -34,7 +43,10 @@ export async function startApi (sock: string, h: ApiHandlers, log: Logger): Prom
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(sock, () => { server.off('error', reject); resolve() })
+    server.listen(sock, () => {
+      server.off('error', reject)
+      resolve()
+    })
   })
   return server
 }

@@ -3,20 +3,29 @@ export class BufferLru {
   private readonly map = new Map<string, Buffer>()
   private bytes = 0
   /** `onEvict` gets every buffer the LRU drops (not those handed out by `take`). */
-  constructor (private readonly limit: number, private readonly onEvict?: (v: Buffer) => void) {}
-  get (k: string): Buffer | undefined {
+  constructor(
+    private readonly limit: number,
+    private readonly onEvict?: (v: Buffer) => void
+  ) {}
+  get(k: string): Buffer | undefined {
     const v = this.map.get(k)
-    if (v !== undefined) { this.map.delete(k); this.map.set(k, v) }
+    if (v !== undefined) {
+      this.map.delete(k)
+      this.map.set(k, v)
+    }
     return v
   }
 
-  take (k: string): Buffer | undefined {
+  take(k: string): Buffer | undefined {
     const v = this.map.get(k)
-    if (v !== undefined) { this.map.delete(k); this.bytes -= v.length }
+    if (v !== undefined) {
+      this.map.delete(k)
+      this.bytes -= v.length
+    }
     return v
   }
 
-  set (k: string, v: Buffer): void {
+  set(k: string, v: Buffer): void {
     if (v.length > this.limit) return
     const old = this.map.get(k)
     if (old !== undefined) {

@@ -17,13 +17,16 @@ export class BufferPool {
   reused = 0
 
   /** `maxSize`: the largest request to pool; at most `maxIdleBytes` wait in the pool (and always 16 of the largest class). */
-  constructor (maxSize: number, private readonly maxIdleBytes = 32 * 1024 * 1024) {
+  constructor(
+    maxSize: number,
+    private readonly maxIdleBytes = 32 * 1024 * 1024
+  ) {
     this.top = classOf(Math.max(maxSize, MIN_CLASS))
     this.maxIdleBytes = Math.max(maxIdleBytes, 16 * this.top)
   }
 
   /** `len` bytes: a view of a pooled buffer, or a fresh buffer when `len` is outside the classes. */
-  take (len: number): Buffer {
+  take(len: number): Buffer {
     if (len < MIN_CLASS / 2 || len > this.top) return Buffer.allocUnsafe(len)
     const size = classOf(len)
     let ab = this.free.get(size)?.pop()
@@ -39,11 +42,11 @@ export class BufferPool {
   }
 
   /** Hands back a buffer from `take` (or a view of one). Nothing may touch it afterwards. */
-  give (b: Uint8Array): void {
+  give(b: Uint8Array): void {
     const ab = b.buffer as SharedArrayBuffer
     if (!this.owned.has(ab) || this.idle.has(ab) || this.idleBytes + ab.byteLength > this.maxIdleBytes) return
     let list = this.free.get(ab.byteLength)
-    if (list === undefined) this.free.set(ab.byteLength, list = [])
+    if (list === undefined) this.free.set(ab.byteLength, (list = []))
     list.push(ab)
     this.idle.add(ab)
     this.idleBytes += ab.byteLength

@@ -1,4 +1,13 @@
-import { CHUNK_FLAG_COMPRESSED, checkChunkDigest, compressChunk, decodeChunk, decompressChunk, decompressChunkInto, type ChunkRef, type Digester } from '@nydusjs/rafs'
+import {
+  CHUNK_FLAG_COMPRESSED,
+  checkChunkDigest,
+  compressChunk,
+  decodeChunk,
+  decompressChunk,
+  decompressChunkInto,
+  type ChunkRef,
+  type Digester
+} from '@nydusjs/rafs'
 import type { BufferPool } from './buffer-pool.js'
 import { VerifyWorker } from './verify-worker.js'
 
@@ -10,19 +19,26 @@ import { VerifyWorker } from './verify-worker.js'
 export class ChunkDecoder {
   private readonly verifier?: VerifyWorker
 
-  constructor (private readonly pool: BufferPool, private readonly digester: Digester, readonly validate: boolean, verifyThread = true) {
+  constructor(
+    private readonly pool: BufferPool,
+    private readonly digester: Digester,
+    readonly validate: boolean,
+    verifyThread = true
+  ) {
     if (validate && verifyThread) this.verifier = new VerifyWorker(digester)
   }
 
   /** Chunks the verify thread decoded or hashed. */
-  get offloaded (): number { return this.verifier?.offloaded ?? 0 }
+  get offloaded(): number {
+    return this.verifier?.offloaded ?? 0
+  }
 
-  async digest (data: Buffer): Promise<Buffer> {
+  async digest(data: Buffer): Promise<Buffer> {
     return await (this.verifier?.digest(data) ?? this.digester.digestAsync(data))
   }
 
   /** Decompressed and verified on this thread; throws on a mismatch, its buffer back in the pool. */
-  decodeHere (c: ChunkRef, piece: Buffer): Buffer {
+  decodeHere(c: ChunkRef, piece: Buffer): Buffer {
     if (!this.validate) return this.unpack(c, piece)
     const compressed = (c.flags & CHUNK_FLAG_COMPRESSED) !== 0
     const dst = compressed ? this.pool.take(c.uncompressedSize) : undefined
@@ -38,7 +54,7 @@ export class ChunkDecoder {
    * Decompressed and verified; throws on a mismatch with the buffers it took
    * back in the pool (never `piece`'s: a chain may still be filling it).
    */
-  async decode (c: ChunkRef, piece: Buffer): Promise<Buffer> {
+  async decode(c: ChunkRef, piece: Buffer): Promise<Buffer> {
     let data: Buffer | undefined
     let dst: Buffer | undefined
     try {
@@ -60,17 +76,19 @@ export class ChunkDecoder {
   }
 
   /** Decodes and hashes a small made-up chunk once, so the first real read does not pay for these paths' first call. */
-  warmUp (): void {
+  warmUp(): void {
     const sample = compressChunk(Buffer.alloc(16 * 1024, 1), 'zstd')
     const dst = this.pool.take(16 * 1024)
     this.digester.digest(decompressChunkInto(sample.data, sample.flags, 16 * 1024, dst))
     this.pool.give(dst)
   }
 
-  async close (): Promise<void> { await this.verifier?.close() }
+  async close(): Promise<void> {
+    await this.verifier?.close()
+  }
 
   /** Decompressed (into a pooled buffer) and, stored raw, copied out of a larger request buffer. */
-  private unpack (c: ChunkRef, piece: Buffer): Buffer {
+  private unpack(c: ChunkRef, piece: Buffer): Buffer {
     if ((c.flags & CHUNK_FLAG_COMPRESSED) === 0) return shrink(decompressChunk(piece, c.flags, c.uncompressedSize))
     const dst = this.pool.take(c.uncompressedSize)
     try {
@@ -83,4 +101,4 @@ export class ChunkDecoder {
 }
 
 /** A raw chunk is a view of its request buffer: copied out when it would pin more than twice its size. */
-const shrink = (data: Buffer): Buffer => data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data
+const shrink = (data: Buffer): Buffer => (data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data)

@@ -28,7 +28,10 @@ export interface FetcherOptions {
 }
 
 /** A chunk being loaded, and who waits for its bytes. */
-interface Inflight { waiters: Array<(data: Buffer) => void>, done: Promise<void> }
+interface Inflight {
+  waiters: Array<(data: Buffer) => void>
+  done: Promise<void>
+}
 
 /**
  * The read path for one chunk, tying the parts together with a single
@@ -51,7 +54,7 @@ export class ChunkFetcher {
   private readonly planner: ReadPlanner
   foregroundInflight = 0
 
-  constructor (private readonly o: FetcherOptions) {
+  constructor(private readonly o: FetcherOptions) {
     const maxChunk = o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0)
     this.mem = new MemoryTier(maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, o.mergingSize, o.cache, o.log)
     this.decoder = new ChunkDecoder(this.mem.pool, o.digester, o.digestValidate, o.verifyThread !== false)
@@ -60,29 +63,41 @@ export class ChunkFetcher {
       isCached: c => this.isCached(c),
       isDecoded: (id, c) => this.mem.decoded.get(chunkKey(id, c.compressedOffset)) !== undefined,
       isInflight: (id, c) => this.inflight.has(chunkKey(id, c.compressedOffset)),
-      load: async c => { await this.withChunk(c, noop, false) }
+      load: async c => {
+        await this.withChunk(c, noop, false)
+      }
     })
   }
 
   /** Chunk buffers served from the pool rather than allocated. */
-  get buffersReused (): number { return this.mem.pool.reused }
+  get buffersReused(): number {
+    return this.mem.pool.reused
+  }
 
   /** Chunks the verify thread decoded or hashed. */
-  get verifiedOffThread (): number { return this.decoder.offloaded }
+  get verifiedOffThread(): number {
+    return this.decoder.offloaded
+  }
 
-  isCached (c: ChunkRef): boolean {
+  isCached(c: ChunkRef): boolean {
     return this.o.cache?.has(this.o.blobs[c.blobIndex].id, c.compressedOffset) ?? false
   }
 
-  private hasLocally (blobId: string, c: ChunkRef): boolean {
+  private hasLocally(blobId: string, c: ChunkRef): boolean {
     const k = chunkKey(blobId, c.compressedOffset)
     return this.inflight.has(k) || this.mem.decoded.get(k) !== undefined || this.mem.merged.get(k) !== undefined || this.isCached(c)
   }
 
   /** A copy of the chunk's verified, uncompressed bytes (for callers that keep them). */
-  async get (c: ChunkRef, foreground = true): Promise<Buffer> {
+  async get(c: ChunkRef, foreground = true): Promise<Buffer> {
     let out: Buffer | undefined
-    await this.withChunk(c, data => { out = Buffer.from(data) }, foreground)
+    await this.withChunk(
+      c,
+      data => {
+        out = Buffer.from(data)
+      },
+      foreground
+    )
     return out!
   }
 
@@ -90,14 +105,18 @@ export class ChunkFetcher {
    * Calls `use` with the chunk's verified, uncompressed bytes, synchronously
    * while they are held: `use` copies what it needs and keeps no reference.
    */
-  async withChunk (c: ChunkRef, use: (data: Buffer) => void, foreground = true): Promise<void> {
+  async withChunk(c: ChunkRef, use: (data: Buffer) => void, foreground = true): Promise<void> {
     // Counted before the first await, so prefetch sees a foreground read the moment it starts.
     if (foreground) this.foregroundInflight++
     try {
       const blob = this.o.blobs[c.blobIndex]
       const k = chunkKey(blob.id, c.compressedOffset)
       const hot = this.mem.decoded.get(k)
-      if (hot !== undefined) { this.o.metrics.cacheHits.inc(); use(hot); return }
+      if (hot !== undefined) {
+        this.o.metrics.cacheHits.inc()
+        use(hot)
+        return
+      }
       let f = this.inflight.get(k)
       if (f !== undefined) {
         f.waiters.push(use)
@@ -105,7 +124,9 @@ export class ChunkFetcher {
         // The waiter is in place before loading starts: a load can deliver without awaiting.
         const entry: Inflight = { waiters: [use], done: Promise.resolve() }
         this.inflight.set(k, entry)
-        entry.done = this.load(c, blob, k, foreground).finally(() => { if (this.inflight.get(k) === entry) this.inflight.delete(k) })
+        entry.done = this.load(c, blob, k, foreground).finally(() => {
+          if (this.inflight.get(k) === entry) this.inflight.delete(k)
+        })
         f = entry
       }
       await f.done
@@ -120,11 +141,15 @@ export class ChunkFetcher {
    * made only of such chunks is answered with no promise in between. False:
    * nothing was called, use `withChunk`.
    */
-  withChunkNow (c: ChunkRef, use: (data: Buffer) => void): boolean {
+  withChunkNow(c: ChunkRef, use: (data: Buffer) => void): boolean {
     const blob = this.o.blobs[c.blobIndex]
     const k = chunkKey(blob.id, c.compressedOffset)
     const hot = this.mem.decoded.get(k)
-    if (hot !== undefined) { this.o.metrics.cacheHits.inc(); use(hot); return true }
+    if (hot !== undefined) {
+      this.o.metrics.cacheHits.inc()
+      use(hot)
+      return true
+    }
     if (c.uncompressedSize >= OFFLOAD_MIN_BYTES || this.inflight.has(k)) return false
     const raw = this.mem.merged.take(k)
     if (raw === undefined) return false
@@ -146,19 +171,23 @@ export class ChunkFetcher {
   }
 
   /** Hands a chunk's bytes to everyone waiting for it, in the same tick that produced them. */
-  private deliver (k: string, data: Buffer): void {
+  private deliver(k: string, data: Buffer): void {
     const f = this.inflight.get(k)
     if (f === undefined) return
     this.inflight.delete(k)
     let failure: unknown
     for (const use of f.waiters) {
-      try { use(data) } catch (err) { failure ??= err }
+      try {
+        use(data)
+      } catch (err) {
+        failure ??= err
+      }
     }
     if (failure !== undefined) throw failure
   }
 
   /** Called by `withChunk` right after it missed the memory LRU, with no await between. */
-  private async load (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<void> {
+  private async load(c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<void> {
     const raw = this.mem.merged.take(k)
     if (raw !== undefined) {
       if (foreground) this.planner.runAhead(c, blob)
@@ -175,7 +204,7 @@ export class ChunkFetcher {
   }
 
   /** The chunk from the disk cache, hashed once per run of the daemon; a bad copy is dropped. */
-  private async fromCache (c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<boolean> {
+  private async fromCache(c: ChunkRef, blob: BlobInfo, k: string, foreground: boolean): Promise<boolean> {
     const cache = this.o.cache
     if (cache?.has(blob.id, c.compressedOffset) !== true) return false
     const dst = this.mem.pool.take(c.uncompressedSize)
@@ -197,7 +226,7 @@ export class ChunkFetcher {
   }
 
   /** Fetches `c` plus the missing chunks right after it in the blob, up to merging_size, in one request. */
-  private async fetch (c: ChunkRef, blob: BlobInfo, foreground = false): Promise<void> {
+  private async fetch(c: ChunkRef, blob: BlobInfo, foreground = false): Promise<void> {
     const sequential = this.planner.isSequential(c)
     const run = this.planner.mergeRun(c, blob)
     const start = run[0].compressedOffset
@@ -209,10 +238,20 @@ export class ChunkFetcher {
     let checked: Buffer | undefined
     try {
       // The chain moves to its next source when the wanted chunk does not verify.
-      const served = await this.o.backend.readVerified(blob.id, start, length, async (b, source) => {
-        checked = await this.decoder.decode(c, b.subarray(0, c.compressedSize)).catch((err: Error) => { this.refused(c, blob, source, err); return undefined })
-        return checked !== undefined
-      }, undefined, this.mem.pool.take(length))
+      const served = await this.o.backend.readVerified(
+        blob.id,
+        start,
+        length,
+        async (b, source) => {
+          checked = await this.decoder.decode(c, b.subarray(0, c.compressedSize)).catch((err: Error) => {
+            this.refused(c, blob, source, err)
+            return undefined
+          })
+          return checked !== undefined
+        },
+        undefined,
+        this.mem.pool.take(length)
+      )
       // An abandoned pool buffer is never handed back: a timed-out source may still write into it.
       raw = served.data
       backend = served.source
@@ -239,32 +278,37 @@ export class ChunkFetcher {
       this.mergedFrom.set(k, backend)
     }
     if (checked !== undefined) this.verified.add(chunkKey(blob.id, c.compressedOffset))
-    const wanted = checked ?? await this.decode(c, blob, raw.subarray(0, c.compressedSize), backend)
-    if (wanted === undefined) throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
+    const wanted = checked ?? (await this.decode(c, blob, raw.subarray(0, c.compressedSize), backend))
+    if (wanted === undefined)
+      throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
     // The compressed bytes are spent (merged neighbours were copied out above); raw-stored, they are the chunk.
     if (wanted.buffer !== raw.buffer) this.mem.pool.give(raw)
     this.keep(blob, c, wanted)
   }
 
   /** Keeps a verified chunk and hands it to its waiters. */
-  private keep (blob: BlobInfo, c: ChunkRef, data: Buffer): void {
+  private keep(blob: BlobInfo, c: ChunkRef, data: Buffer): void {
     this.mem.keep(blob.id, c.compressedOffset, data)
     this.deliver(chunkKey(blob.id, c.compressedOffset), data)
   }
 
   /** Waits for pending cache writes (at shutdown, so a restart finds them). */
-  async flush (): Promise<void> { await this.mem.flush() }
+  async flush(): Promise<void> {
+    await this.mem.flush()
+  }
 
-  warmUp (): void { this.decoder.warmUp() }
+  warmUp(): void {
+    this.decoder.warmUp()
+  }
 
   /** Flushes and stops the verify thread. */
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     await this.flush()
     await this.decoder.close()
   }
 
   /** Decompressed and verified bytes, or undefined (logged and counted) when they do not match. */
-  private async decode (c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
+  private async decode(c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
     try {
       const data = await this.decoder.decode(c, piece)
       this.verified.add(chunkKey(blob.id, c.compressedOffset))
@@ -276,16 +320,19 @@ export class ChunkFetcher {
   }
 
   /** Where a merged neighbour came from: recorded only when not the first link, so the common case costs nothing. */
-  private takeSource (k: string): string {
+  private takeSource(k: string): string {
     const s = this.mergedFrom.get(k)
     if (s === undefined) return this.o.backend.links[0].name
     this.mergedFrom.delete(k)
     return s
   }
 
-  private refused (c: ChunkRef, blob: BlobInfo, backend: string, err: Error): void {
+  private refused(c: ChunkRef, blob: BlobInfo, backend: string, err: Error): void {
     this.o.metrics.verifyFailures.inc({ backend })
-    this.o.log.error({ blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: err.message }, 'chunk failed verification')
+    this.o.log.error(
+      { blob: blob.id, chunk: c.digest.toString('hex'), offset: c.compressedOffset, backend, err: err.message },
+      'chunk failed verification'
+    )
   }
 }
 

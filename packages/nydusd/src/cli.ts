@@ -24,34 +24,23 @@ Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [
 
 Runs in the foreground; SIGINT or SIGTERM unmounts and exits, as does an unmount from outside.`
 
-export async function main (argv: string[]): Promise<number> {
-  let args
+export async function main(argv: string[]): Promise<number> {
+  let args: ReturnType<typeof parseCli>
   try {
-    args = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' },
-        bootstrap: { type: 'string' },
-        image: { type: 'string' },
-        insecure: { type: 'boolean', default: false },
-        platform: { type: 'string' },
-        'work-dir': { type: 'string' },
-        mountpoint: { type: 'string' },
-        apisock: { type: 'string' },
-        'log-level': { type: 'string', default: 'info' },
-        prefetch: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'V' }
-      },
-      strict: true
-    }).values
+    args = parseCli(argv)
   } catch (err) {
     return fail(`${(err as Error).message} (see --help)`)
   }
-  if (args.help === true) { process.stdout.write(USAGE + '\n'); return 0 }
-  if (args.version === true) { process.stdout.write(`nydusd ${VERSION}\n`); return 0 }
+  if (args.help === true) {
+    process.stdout.write(USAGE + '\n')
+    return 0
+  }
+  if (args.version === true) {
+    process.stdout.write(`nydusd ${VERSION}\n`)
+    return 0
+  }
   if (args.image !== undefined && args.bootstrap !== undefined) return fail('--image and --bootstrap exclude each other')
-  const required = args.image === undefined ? ['config', 'bootstrap', 'mountpoint'] as const : ['mountpoint'] as const
+  const required = args.image === undefined ? (['config', 'bootstrap', 'mountpoint'] as const) : (['mountpoint'] as const)
   for (const f of required) if (args[f] === undefined) return fail(`missing required flag --${f} (see --help)`)
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
   if (!levels.includes(args['log-level'])) return fail(`--log-level must be one of ${levels.join(', ')}`)
@@ -59,19 +48,33 @@ export async function main (argv: string[]): Promise<number> {
   // Caught from the start: a signal that lands while mounting (before start returns) would
   // otherwise kill the process with the mount left behind, dead or wedged.
   const stopRequested = stopSignal()
-  process.once('uncaughtException', err => { detachAndExit(err, log) })
+  process.once('uncaughtException', err => {
+    detachAndExit(err, log)
+  })
   let daemon: Nydusd
   try {
     let config = args.config === undefined ? undefined : await loadConfig(args.config)
     let bootstrap = args.bootstrap
     if (args.image !== undefined) {
       const { prepareImage } = await import('./image-source.js')
-      const img = await Promise.race([prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] }), stopRequested.then(why => { throw new Error(`stopped by ${why} before mounting`) })])
+      const img = await Promise.race([
+        prepareImage(args.image, { config, insecure: args.insecure, platform: args.platform, workDir: args['work-dir'] }),
+        stopRequested.then(why => {
+          throw new Error(`stopped by ${why} before mounting`)
+        })
+      ])
       log.info({ image: args.image, digest: img.digest }, 'pulled bootstrap')
       config = img.config
       bootstrap = img.bootstrap
     }
-    daemon = await Nydusd.start({ config: config!, bootstrap: bootstrap!, mountpoint: args.mountpoint!, apisock: args.apisock, prefetch: args.prefetch, log })
+    daemon = await Nydusd.start({
+      config: config!,
+      bootstrap: bootstrap!,
+      mountpoint: args.mountpoint!,
+      apisock: args.apisock,
+      prefetch: args.prefetch,
+      log
+    })
   } catch (err) {
     return fail(oneLine(err), errorCode(err) === undefined ? 1 : statusOf(err).exit)
   }
@@ -87,15 +90,17 @@ export async function main (argv: string[]): Promise<number> {
  * mount is detached (lazily: no answer from this process is needed), then the
  * process exits.
  */
-function detachAndExit (err: Error, log: Logger): never {
+function detachAndExit(err: Error, log: Logger): never {
   log.fatal({ err: err.message, stack: err.stack }, 'internal error: detaching the mount and exiting')
   for (const mnt of liveMounts) spawnSync('fusermount', ['-uz', '--', mnt], { stdio: 'ignore', timeout: 5000 })
-  process.stderr.write(`nydusd: error: internal error: ${err.message}${liveMounts.size > 0 ? ` (${[...liveMounts].join(', ')} detached)` : ''}\n`)
+  process.stderr.write(
+    `nydusd: error: internal error: ${err.message}${liveMounts.size > 0 ? ` (${[...liveMounts].join(', ')} detached)` : ''}\n`
+  )
   process.exit(exitCodeOf('ERR_INTERNAL'))
 }
 
 /** Settles with the name of the first SIGINT or SIGTERM. */
-async function stopSignal (): Promise<string> {
+async function stopSignal(): Promise<string> {
   return await new Promise(resolve => {
     process.once('SIGINT', () => resolve('SIGINT'))
     process.once('SIGTERM', () => resolve('SIGTERM'))
@@ -103,7 +108,28 @@ async function stopSignal (): Promise<string> {
 }
 
 /** One line on stderr; the exit code is the error table's (2 for usage). */
-function fail (msg: string, exit = 2): number {
+function fail(msg: string, exit = 2): number {
   process.stderr.write(`nydusd: error: ${msg}\n`)
   return exit
+}
+
+function parseCli(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      bootstrap: { type: 'string' },
+      image: { type: 'string' },
+      insecure: { type: 'boolean', default: false },
+      platform: { type: 'string' },
+      'work-dir': { type: 'string' },
+      mountpoint: { type: 'string' },
+      apisock: { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      prefetch: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'V' }
+    },
+    strict: true
+  }).values
 }

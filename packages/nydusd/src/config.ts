@@ -39,14 +39,18 @@ const Registry = z.strictObject({
     ca_file: z.string().optional(),
     timeout: z.number().positive().default(30),
     connect_timeout: z.number().positive().default(10),
-    mirrors: z.array(z.strictObject({
-      host: z.string().min(1),
-      scheme: z.enum(['http', 'https']).optional(),
-      headers: z.record(z.string(), z.string()).optional(),
-      auth_through: z.boolean().default(false).describe('send the origin\'s credentials to this mirror too'),
-      failure_limit: z.number().int().min(1).optional().describe('failures that open this mirror\'s breaker'),
-      health_check_interval: z.number().positive().optional().describe('seconds until an open mirror is probed again')
-    })).default([])
+    mirrors: z
+      .array(
+        z.strictObject({
+          host: z.string().min(1),
+          scheme: z.enum(['http', 'https']).optional(),
+          headers: z.record(z.string(), z.string()).optional(),
+          auth_through: z.boolean().default(false).describe("send the origin's credentials to this mirror too"),
+          failure_limit: z.number().int().min(1).optional().describe("failures that open this mirror's breaker"),
+          health_check_interval: z.number().positive().optional().describe('seconds until an open mirror is probed again')
+        })
+      )
+      .default([])
   })
 })
 
@@ -63,36 +67,45 @@ const Chain = z.strictObject({
 export const ConfigSchema = z.strictObject({
   device: z.strictObject({
     backend: z.discriminatedUnion('type', [LocalFs, Http, Registry, S3, Chain]),
-    cache: z.strictObject({
-      type: z.literal('blobcache'),
-      config: z.strictObject({
-        work_dir: z.string().min(1),
-        size_limit: z.number().int().min(0).default(0).describe('bytes; 0 = unlimited')
+    cache: z
+      .strictObject({
+        type: z.literal('blobcache'),
+        config: z.strictObject({
+          work_dir: z.string().min(1),
+          size_limit: z.number().int().min(0).default(0).describe('bytes; 0 = unlimited')
+        })
       })
-    }).optional()
+      .optional()
   }),
   mode: z.literal('direct').default('direct'),
   digest_validate: z.boolean().default(true),
   enable_xattr: z.boolean().default(true),
-  fs_prefetch: z.strictObject({
-    enable: z.boolean().default(false),
-    threads_count: z.number().int().min(1).max(64).default(4),
-    merging_size: z.number().int().min(0).max(64 * 1024 * 1024).default(128 * 1024),
-    bandwidth_rate: z.number().int().min(0).default(0).describe('bytes/s; 0 = unlimited')
-  }).prefault({})
+  fs_prefetch: z
+    .strictObject({
+      enable: z.boolean().default(false),
+      threads_count: z.number().int().min(1).max(64).default(4),
+      merging_size: z
+        .number()
+        .int()
+        .min(0)
+        .max(64 * 1024 * 1024)
+        .default(128 * 1024),
+      bandwidth_rate: z.number().int().min(0).default(0).describe('bytes/s; 0 = unlimited')
+    })
+    .prefault({})
 })
 
 export type NydusdConfig = z.infer<typeof ConfigSchema>
 export type BackendConfig = z.infer<typeof Single>
 
 /** Parses and validates; every wrong field is named in one line. */
-export function parseConfig (value: unknown, where: string): NydusdConfig {
+export function parseConfig(value: unknown, where: string): NydusdConfig {
   const r = ConfigSchema.safeParse(value)
   if (r.success) return r.data
   throw new NydusdError('ERR_CONFIG', `config ${where}: ${schemaIssues(r.error)}`)
 }
 
-export async function loadConfig (path: string): Promise<NydusdConfig> {
+export async function loadConfig(path: string): Promise<NydusdConfig> {
   const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
     throw new NydusdError('ERR_CONFIG', `config ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
   })

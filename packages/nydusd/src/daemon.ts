@@ -34,7 +34,16 @@ export interface DaemonOptions {
  * st_ino comes from the bootstrap (use_ino, so hard links share it), and the
  * kernel refuses writes itself (ro).
  */
-export const MOUNT_OPTIONS = { kernelCache: true, attrTimeout: 3600, entryTimeout: 3600, maxRead: 1024 * 1024, fsname: 'nydusd', subtype: 'rafs', allowOther: true, defaultPermissions: true }
+export const MOUNT_OPTIONS = {
+  kernelCache: true,
+  attrTimeout: 3600,
+  entryTimeout: 3600,
+  maxRead: 1024 * 1024,
+  fsname: 'nydusd',
+  subtype: 'rafs',
+  allowOther: true,
+  defaultPermissions: true
+}
 const EXTRA_OPTIONS = ['ro', 'use_ino', 'big_writes']
 
 /** Mountpoints this process mounted and has not unmounted: what a fatal error must detach (see cli). */
@@ -48,10 +57,12 @@ export class Nydusd {
   private sessionEnded = false
   private endedResolve!: () => void
   /** Settles when the kernel ends the FUSE session without us (external umount). */
-  readonly ended = new Promise<void>(resolve => { this.endedResolve = resolve })
+  readonly ended = new Promise<void>(resolve => {
+    this.endedResolve = resolve
+  })
   state: 'INIT' | 'RUNNING' | 'STOPPED' = 'INIT'
 
-  private constructor (
+  private constructor(
     private readonly o: DaemonOptions,
     readonly reader: BootstrapReader,
     readonly fs: RafsFs,
@@ -61,7 +72,7 @@ export class Nydusd {
     readonly log: Logger
   ) {}
 
-  static async start (o: DaemonOptions): Promise<Nydusd> {
+  static async start(o: DaemonOptions): Promise<Nydusd> {
     const log = o.log ?? pino({ level: 'info' })
     const reader = await openBootstrap(o.bootstrap)
     await checkMountpoint(o.mountpoint)
@@ -73,8 +84,15 @@ export class Nydusd {
     })
     const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
     const fetcher = new ChunkFetcher({
-      backend, cache, blobs: reader.blobs(), chunks, digester: await loadDigester(reader.sb.digester),
-      digestValidate: o.config.digest_validate, mergingSize: o.config.fs_prefetch.merging_size, metrics, log
+      backend,
+      cache,
+      blobs: reader.blobs(),
+      chunks,
+      digester: await loadDigester(reader.sb.digester),
+      digestValidate: o.config.digest_validate,
+      mergingSize: o.config.fs_prefetch.merging_size,
+      metrics,
+      log
     })
     const fs = new RafsFs(reader, fetcher, metrics, log, o.config.enable_xattr)
     const d = new Nydusd(o, reader, fs, fetcher, backend, metrics, log)
@@ -84,17 +102,25 @@ export class Nydusd {
     return d
   }
 
-  private async mount (): Promise<void> {
+  private async mount(): Promise<void> {
     const ops = this.fs.ops()
     const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: false }) // reads that wait get RafsFs's own timer
     const base = fuse._fuseOptions.bind(fuse)
-    fuse._fuseOptions = () => { const s = base(); return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}` }
+    fuse._fuseOptions = () => {
+      const s = base()
+      return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}`
+    }
     const before = await fuseFds()
     const lister = new RootLister(this.o.mountpoint)
-    await new Promise<void>((resolve, reject) => fuse.mount(err => {
-      if (err !== null) reject(new NydusdError('ERR_MOUNT', `mounting ${this.o.mountpoint}: ${err.message}`, { cause: err }))
-      else resolve()
-    })).catch((err: unknown) => { lister.cancel(); throw err })
+    await new Promise<void>((resolve, reject) =>
+      fuse.mount(err => {
+        if (err !== null) reject(new NydusdError('ERR_MOUNT', `mounting ${this.o.mountpoint}: ${err.message}`, { cause: err }))
+        else resolve()
+      })
+    ).catch((err: unknown) => {
+      lister.cancel()
+      throw err
+    })
     this.fuse = fuse
     liveMounts.add(this.o.mountpoint)
     this.state = 'RUNNING'
@@ -105,7 +131,15 @@ export class Nydusd {
       this.endedResolve()
     })
     await this.warmUp(lister)
-    this.log.info({ mountpoint: this.o.mountpoint, bootstrap: this.o.bootstrap, backend: this.o.config.device.backend.type, inodes: this.reader.inodeCount }, 'mounted')
+    this.log.info(
+      {
+        mountpoint: this.o.mountpoint,
+        bootstrap: this.o.bootstrap,
+        backend: this.o.config.device.backend.type,
+        inodes: this.reader.inodeCount
+      },
+      'mounted'
+    )
   }
 
   /**
@@ -114,20 +148,26 @@ export class Nydusd {
    * reader, and on decoding and hashing a made-up chunk. No file data is
    * read, so nothing is fetched.
    */
-  private async warmUp (lister: RootLister): Promise<void> {
+  private async warmUp(lister: RootLister): Promise<void> {
     this.fetcher.warmUp()
     await lister.run()
   }
 
-  private startPrefetch (): void {
+  private startPrefetch(): void {
     const p = this.o.config.fs_prefetch
     const all = this.o.prefetch === true || p.enable
     if (!all && this.reader.sb.prefetchCount === 0) return
-    this.prefetcher = new Prefetcher(this.reader, this.fetcher, { all, threads: p.threads_count, bandwidthRate: p.bandwidth_rate }, this.metrics, this.log)
+    this.prefetcher = new Prefetcher(
+      this.reader,
+      this.fetcher,
+      { all, threads: p.threads_count, bandwidthRate: p.bandwidth_rate },
+      this.metrics,
+      this.log
+    )
     this.prefetcher.run().catch((err: Error) => this.log.error({ err: err.message }, 'prefetch stopped'))
   }
 
-  private apiHandlers (): Parameters<typeof startApi>[1] {
+  private apiHandlers(): Parameters<typeof startApi>[1] {
     return {
       daemon: () => ({
         id: String(process.pid),
@@ -135,7 +175,11 @@ export class Nydusd {
         state: this.state,
         mountpoint: this.o.mountpoint,
         bootstrap: this.o.bootstrap,
-        backend: { type: this.o.config.device.backend.type, links: this.backend.links.map(l => l.name), open_breakers: this.backend.openLinks() },
+        backend: {
+          type: this.o.config.device.backend.type,
+          links: this.backend.links.map(l => l.name),
+          open_breakers: this.backend.openLinks()
+        },
         root_digest: this.reader.sb.rootDigest.toString('hex')
       }),
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
@@ -144,26 +188,36 @@ export class Nydusd {
     }
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     if (this.state === 'STOPPED') return
     this.state = 'STOPPED'
     this.prefetcher?.stop()
     this.session?.stop()
     if (!this.sessionEnded) await this.unmount()
     liveMounts.delete(this.o.mountpoint)
-    await new Promise<void>(resolve => this.api === undefined ? resolve() : this.api.close(() => resolve()))
+    await new Promise<void>(resolve => (this.api === undefined ? resolve() : this.api.close(() => resolve())))
     await this.fetcher.close()
     await this.backend.close()
     this.log.info({ mountpoint: this.o.mountpoint }, 'unmounted')
   }
 
   /** fusermount can hang on a wedged mount; stopping must not. */
-  private async unmount (): Promise<void> {
+  private async unmount(): Promise<void> {
     const fuse = this.fuse
     if (fuse === undefined) return
     let timer: NodeJS.Timeout | undefined
-    const done = new Promise<void>(resolve => fuse.unmount(err => { if (err !== null) this.log.warn({ err: err.message }, 'unmount failed'); resolve() }))
-    const late = new Promise<void>(resolve => { timer = setTimeout(() => { this.log.warn({ mountpoint: this.o.mountpoint }, 'unmount did not finish within 5 s; going on'); resolve() }, 5000) })
+    const done = new Promise<void>(resolve =>
+      fuse.unmount(err => {
+        if (err !== null) this.log.warn({ err: err.message }, 'unmount failed')
+        resolve()
+      })
+    )
+    const late = new Promise<void>(resolve => {
+      timer = setTimeout(() => {
+        this.log.warn({ mountpoint: this.o.mountpoint }, 'unmount did not finish within 5 s; going on')
+        resolve()
+      }, 5000)
+    })
     await Promise.race([done, late])
     clearTimeout(timer)
   }
@@ -179,25 +233,28 @@ class RootLister {
   private readonly child: ChildProcess
   private readonly exited: Promise<void>
 
-  constructor (mountpoint: string) {
+  constructor(mountpoint: string) {
     this.child = spawn('sh', ['-c', 'read go && exec ls -al -- "$1"', 'sh', mountpoint], { stdio: ['pipe', 'ignore', 'ignore'] })
-    this.exited = new Promise(resolve => { this.child.once('exit', () => resolve()); this.child.once('error', () => resolve()) })
+    this.exited = new Promise(resolve => {
+      this.child.once('exit', () => resolve())
+      this.child.once('error', () => resolve())
+    })
     this.child.stdin!.on('error', () => {})
   }
 
-  async run (): Promise<void> {
+  async run(): Promise<void> {
     this.child.stdin!.end('go\n')
     const timer = setTimeout(() => this.cancel(), 2000)
     await this.exited
     clearTimeout(timer)
   }
 
-  cancel (): void {
+  cancel(): void {
     this.child.kill('SIGKILL')
   }
 }
 
-export async function openBootstrap (path: string): Promise<BootstrapReader> {
+export async function openBootstrap(path: string): Promise<BootstrapReader> {
   const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
     throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
   })
@@ -207,7 +264,7 @@ export async function openBootstrap (path: string): Promise<BootstrapReader> {
 }
 
 /** Every backend is a chain: a single one is a chain of one, a registry's mirrors are links before it. */
-async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger): Promise<ChainBackend> {
+async function makeBackend(c: NydusdConfig, metrics: DaemonMetrics, log: Logger): Promise<ChainBackend> {
   const b = c.device.backend
   const links = await Promise.all((b.type === 'chain' ? b.config.backends : [b]).map(linksOf))
   return new ChainBackend(links.flat(), {
@@ -219,27 +276,73 @@ async function makeBackend (c: NydusdConfig, metrics: DaemonMetrics, log: Logger
   })
 }
 
-async function linksOf (l: BackendConfig): Promise<ChainLink[]> {
-  const options = { retries: l.retry_limit, timeoutMs: l.request_timeout * 1000, concurrency: l.concurrency ?? (l.type === 'localfs' ? 4 : 16), breakerThreshold: l.breaker_threshold, breakerResetMs: l.breaker_reset * 1000 }
+async function linksOf(l: BackendConfig): Promise<ChainLink[]> {
+  const options = {
+    retries: l.retry_limit,
+    timeoutMs: l.request_timeout * 1000,
+    concurrency: l.concurrency ?? (l.type === 'localfs' ? 4 : 16),
+    breakerThreshold: l.breaker_threshold,
+    breakerResetMs: l.breaker_reset * 1000
+  }
   if (l.type === 'localfs') return [{ backend: new LocalFsBackend(l.config.dir), options }]
   // Loaded only for a network backend: the HTTP client is about a fifth of the daemon's start-up.
   const { HttpBackend, S3Backend, s3Options, registryLinks } = await import('@nydusjs/storage')
-  if (l.type === 'http') return [{ backend: new HttpBackend({ url: l.config.url, timeoutMs: l.config.timeout * 1000, connections: l.config.connections, headers: l.config.headers }), options }]
+  if (l.type === 'http')
+    return [
+      {
+        backend: new HttpBackend({
+          url: l.config.url,
+          timeoutMs: l.config.timeout * 1000,
+          connections: l.config.connections,
+          headers: l.config.headers
+        }),
+        options
+      }
+    ]
   if (l.type === 's3') return [{ backend: new S3Backend(s3Options(l.config)), options }]
   const r = l.config
-  const ca = r.ca_file === undefined ? undefined : await readFile(r.ca_file, 'utf8').catch((err: Error) => { throw new NydusdError('ERR_CONFIG', `registry ca_file ${r.ca_file}: ${err.message}`) })
-  const mirrors = r.mirrors.map(m => ({ host: m.host, scheme: m.scheme, headers: m.headers, authThrough: m.auth_through, failureLimit: m.failure_limit, healthCheckInterval: m.health_check_interval }))
-  return registryLinks({
-    scheme: r.scheme, host: r.host, repo: r.repo, auth: r.auth, registryToken: r.registry_token, dockerConfig: r.docker_config,
-    skipVerify: r.skip_verify, ca, timeoutMs: r.timeout * 1000, connectTimeoutMs: r.connect_timeout * 1000
-  }, mirrors, options)
+  const ca =
+    r.ca_file === undefined
+      ? undefined
+      : await readFile(r.ca_file, 'utf8').catch((err: Error) => {
+          throw new NydusdError('ERR_CONFIG', `registry ca_file ${r.ca_file}: ${err.message}`)
+        })
+  const mirrors = r.mirrors.map(m => ({
+    host: m.host,
+    scheme: m.scheme,
+    headers: m.headers,
+    authThrough: m.auth_through,
+    failureLimit: m.failure_limit,
+    healthCheckInterval: m.health_check_interval
+  }))
+  return registryLinks(
+    {
+      scheme: r.scheme,
+      host: r.host,
+      repo: r.repo,
+      auth: r.auth,
+      registryToken: r.registry_token,
+      dockerConfig: r.docker_config,
+      skipVerify: r.skip_verify,
+      ca,
+      timeoutMs: r.timeout * 1000,
+      connectTimeoutMs: r.connect_timeout * 1000
+    },
+    mirrors,
+    options
+  )
 }
 
-async function checkMountpoint (mnt: string): Promise<void> {
+async function checkMountpoint(mnt: string): Promise<void> {
   await access('/dev/fuse', constants.R_OK | constants.W_OK).catch(() => {
-    throw new NydusdError('ERR_FUSE_MISSING', 'FUSE is not available: /dev/fuse is missing or not accessible (load the fuse module, install Debian\'s fuse package)')
+    throw new NydusdError(
+      'ERR_FUSE_MISSING',
+      "FUSE is not available: /dev/fuse is missing or not accessible (load the fuse module, install Debian's fuse package)"
+    )
   })
-  const st = await stat(mnt).catch((err: NodeJS.ErrnoException) => { throw mountpointError(mnt, err) })
+  const st = await stat(mnt).catch((err: NodeJS.ErrnoException) => {
+    throw mountpointError(mnt, err)
+  })
   if (!st.isDirectory()) throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} is not a directory`)
   const abs = resolvePath(mnt)
   const mounts = await readFile('/proc/self/mountinfo', 'utf8')
@@ -249,10 +352,13 @@ async function checkMountpoint (mnt: string): Promise<void> {
 }
 
 /** A dead FUSE mount (its daemon killed) answers every access with ENOTCONN: name it and the way out. */
-function mountpointError (mnt: string, err: NodeJS.ErrnoException): NydusdError {
+function mountpointError(mnt: string, err: NodeJS.ErrnoException): NydusdError {
   if (err.code === 'ENOENT') return new NydusdError('ERR_MOUNT', `mountpoint ${mnt} does not exist`)
   if (err.code === 'ENOTCONN') {
-    return new NydusdError('ERR_MOUNTPOINT_STALE', `mountpoint ${mnt} is a dead FUSE mount (ENOTCONN: the daemon that served it is gone); detach it first with: fusermount -uz ${mnt}`)
+    return new NydusdError(
+      'ERR_MOUNTPOINT_STALE',
+      `mountpoint ${mnt} is a dead FUSE mount (ENOTCONN: the daemon that served it is gone); detach it first with: fusermount -uz ${mnt}`
+    )
   }
   return new NydusdError('ERR_MOUNT', `mountpoint ${mnt}: ${err.message}`)
 }

@@ -12,7 +12,7 @@ export type NydusdErrorCode =
   | 'ERR_INTERNAL'
 
 export class NydusdError extends NydusError<NydusdErrorCode> {
-  constructor (code: NydusdErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: NydusdErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options)
     this.name = 'NydusdError'
   }

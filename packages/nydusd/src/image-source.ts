@@ -19,7 +19,10 @@ export interface ImageSourceOptions {
  * manifest, and (without a config) a registry backend reading its blobs
  * lazily from the same repository with a blobcache under the work dir.
  */
-export async function prepareImage (text: string, o: ImageSourceOptions): Promise<{ config: NydusdConfig, bootstrap: string, digest: string }> {
+export async function prepareImage(
+  text: string,
+  o: ImageSourceOptions
+): Promise<{ config: NydusdConfig; bootstrap: string; digest: string }> {
   const ref = parseImageRef(text)
   const scheme = o.insecure === true ? await insecureScheme(ref.host) : 'https'
   const client = new RegistryClient({ host: ref.host, scheme, skipVerify: o.insecure })
@@ -30,12 +33,17 @@ export async function prepareImage (text: string, o: ImageSourceOptions): Promis
     const bootstrap = join(dir, `${pulled.digest.slice('sha256:'.length)}.boot`)
     await writeFile(`${bootstrap}.tmp-${process.pid}`, pulled.bootstrap)
     await rename(`${bootstrap}.tmp-${process.pid}`, bootstrap)
-    const config = o.config ?? parseConfig({
-      device: {
-        backend: { type: 'registry', config: { scheme, host: ref.host, repo: ref.repo, skip_verify: o.insecure === true } },
-        cache: { type: 'blobcache', config: { work_dir: join(dir, 'cache') } }
-      }
-    }, `--image ${text}`)
+    const config =
+      o.config ??
+      parseConfig(
+        {
+          device: {
+            backend: { type: 'registry', config: { scheme, host: ref.host, repo: ref.repo, skip_verify: o.insecure === true } },
+            cache: { type: 'blobcache', config: { work_dir: join(dir, 'cache') } }
+          }
+        },
+        `--image ${text}`
+      )
     return { config, bootstrap, digest: pulled.digest }
   } finally {
     await client.close()

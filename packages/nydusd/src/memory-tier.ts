@@ -22,27 +22,39 @@ export class MemoryTier {
   /** Buffers a cache write still reads from: never recycled. */
   private readonly writing = new Set<ArrayBufferLike>()
 
-  constructor (maxChunk: number, memoryCacheSize: number, mergingSize: number, private readonly cache: ChunkCache | undefined, private readonly log: Logger) {
+  constructor(
+    maxChunk: number,
+    memoryCacheSize: number,
+    mergingSize: number,
+    private readonly cache: ChunkCache | undefined,
+    private readonly log: Logger
+  ) {
     this.pool = new BufferPool(maxChunk)
-    this.decoded = new BufferLru(memoryCacheSize, v => { if (!this.writing.has(v.buffer)) this.pool.give(v) })
+    this.decoded = new BufferLru(memoryCacheSize, v => {
+      if (!this.writing.has(v.buffer)) this.pool.give(v)
+    })
     this.merged = new BufferLru(Math.max(mergingSize * 8, 8 * 1024 * 1024), v => this.pool.give(v))
   }
 
   /** Keeps a verified chunk in memory and writes it to the disk cache in the background. */
-  keep (blobId: string, offset: number, data: Buffer): void {
+  keep(blobId: string, offset: number, data: Buffer): void {
     const cache = this.cache
     if (cache !== undefined) {
       this.writing.add(data.buffer)
-      const p: Promise<void> = cache.put(blobId, offset, data)
+      const p: Promise<void> = cache
+        .put(blobId, offset, data)
         .catch((err: Error) => this.log.warn({ err: err.message }, 'cache write failed'))
-        .finally(() => { this.writes.delete(p); this.writing.delete(data.buffer) })
+        .finally(() => {
+          this.writes.delete(p)
+          this.writing.delete(data.buffer)
+        })
       this.writes.add(p)
     }
     this.decoded.set(chunkKey(blobId, offset), data)
   }
 
   /** Waits for pending cache writes (at shutdown, so a restart finds them). */
-  async flush (): Promise<void> {
+  async flush(): Promise<void> {
     while (this.writes.size > 0) await Promise.all([...this.writes])
   }
 }

@@ -30,9 +30,15 @@ export class Prefetcher {
   private stopped = false
   private started = 0
 
-  constructor (private readonly r: BootstrapReader, private readonly fetcher: ChunkFetcher, private readonly o: PrefetchOptions, private readonly metrics: DaemonMetrics, private readonly log: Logger) {}
+  constructor(
+    private readonly r: BootstrapReader,
+    private readonly fetcher: ChunkFetcher,
+    private readonly o: PrefetchOptions,
+    private readonly metrics: DaemonMetrics,
+    private readonly log: Logger
+  ) {}
 
-  async run (): Promise<void> {
+  async run(): Promise<void> {
     const queue = this.plan()
     this.status.totalChunks = queue.length
     this.status.state = 'running'
@@ -65,10 +71,12 @@ export class Prefetcher {
     this.log.info({ ...this.status, seconds: (Date.now() - this.started) / 1000 }, 'prefetch finished')
   }
 
-  stop (): void { this.stopped = true }
+  stop(): void {
+    this.stopped = true
+  }
 
   /** Keeps the average rate at or under bandwidth_rate. */
-  private async throttle (): Promise<void> {
+  private async throttle(): Promise<void> {
     if (this.o.bandwidthRate <= 0) return
     const due = this.started + (this.status.bytes / this.o.bandwidthRate) * 1000
     const wait = due - Date.now()
@@ -76,12 +84,15 @@ export class Prefetcher {
   }
 
   /** Chunks of the prefetch table's files (directories expand to everything below), then the rest in blob order. */
-  private plan (): ChunkRef[] {
+  private plan(): ChunkRef[] {
     const out: ChunkRef[] = []
     const seen = new Set<string>()
     const add = (c: ChunkRef): void => {
       const k = `${c.blobIndex}/${c.compressedOffset}`
-      if (!seen.has(k)) { seen.add(k); out.push(c) }
+      if (!seen.has(k)) {
+        seen.add(k)
+        out.push(c)
+      }
     }
     const addInode = (rec: InodeRecord): void => {
       if (isReg(rec.mode)) for (const c of this.r.fileChunks(rec)) add(c)

@@ -15,11 +15,13 @@ const noop = (): void => {}
 /** First-access order of files, the input of `nydus-image create --prefetch-files`. */
 export class AccessLog {
   private readonly seen = new Set<string>()
-  record (path: string): void {
+  record(path: string): void {
     if (this.seen.size < 1_000_000) this.seen.add(path)
   }
 
-  list (): string[] { return [...this.seen] }
+  list(): string[] {
+    return [...this.seen]
+  }
 }
 
 /**
@@ -33,7 +35,7 @@ export class RafsFs {
   /** statfs's size: the image is immutable, so it is counted once. */
   private readonly blocks: number
 
-  constructor (
+  constructor(
     private readonly r: BootstrapReader,
     private readonly fetcher: ChunkFetcher,
     private readonly metrics: DaemonMetrics,
@@ -44,7 +46,7 @@ export class RafsFs {
     this.blocks = Math.ceil(r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
   }
 
-  resolve (path: string): InodeRecord | undefined {
+  resolve(path: string): InodeRecord | undefined {
     let hit = this.lookups.get(path)
     if (hit === undefined) {
       hit = this.lookupFresh(path) ?? this.lossyLookup(path) ?? null
@@ -55,7 +57,7 @@ export class RafsFs {
   }
 
   /** The kernel looks a path up after its parent, so the parent is usually cached: one name search. */
-  private lookupFresh (path: string): InodeRecord | undefined {
+  private lookupFresh(path: string): InodeRecord | undefined {
     const slash = path.lastIndexOf('/')
     if (slash <= 0 || path.endsWith('/')) return this.r.lookup(Buffer.from(path, 'utf8'))
     const parent = this.lookups.get(path.slice(0, slash))
@@ -67,7 +69,7 @@ export class RafsFs {
    * fuse-native hands paths over as UTF-8 strings, so a name that is not valid
    * UTF-8 arrives with U+FFFD in it; match it against the names as readdir showed them.
    */
-  private lossyLookup (path: string): InodeRecord | undefined {
+  private lossyLookup(path: string): InodeRecord | undefined {
     if (!path.includes('\ufffd')) return undefined
     let cur = this.r.root()
     for (const part of path.split('/')) {
@@ -80,7 +82,7 @@ export class RafsFs {
     return cur
   }
 
-  stat (rec: InodeRecord): Record<string, unknown> {
+  stat(rec: InodeRecord): Record<string, unknown> {
     const mtime = rec.mtimeSec * 1000 + Math.floor(rec.mtimeNsec / 1e6)
     return {
       // Linux shows every symlink as 0777, whatever the tar header said.
@@ -99,7 +101,7 @@ export class RafsFs {
     }
   }
 
-  chunksOf (rec: InodeRecord): ChunkRef[] {
+  chunksOf(rec: InodeRecord): ChunkRef[] {
     let list = this.chunkLists.get(rec.ino)
     if (list === undefined) {
       list = this.r.fileChunks(rec)
@@ -114,7 +116,7 @@ export class RafsFs {
    * are fetched in parallel. Once `req.answered` is set, nothing more is
    * copied: `buf` is libfuse's again.
    */
-  read (rec: InodeRecord, buf: Buffer, len: number, pos: number, req?: { answered: boolean }): number | Promise<number> {
+  read(rec: InodeRecord, buf: Buffer, len: number, pos: number, req?: { answered: boolean }): number | Promise<number> {
     const end = Math.min(rec.size, pos + len)
     if (pos >= end) return 0
     const cs = this.r.sb.chunkSize
@@ -135,13 +137,14 @@ export class RafsFs {
       if (!this.fetcher.withChunkNow(chunks[i], use)) (pending ??= []).push(this.fetcher.withChunk(chunks[i], use))
     }
     // Sequential readers get the next chunks fetched while they consume this one (asked once, when a chunk is entered).
-    if (pos % cs === 0) for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.withChunk(c, noop, false).catch(() => {})
+    if (pos % cs === 0)
+      for (const c of chunks.slice(last + 1, last + 1 + READAHEAD_CHUNKS)) this.fetcher.withChunk(c, noop, false).catch(() => {})
     if (pending === undefined) return out
     return Promise.all(pending).then(() => out)
   }
 
   /** fuse-native operations; every write-side op answers EROFS (the mount is `ro` too). */
-  ops (): Record<string, (...args: any[]) => void> {
+  ops(): Record<string, (...args: any[]) => void> {
     // Metadata comes from the in-memory bootstrap, so these answer synchronously: no promise per op.
     const stats = this.metrics.fuse
     const timed = <A extends unknown[]>(op: string, fn: (...args: A) => number | [number, unknown?, unknown?]) => {
@@ -162,7 +165,11 @@ export class RafsFs {
       }
     }
     const readId = stats.id('read')
-    const rofs = (): ((...args: unknown[]) => void) => (...args: unknown[]) => { (args.pop() as (e: number) => void)(Fuse.EROFS) }
+    const rofs =
+      (): ((...args: unknown[]) => void) =>
+      (...args: unknown[]) => {
+        ;(args.pop() as (e: number) => void)(Fuse.EROFS)
+      }
     const ops: Record<string, (...args: any[]) => void> = {
       init: (cb: (e: number) => void) => cb(0),
       getattr: timed('getattr', (path: string) => {
@@ -185,7 +192,10 @@ export class RafsFs {
       read: (path: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const t0 = process.hrtime.bigint()
         const rec = this.resolve(path)
-        if (rec === undefined || !isReg(rec.mode)) { cb(Fuse.EIO); return }
+        if (rec === undefined || !isReg(rec.mode)) {
+          cb(Fuse.EIO)
+          return
+        }
         this.access.record(path)
         const done = (n: number): void => {
           stats.record(readId, true, t0, n)
@@ -205,7 +215,10 @@ export class RafsFs {
           failed(err as Error)
           return
         }
-        if (typeof r === 'number') { done(r); return }
+        if (typeof r === 'number') {
+          done(r)
+          return
+        }
         // Only reads that wait get a timer. Once answered, `buf` is libfuse's again: the late chunks must not touch it.
         const timer = setTimeout(() => {
           req.answered = true
@@ -213,16 +226,30 @@ export class RafsFs {
           this.log.error({ path, offset: pos, length: len, timeoutMs: this.readTimeoutMs }, 'read timed out: ETIMEDOUT')
           cb(Fuse.ETIMEDOUT)
         }, this.readTimeoutMs)
-        const settle = <T>(fn: (v: T) => void) => (v: T): void => {
-          if (req.answered) return
-          req.answered = true
-          clearTimeout(timer)
-          fn(v)
-        }
+        const settle =
+          <T>(fn: (v: T) => void) =>
+          (v: T): void => {
+            if (req.answered) return
+            req.answered = true
+            clearTimeout(timer)
+            fn(v)
+          }
         r.then(settle(done), settle(failed))
       },
       statfs: (_path: string, cb: (e: number, s?: unknown) => void) => {
-        cb(0, { bsize: 4096, frsize: 4096, blocks: this.blocks, bfree: 0, bavail: 0, files: this.r.inodeCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })
+        cb(0, {
+          bsize: 4096,
+          frsize: 4096,
+          blocks: this.blocks,
+          bfree: 0,
+          bavail: 0,
+          files: this.r.inodeCount,
+          ffree: 0,
+          favail: 0,
+          fsid: 0,
+          flag: 1,
+          namemax: 255
+        })
       },
       access: timed('access', (path: string, mode: number) => {
         const rec = this.resolve(path)
@@ -245,12 +272,31 @@ export class RafsFs {
     // hand-offs into JS, and these carry nothing here: no per-handle state, reads find the inode by
     // path, the `ro` mount makes the kernel refuse write opens with EROFS, libfuse answers open (with
     // keep_cache, from kernel_cache) itself, and an unimplemented flush makes the kernel stop sending it.
-    for (const op of ['write', 'create', 'truncate', 'ftruncate', 'chown', 'chmod', 'mknod', 'setxattr', 'removexattr', 'utimens', 'unlink', 'rename', 'link', 'symlink', 'mkdir', 'rmdir', 'fsync']) ops[op] = rofs()
+    for (const op of [
+      'write',
+      'create',
+      'truncate',
+      'ftruncate',
+      'chown',
+      'chmod',
+      'mknod',
+      'setxattr',
+      'removexattr',
+      'utimens',
+      'unlink',
+      'rename',
+      'link',
+      'symlink',
+      'mkdir',
+      'rmdir',
+      'fsync'
+    ])
+      ops[op] = rofs()
     return ops
   }
 }
 
 /** glibc's makedev. */
-export function makedev (major: number, minor: number): number {
+export function makedev(major: number, minor: number): number {
   return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0
 }

@@ -25,7 +25,12 @@ export class ReadPlanner {
   /** Blobs with a run-ahead fetch in flight. */
   private readonly aheadBusy = new Set<number>()
 
-  constructor (blobs: readonly BlobInfo[], chunks: readonly ChunkRef[], private readonly mergingSize: number, private readonly hooks: PlannerHooks) {
+  constructor(
+    blobs: readonly BlobInfo[],
+    chunks: readonly ChunkRef[],
+    private readonly mergingSize: number,
+    private readonly hooks: PlannerHooks
+  ) {
     const seen = new Set<string>()
     for (const c of chunks) {
       const k = chunkKey(blobs[c.blobIndex].id, c.compressedOffset)
@@ -39,13 +44,15 @@ export class ReadPlanner {
   }
 
   /** Whether a fetch of `c` continues the last run of its blob. */
-  isSequential (c: ChunkRef): boolean { return this.lastEnd.get(c.blobIndex) === c.compressedOffset }
+  isSequential(c: ChunkRef): boolean {
+    return this.lastEnd.get(c.blobIndex) === c.compressedOffset
+  }
 
   /**
    * `c` plus the missing chunks right after it, up to merging_size, when the
    * request starts where the previous one of this blob ended.
    */
-  mergeRun (c: ChunkRef, blob: BlobInfo): ChunkRef[] {
+  mergeRun(c: ChunkRef, blob: BlobInfo): ChunkRef[] {
     const run = [c]
     const list = this.byBlob.get(c.blobIndex)
     const sequential = this.isSequential(c)
@@ -69,7 +76,7 @@ export class ReadPlanner {
    * While a reader going through a blob in order consumes one run, the next
    * run is fetched (and its first chunk decoded): at most one run ahead per blob.
    */
-  runAhead (c: ChunkRef, blob: BlobInfo): void {
+  runAhead(c: ChunkRef, blob: BlobInfo): void {
     const end = this.lastEnd.get(c.blobIndex)
     const list = this.byBlob.get(c.blobIndex)
     if (end === undefined || list === undefined || this.aheadBusy.has(c.blobIndex)) return
@@ -77,7 +84,10 @@ export class ReadPlanner {
     const next = list[lowerBound(list, end)]
     if (next === undefined || next.compressedOffset !== end || this.hooks.hasLocally(blob.id, next)) return
     this.aheadBusy.add(c.blobIndex)
-    this.hooks.load(next).catch(() => {}).finally(() => this.aheadBusy.delete(c.blobIndex))
+    this.hooks
+      .load(next)
+      .catch(() => {})
+      .finally(() => this.aheadBusy.delete(c.blobIndex))
   }
 
   /**
@@ -86,7 +96,7 @@ export class ReadPlanner {
    * the blob in order: the cached chunks that follow, up to merging_size, are
    * loaded in parallel, so their trips overlap as one merged request does.
    */
-  cacheReadAhead (c: ChunkRef, blob: BlobInfo): void {
+  cacheReadAhead(c: ChunkRef, blob: BlobInfo): void {
     const list = this.byBlob.get(c.blobIndex)
     const i = list === undefined ? -1 : lowerBound(list, c.compressedOffset)
     if (list === undefined || i < 1 || !this.hooks.isDecoded(blob.id, list[i - 1])) return
@@ -100,7 +110,7 @@ export class ReadPlanner {
   }
 }
 
-function lowerBound (list: ChunkRef[], offset: number): number {
+function lowerBound(list: ChunkRef[], offset: number): number {
   let lo = 0
   let hi = list.length
   while (lo < hi) {

@@ -3,17 +3,28 @@ import { decompressChunkInto, loadDigester, type DigesterName } from '@nydusjs/r
 
 /** Body of `VerifyWorker`'s thread: decodes and hashes chunks in shared buffers, in place. */
 export type VerifyRequest =
-  | { id: number, op: 'digest', buf: SharedArrayBuffer, off: number, len: number }
-  | { id: number, op: 'decode', src: SharedArrayBuffer, srcOff: number, srcLen: number, dst: SharedArrayBuffer, dstOff: number, flags: number, size: number }
-export type VerifyReply = { id: number, digest: ArrayBuffer, len: number } | { id: number, error: string }
+  | { id: number; op: 'digest'; buf: SharedArrayBuffer; off: number; len: number }
+  | {
+      id: number
+      op: 'decode'
+      src: SharedArrayBuffer
+      srcOff: number
+      srcLen: number
+      dst: SharedArrayBuffer
+      dstOff: number
+      flags: number
+      size: number
+    }
+export type VerifyReply = { id: number; digest: ArrayBuffer; len: number } | { id: number; error: string }
 
 const digester = await loadDigester((workerData as { digester: DigesterName }).digester)
 
-function answer (m: VerifyRequest): VerifyReply {
+function answer(m: VerifyRequest): VerifyReply {
   try {
-    const data = m.op === 'digest'
-      ? new Uint8Array(m.buf, m.off, m.len)
-      : decompressChunkInto(new Uint8Array(m.src, m.srcOff, m.srcLen), m.flags, m.size, Buffer.from(m.dst, m.dstOff, m.size))
+    const data =
+      m.op === 'digest'
+        ? new Uint8Array(m.buf, m.off, m.len)
+        : decompressChunkInto(new Uint8Array(m.src, m.srcOff, m.srcLen), m.flags, m.size, Buffer.from(m.dst, m.dstOff, m.size))
     const d = digester.digest(data)
     // Just the 32 bytes: a Buffer may be a view of an 8 KiB slab, which cloning would copy whole.
     return { id: m.id, digest: d.buffer.slice(d.byteOffset, d.byteOffset + d.length) as ArrayBuffer, len: data.length }
@@ -22,4 +33,6 @@ function answer (m: VerifyRequest): VerifyReply {
   }
 }
 
-parentPort!.on('message', (m: VerifyRequest) => { parentPort!.postMessage(answer(m)) })
+parentPort!.on('message', (m: VerifyRequest) => {
+  parentPort!.postMessage(answer(m))
+})

@@ -6,9 +6,17 @@ import type { VerifyReply, VerifyRequest } from './verify-thread.js'
 export const OFFLOAD_MIN_BYTES = 256 * 1024
 
 /** A decoded chunk (a view of the caller's `dst`) and its digest. */
-export interface Decoded { data: Buffer, digest: Buffer }
+export interface Decoded {
+  data: Buffer
+  digest: Buffer
+}
 
-interface Waiter { req: VerifyRequest, local: () => Decoded, resolve: (d: Decoded) => void, reject: (e: Error) => void }
+interface Waiter {
+  req: VerifyRequest
+  local: () => Decoded
+  resolve: (d: Decoded) => void
+  reject: (e: Error) => void
+}
 
 const shared = (b: Uint8Array): b is Uint8Array & { buffer: SharedArrayBuffer } => b.buffer instanceof SharedArrayBuffer
 
@@ -28,7 +36,7 @@ export class VerifyWorker {
   /** Chunks the thread handled. */
   offloaded = 0
 
-  constructor (private readonly digester: Digester) {
+  constructor(private readonly digester: Digester) {
     const w = new Worker(new URL('./verify-thread.js', import.meta.url), { workerData: { digester: digester.name } })
     w.on('message', (m: VerifyReply) => {
       const waiter = this.waiting.get(m.id)
@@ -36,10 +44,14 @@ export class VerifyWorker {
       this.waiting.delete(m.id)
       if (this.waiting.size === 0) w.unref()
       this.offloaded++
-      if ('error' in m) { waiter.reject(new Error(m.error)); return }
-      const data = waiter.req.op === 'digest'
-        ? Buffer.from(waiter.req.buf, waiter.req.off, waiter.req.len)
-        : Buffer.from(waiter.req.dst, waiter.req.dstOff, m.len)
+      if ('error' in m) {
+        waiter.reject(new Error(m.error))
+        return
+      }
+      const data =
+        waiter.req.op === 'digest'
+          ? Buffer.from(waiter.req.buf, waiter.req.off, waiter.req.len)
+          : Buffer.from(waiter.req.dst, waiter.req.dstOff, m.len)
       waiter.resolve({ data, digest: Buffer.from(m.digest) })
     })
     w.on('error', () => this.fallBack())
@@ -49,24 +61,40 @@ export class VerifyWorker {
     this.worker = w
   }
 
-  async digest (data: Uint8Array): Promise<Buffer> {
+  async digest(data: Uint8Array): Promise<Buffer> {
     if (this.worker === undefined || data.length < OFFLOAD_MIN_BYTES || !shared(data)) return await this.digester.digestAsync(data)
-    const d = await this.send({ id: this.next++, op: 'digest', buf: data.buffer, off: data.byteOffset, len: data.length }, () => ({ data: Buffer.from(data.buffer, data.byteOffset, data.length), digest: this.digester.digest(data) }))
+    const d = await this.send({ id: this.next++, op: 'digest', buf: data.buffer, off: data.byteOffset, len: data.length }, () => ({
+      data: Buffer.from(data.buffer, data.byteOffset, data.length),
+      digest: this.digester.digest(data)
+    }))
     return d.digest
   }
 
   /** A compressed chunk decoded into `dst` (rafs's decompressChunkInto rules), and the digest of the result. */
-  async decode (piece: Uint8Array, flags: number, size: number, dst: Buffer): Promise<Decoded> {
+  async decode(piece: Uint8Array, flags: number, size: number, dst: Buffer): Promise<Decoded> {
     const unpack = (): Buffer => decompressChunkInto(piece, flags, size, dst)
     if (this.worker !== undefined && size >= OFFLOAD_MIN_BYTES && dst.length >= size && shared(piece) && shared(dst)) {
-      const req: VerifyRequest = { id: this.next++, op: 'decode', src: piece.buffer, srcOff: piece.byteOffset, srcLen: piece.length, dst: dst.buffer, dstOff: dst.byteOffset, flags, size }
-      return await this.send(req, () => { const data = unpack(); return { data, digest: this.digester.digest(data) } })
+      const req: VerifyRequest = {
+        id: this.next++,
+        op: 'decode',
+        src: piece.buffer,
+        srcOff: piece.byteOffset,
+        srcLen: piece.length,
+        dst: dst.buffer,
+        dstOff: dst.byteOffset,
+        flags,
+        size
+      }
+      return await this.send(req, () => {
+        const data = unpack()
+        return { data, digest: this.digester.digest(data) }
+      })
     }
     const data = unpack()
     return { data, digest: await this.digest(data) }
   }
 
-  private async send (req: VerifyRequest, local: () => Decoded): Promise<Decoded> {
+  private async send(req: VerifyRequest, local: () => Decoded): Promise<Decoded> {
     const w = this.worker!
     return await new Promise((resolve, reject) => {
       if (this.waiting.size === 0) w.ref()
@@ -75,15 +103,19 @@ export class VerifyWorker {
     })
   }
 
-  private fallBack (): void {
+  private fallBack(): void {
     this.worker = undefined
     for (const { local, resolve, reject } of this.waiting.values()) {
-      try { resolve(local()) } catch (err) { reject(err as Error) }
+      try {
+        resolve(local())
+      } catch (err) {
+        reject(err as Error)
+      }
     }
     this.waiting.clear()
   }
 
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     const w = this.worker
     this.fallBack()
     await w?.terminate()

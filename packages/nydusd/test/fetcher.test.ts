@@ -18,10 +18,13 @@ import { buildImage } from './helpers.js'
 class CountingBackend implements BlobBackend {
   readonly name = 'counting'
   reads = 0
-  log: Array<{ offset: number, length: number }> = []
+  log: Array<{ offset: number; length: number }> = []
   gate: Promise<void> | undefined
-  constructor (private readonly inner: BlobBackend, private readonly delayMs: number) {}
-  async read (id: string, offset: number, length: number): Promise<Buffer> {
+  constructor(
+    private readonly inner: BlobBackend,
+    private readonly delayMs: number
+  ) {}
+  async read(id: string, offset: number, length: number): Promise<Buffer> {
     this.reads++
     this.log.push({ offset, length })
     await sleep(this.delayMs)
@@ -29,18 +32,45 @@ class CountingBackend implements BlobBackend {
     return await this.inner.read(id, offset, length)
   }
 
-  async size (id: string): Promise<number> { return await this.inner.size(id) }
-  async close (): Promise<void> { await this.inner.close() }
+  async size(id: string): Promise<number> {
+    return await this.inner.size(id)
+  }
+  async close(): Promise<void> {
+    await this.inner.close()
+  }
 }
 
-async function setup (t: Parameters<typeof buildImage>[0], delayMs: number, mergingSize = 0): Promise<{ fetcher: ChunkFetcher, backend: CountingBackend, r: BootstrapReader, chunks: ChunkRef[], metrics: DaemonMetrics, blobPath: string }> {
+async function setup(
+  t: Parameters<typeof buildImage>[0],
+  delayMs: number,
+  mergingSize = 0
+): Promise<{
+  fetcher: ChunkFetcher
+  backend: CountingBackend
+  r: BootstrapReader
+  chunks: ChunkRef[]
+  metrics: DaemonMetrics
+  blobPath: string
+}> {
   const img = await buildImage(t, layerFixture('gnu.tar'), ['--chunk-size', '0x1000', '--compressor', 'none'])
   const r = BootstrapReader.open(await readFile(img.boot))
   const backend = new CountingBackend(new LocalFsBackend(img.blobs), delayMs)
   const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
   const metrics = new DaemonMetrics()
-  const fetcher = new ChunkFetcher({ backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, metrics, log: pino({ level: 'silent' }) })
-  t.teardown(async () => { await fetcher.close(); await backend.close() })
+  const fetcher = new ChunkFetcher({
+    backend: new ChainBackend([{ backend }]),
+    blobs: r.blobs(),
+    chunks,
+    digester: await loadDigester('sha256'),
+    digestValidate: true,
+    mergingSize,
+    metrics,
+    log: pino({ level: 'silent' })
+  })
+  t.teardown(async () => {
+    await fetcher.close()
+    await backend.close()
+  })
   return { fetcher, backend, r, chunks, metrics, blobPath: join(img.blobs, r.blobs()[0].id) }
 }
 
@@ -66,7 +96,9 @@ test('sequential misses are merged into one request up to merging_size, one run 
   const ahead = backend.log[2]
   t.is(ahead.offset, merged.offset + merged.length, 'the run ahead starts where the merged one ended')
   t.true(ahead.length > 0 && ahead.length <= 16 * 1024)
-  const covered = sorted.filter(c => c.compressedOffset >= merged.offset && c.compressedOffset + c.compressedSize <= ahead.offset + ahead.length)
+  const covered = sorted.filter(
+    c => c.compressedOffset >= merged.offset && c.compressedOffset + c.compressedSize <= ahead.offset + ahead.length
+  )
   t.true(covered.length > 2)
   for (const c of covered) await fetcher.get(c)
   const later = backend.log.slice(3)
@@ -77,7 +109,11 @@ test('sequential misses are merged into one request up to merging_size, one run 
   const far = sorted[sorted.length - 1]
   await fetcher.get(far)
   t.is(backend.reads, n + 1)
-  t.deepEqual(backend.log[n], { offset: far.compressedOffset, length: far.compressedSize }, 'a scattered read: its chunk alone, nothing ahead')
+  t.deepEqual(
+    backend.log[n],
+    { offset: far.compressedOffset, length: far.compressedSize },
+    'a scattered read: its chunk alone, nothing ahead'
+  )
 })
 
 test('chunks of a merged request are served on the spot, each checked: a corrupt one is refused, counted, and fails its read', async t => {
@@ -89,9 +125,17 @@ test('chunks of a merged request are served on the spot, each checked: a corrupt
   await writeFile(blobPath, blob)
   await fetcher.get(sorted[0])
   await fetcher.get(sorted[1])
-  t.true(backend.log[1].offset + backend.log[1].length >= bad.compressedOffset + bad.compressedSize, 'the corrupt chunk came in the merged request')
+  t.true(
+    backend.log[1].offset + backend.log[1].length >= bad.compressedOffset + bad.compressedSize,
+    'the corrupt chunk came in the merged request'
+  )
   let got: Buffer | undefined
-  t.true(fetcher.withChunkNow(sorted[2], d => { got = Buffer.from(d) }), 'a merged neighbour is served synchronously')
+  t.true(
+    fetcher.withChunkNow(sorted[2], d => {
+      got = Buffer.from(d)
+    }),
+    'a merged neighbour is served synchronously'
+  )
   t.true(createHash('sha256').update(got!).digest().equals(sorted[2].digest))
   t.false(fetcher.withChunkNow(bad, () => t.fail('corrupt bytes were handed out')))
   t.regex(await metrics.registry.metrics(), /nydusd_chunk_verify_failures_total\{backend="counting"\} 1/)
@@ -104,7 +148,9 @@ test('prefetch waits while a foreground read is in flight', async t => {
   const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i)).sort((a, b) => b.compressedOffset - a.compressedOffset)
   // The foreground read is held until released, so the check below does not race a timer on a loaded machine.
   let release = (): void => {}
-  backend.gate = new Promise(resolve => { release = resolve })
+  backend.gate = new Promise(resolve => {
+    release = resolve
+  })
   const fg = fetcher.get(chunks[0])
   const running = pre.run()
   await sleep(50)
@@ -122,21 +168,25 @@ test('prefetch waits while a foreground read is in flight', async t => {
 class JitterBackend implements BlobBackend {
   readonly name = 'jitter'
   longest = 0
-  constructor (private readonly inner: LocalFsBackend) {}
-  async read (id: string, offset: number, length: number): Promise<Buffer> {
+  constructor(private readonly inner: LocalFsBackend) {}
+  async read(id: string, offset: number, length: number): Promise<Buffer> {
     this.longest = Math.max(this.longest, length)
     await sleep(Math.random() * 3)
     return await this.inner.read(id, offset, length)
   }
 
-  async readInto (id: string, offset: number, dst: Buffer): Promise<void> {
+  async readInto(id: string, offset: number, dst: Buffer): Promise<void> {
     this.longest = Math.max(this.longest, dst.length)
     await sleep(Math.random() * 3)
     await this.inner.readInto(id, offset, dst)
   }
 
-  async size (id: string): Promise<number> { return await this.inner.size(id) }
-  async close (): Promise<void> { await this.inner.close() }
+  async size(id: string): Promise<number> {
+    return await this.inner.size(id)
+  }
+  async close(): Promise<void> {
+    await this.inner.close()
+  }
 }
 
 for (const mergingSize of [0, 64 * 1024]) {
@@ -153,24 +203,36 @@ for (const mergingSize of [0, 64 * 1024]) {
     const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i)).sort((a, b) => a.compressedOffset - b.compressedOffset)
     t.true(chunks.some(c => c.flags !== 0) && chunks.some(c => c.flags === 0), 'both compressed and raw chunks')
     const backend = new JitterBackend(new LocalFsBackend(img.blobs))
-    const fetcher = new ChunkFetcher({ backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize, memoryCacheSize: 64 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
+    const fetcher = new ChunkFetcher({
+      backend: new ChainBackend([{ backend }]),
+      blobs: r.blobs(),
+      chunks,
+      digester: await loadDigester('sha256'),
+      digestValidate: true,
+      mergingSize,
+      memoryCacheSize: 64 * 1024,
+      metrics: new DaemonMetrics(),
+      log: pino({ level: 'silent' })
+    })
     let wrong = 0
     let served = 0
     let step = 0
-    await Promise.all(Array.from({ length: 48 }, async () => {
-      for (let n = 0; n < 20; n++) {
-        // A window of 12 chunks sliding over the blob, read in runs of 3 neighbours (so merging has
-        // something to merge): hits in the 4-chunk memory cache and evictions both happen all the time.
-        const w = Math.floor(step++ / 6) % (chunks.length - 14)
-        const at = w + Math.floor(Math.random() * 12)
-        for (const c of chunks.slice(at, at + 3)) {
-          await fetcher.withChunk(c, data => {
-            served++
-            if (!createHash('sha256').update(data).digest().equals(c.digest)) wrong++
-          })
+    await Promise.all(
+      Array.from({ length: 48 }, async () => {
+        for (let n = 0; n < 20; n++) {
+          // A window of 12 chunks sliding over the blob, read in runs of 3 neighbours (so merging has
+          // something to merge): hits in the 4-chunk memory cache and evictions both happen all the time.
+          const w = Math.floor(step++ / 6) % (chunks.length - 14)
+          const at = w + Math.floor(Math.random() * 12)
+          for (const c of chunks.slice(at, at + 3)) {
+            await fetcher.withChunk(c, data => {
+              served++
+              if (!createHash('sha256').update(data).digest().equals(c.digest)) wrong++
+            })
+          }
         }
-      }
-    }))
+      })
+    )
     t.is(served, 48 * 60)
     t.is(wrong, 0)
     t.true(fetcher.buffersReused > 100, `buffers reused: ${fetcher.buffersReused}`)
@@ -199,21 +261,37 @@ test('1 MiB chunks are decoded and hashed on the verify thread: concurrent reade
   bytes[packed.compressedOffset + (packed.compressedSize >> 1)] ^= 1
   await writeFile(blobPath, bytes)
   const backend = new JitterBackend(new LocalFsBackend(img.blobs))
-  t.teardown(async () => { await backend.close() })
-  const fetcher = new ChunkFetcher({ backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 0, memoryCacheSize: 2 * 1024 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
-  t.teardown(async () => { await fetcher.close() })
+  t.teardown(async () => {
+    await backend.close()
+  })
+  const fetcher = new ChunkFetcher({
+    backend: new ChainBackend([{ backend }]),
+    blobs: r.blobs(),
+    chunks,
+    digester: await loadDigester('sha256'),
+    digestValidate: true,
+    mergingSize: 0,
+    memoryCacheSize: 2 * 1024 * 1024,
+    metrics: new DaemonMetrics(),
+    log: pino({ level: 'silent' })
+  })
+  t.teardown(async () => {
+    await fetcher.close()
+  })
   const good = chunks.filter(c => c.compressedOffset !== victim.compressedOffset && c.compressedOffset !== packed.compressedOffset)
   let wrong = 0
   let served = 0
-  await Promise.all(Array.from({ length: 16 }, async () => {
-    for (let n = 0; n < 12; n++) {
-      const c = good[Math.floor(Math.random() * good.length)]
-      await fetcher.withChunk(c, data => {
-        served++
-        if (!createHash('sha256').update(data).digest().equals(c.digest)) wrong++
-      })
-    }
-  }))
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      for (let n = 0; n < 12; n++) {
+        const c = good[Math.floor(Math.random() * good.length)]
+        await fetcher.withChunk(c, data => {
+          served++
+          if (!createHash('sha256').update(data).digest().equals(c.digest)) wrong++
+        })
+      }
+    })
+  )
   t.is(served, 16 * 12)
   t.is(wrong, 0)
   t.true(fetcher.verifiedOffThread > 0, `hashed off thread: ${fetcher.verifiedOffThread}`)
@@ -238,10 +316,31 @@ test('a chain link answer is judged on the verify thread: a corrupt chunk from t
   bytes[packed[0].compressedOffset + (packed[0].compressedSize >> 1)] ^= 1
   await writeFile(join(bad, blob.id), bytes)
   const failovers: string[] = []
-  const chain = new ChainBackend([{ backend: new LocalFsBackend(bad), options: { retries: 0 } }, { backend: new LocalFsBackend(img.blobs) }], { onFailover: (_l, err) => failovers.push((err as Error & { code: string }).code) })
-  const fetcher = new ChunkFetcher({ backend: chain, blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 0, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) })
-  t.teardown(async () => { await fetcher.close(); await chain.close() })
-  for (const c of packed) t.true(createHash('sha256').update(await fetcher.get(c)).digest().equals(c.digest))
+  const chain = new ChainBackend(
+    [{ backend: new LocalFsBackend(bad), options: { retries: 0 } }, { backend: new LocalFsBackend(img.blobs) }],
+    { onFailover: (_l, err) => failovers.push((err as Error & { code: string }).code) }
+  )
+  const fetcher = new ChunkFetcher({
+    backend: chain,
+    blobs: r.blobs(),
+    chunks,
+    digester: await loadDigester('sha256'),
+    digestValidate: true,
+    mergingSize: 0,
+    metrics: new DaemonMetrics(),
+    log: pino({ level: 'silent' })
+  })
+  t.teardown(async () => {
+    await fetcher.close()
+    await chain.close()
+  })
+  for (const c of packed)
+    t.true(
+      createHash('sha256')
+        .update(await fetcher.get(c))
+        .digest()
+        .equals(c.digest)
+    )
   t.deepEqual(failovers, ['ERR_BACKEND_VERIFY'])
   t.is(fetcher.verifiedOffThread, packed.length + 1, 'every answer, the refused one too, was decoded and hashed off the JS thread')
 })
@@ -252,17 +351,33 @@ test('a sequential reader served from the disk cache gets the following cached c
   const chunks = Array.from({ length: r.sb.chunkCount }, (_, i) => r.chunk(i))
   const sorted = [...new Map(chunks.map(c => [c.compressedOffset, c])).values()].sort((a, b) => a.compressedOffset - b.compressedOffset)
   const backend = new CountingBackend(new LocalFsBackend(img.blobs), 0)
-  t.teardown(async () => { await backend.close() })
-  const opts = { backend: new ChainBackend([{ backend }]), blobs: r.blobs(), chunks, digester: await loadDigester('sha256'), digestValidate: true, mergingSize: 16 * 1024, metrics: new DaemonMetrics(), log: pino({ level: 'silent' }) }
+  t.teardown(async () => {
+    await backend.close()
+  })
+  const opts = {
+    backend: new ChainBackend([{ backend }]),
+    blobs: r.blobs(),
+    chunks,
+    digester: await loadDigester('sha256'),
+    digestValidate: true,
+    mergingSize: 16 * 1024,
+    metrics: new DaemonMetrics(),
+    log: pino({ level: 'silent' })
+  }
   const filler = new ChunkFetcher({ ...opts, cache: await ChunkCache.open(img.cache) })
   for (const c of sorted) await filler.get(c)
   await filler.close()
   const cache = await ChunkCache.open(img.cache)
   const asked: number[] = []
   const get = cache.get.bind(cache)
-  cache.get = async (id, offset, size, dst) => { asked.push(offset); return await get(id, offset, size, dst) }
+  cache.get = async (id, offset, size, dst) => {
+    asked.push(offset)
+    return await get(id, offset, size, dst)
+  }
   const fetcher = new ChunkFetcher({ ...opts, cache })
-  t.teardown(async () => { await fetcher.close() })
+  t.teardown(async () => {
+    await fetcher.close()
+  })
   const before = backend.reads
   await fetcher.get(sorted[0])
   await fetcher.get(sorted[1])
@@ -280,7 +395,7 @@ test('a sequential reader served from the disk cache gets the following cached c
   t.is(backend.reads, before, 'and nothing came from the backend')
 })
 
-async function readFromBlob (dir: string, r: BootstrapReader, c: ChunkRef): Promise<Buffer> {
+async function readFromBlob(dir: string, r: BootstrapReader, c: ChunkRef): Promise<Buffer> {
   const blob = await readFile(join(dir, r.blobs()[c.blobIndex].id))
   return blob.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize)
 }
@@ -294,14 +409,19 @@ test('a FUSE read still waiting at its timeout gets ETIMEDOUT, and the chunk tha
   const want = await readFile(join(ref, 'big-copy.bin'))
   const first = chunks[r.chunkIndexes(r.lookup(Buffer.from('/big-copy.bin'))!)[0]]
   let release!: () => void
-  backend.gate = new Promise(resolve => { release = resolve })
+  backend.gate = new Promise(resolve => {
+    release = resolve
+  })
   const late = Buffer.alloc(8192, 0xaa)
   t.is(await new Promise<number>(resolve => read('/big-copy.bin', 0, late, late.length, 0, resolve)), Fuse.ETIMEDOUT)
   backend.gate = undefined
   release()
   // Joins the timed-out read's fetch: when it settles, that read's copy step has run.
   await fetcher.get(first)
-  t.true(late.every(b => b === 0xaa), 'nothing was written after the answer')
+  t.true(
+    late.every(b => b === 0xaa),
+    'nothing was written after the answer'
+  )
   const buf = Buffer.alloc(8192)
   const n = await new Promise<number>(resolve => read('/big-copy.bin', 0, buf, buf.length, 0, resolve))
   t.is(n, buf.length)

@@ -9,12 +9,14 @@ import { forceUnmount, isMounted, reaper, repoRoot, spawnOwned, tempDir } from '
  * and stat answer, every read is accepted and never answered. Torn down with
  * the test, and by the reaper if the worker dies.
  */
-export async function startHangingFs (t: ExecutionContext, files: Record<string, number>): Promise<string> {
+export async function startHangingFs(t: ExecutionContext, files: Record<string, number>): Promise<string> {
   const dir = await tempDir(t, 'hangfs-')
   const mnt = join(dir, 'mnt')
   await mkdir(mnt)
   const script = join(dir, 'hang.cjs')
-  await writeFile(script, `const Fuse = require(${JSON.stringify(join(repoRoot, 'node_modules/fuse-native'))})
+  await writeFile(
+    script,
+    `const Fuse = require(${JSON.stringify(join(repoRoot, 'node_modules/fuse-native'))})
 const files = ${JSON.stringify(files)}
 const now = new Date()
 const st = (mode, size) => ({ mtime: now, atime: now, ctime: now, size, mode, uid: 0, gid: 0, nlink: 1 })
@@ -27,11 +29,14 @@ const ops = {
 }
 const fuse = new Fuse(${JSON.stringify(mnt)}, ops, { force: true, timeout: false })
 fuse.mount(err => { if (err) { console.error(err.message); process.exit(1) } else console.log('mounted') })
-`)
+`
+  )
   const child = spawnOwned(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] })
   reaper.mount(mnt)
   let stderr = ''
-  child.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
+  child.stderr!.on('data', (b: Buffer) => {
+    stderr += b.toString()
+  })
   t.teardown(async () => {
     child.kill('SIGKILL')
     await forceUnmount(mnt)

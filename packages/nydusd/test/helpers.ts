@@ -3,10 +3,16 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { nydusImage, tempDir } from '@nydusjs/testkit'
 
-export interface Image { dir: string, boot: string, blobs: string, mnt: string, cache: string }
+export interface Image {
+  dir: string
+  boot: string
+  blobs: string
+  mnt: string
+  cache: string
+}
 
 /** Converts a layer with the real CLI into a fresh temp dir with an empty mountpoint. */
-export async function buildImage (t: ExecutionContext, source: string, extra: string[] = []): Promise<Image> {
+export async function buildImage(t: ExecutionContext, source: string, extra: string[] = []): Promise<Image> {
   const dir = await tempDir(t, 'nydusd-')
   const img = { dir, boot: join(dir, 'image.boot'), blobs: join(dir, 'blobs'), mnt: join(dir, 'mnt'), cache: join(dir, 'cache') }
   await mkdir(img.mnt)

@@ -10,7 +10,10 @@ test('FUSE op results reach Prometheus in batches and in full at every scrape', 
   const since = process.hrtime.bigint() - 2_000_000_000n
   for (let i = 0; i < 1500; i++) m.fuse.record(getattr, i % 100 !== 0, since)
   // 1024 went in when the batch filled; the rest wait for the scrape.
-  t.is((await m.fuseOps.get()).values.reduce((s, v) => s + v.value, 0), 1500)
+  t.is(
+    (await m.fuseOps.get()).values.reduce((s, v) => s + v.value, 0),
+    1500
+  )
   m.fuse.record(read, true, since, 4096)
   m.fuse.record(read, true, since, 100)
   const text = await m.registry.metrics()

@@ -10,7 +10,7 @@ import { buildImage, httpConfig, localConfig, type Image } from './helpers.js'
 const MiB = 1024 * 1024
 
 /** 48 files of 1 MiB (random, so they do not compress) and a few small ones, as a tar. */
-async function bigLayer (t: Parameters<typeof tempDir>[0]): Promise<string> {
+async function bigLayer(t: Parameters<typeof tempDir>[0]): Promise<string> {
   const dir = await tempDir(t)
   const root = join(dir, 'root')
   await mkdir(join(root, 'data'), { recursive: true })
@@ -24,7 +24,7 @@ async function bigLayer (t: Parameters<typeof tempDir>[0]): Promise<string> {
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-async function readAll (mnt: string): Promise<Map<string, string>> {
+async function readAll(mnt: string): Promise<Map<string, string>> {
   const out = new Map<string, string>()
   for (const f of await readdir(join(mnt, 'data'))) out.set(`data/${f}`, sha(await readFile(join(mnt, 'data', f))))
   for (const f of ['small.txt', 'other.txt']) out.set(f, sha(await readFile(join(mnt, f))))
@@ -35,7 +35,12 @@ test.serial('lazy: reading one small file fetches only the chunks that cover it 
   const img = await buildImage(t, await bigLayer(t), ['--compressor', 'none'])
   const srv = await startBlobServer(t, img.blobs)
   const merging = 128 * 1024
-  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config: httpConfig(img, srv.url, { fs_prefetch: { merging_size: merging } }) })
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    mnt: img.mnt,
+    config: httpConfig(img, srv.url, { fs_prefetch: { merging_size: merging } })
+  })
   t.is(srv.bytesSent(), 0, 'mounting reads nothing from the blob')
   t.is(await readFile(join(m.mnt, 'small.txt'), 'utf8'), 'a small file\n')
   const [blob] = await readdir(img.blobs)
@@ -46,28 +51,37 @@ test.serial('lazy: reading one small file fetches only the chunks that cover it 
   const one = await readFile(join(m.mnt, 'data', 'f07.bin'))
   t.is(one.length, MiB)
   t.true(srv.bytesSent() >= MiB && srv.bytesSent() <= MiB + merging, `one 1 MiB file cost ${srv.bytesSent()} bytes`)
-  const metrics = await m.api('/api/v1/metrics', true) as string
+  const metrics = (await m.api('/api/v1/metrics', true)) as string
   t.regex(metrics, /nydusd_backend_requests_total\{backend="http",result="ok"\} \d+/)
 })
 
 test.serial('corruption: a flipped blob byte gives EIO for that file only, never wrong bytes; the metric counts it', async t => {
   const img = await buildImage(t, await bigLayer(t), ['--compressor', 'none'])
-  const info = JSON.parse((await nydusImage(['inspect', '--bootstrap', img.boot, '--json', '/data/f03.bin'])).stdout) as { chunks: Array<{ compressed_offset: number }> }
+  const info = JSON.parse((await nydusImage(['inspect', '--bootstrap', img.boot, '--json', '/data/f03.bin'])).stdout) as {
+    chunks: Array<{ compressed_offset: number }>
+  }
   const [blob] = await readdir(img.blobs)
   const buf = await readFile(join(img.blobs, blob))
   buf[info.chunks[0].compressed_offset + 1000] ^= 0x40
   await writeFile(join(img.blobs, blob), buf)
-  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config: localConfig(img, { fs_prefetch: { merging_size: 0 } }) })
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    mnt: img.mnt,
+    config: localConfig(img, { fs_prefetch: { merging_size: 0 } })
+  })
   await t.throwsAsync(readFile(join(m.mnt, 'data', 'f03.bin')), { code: 'EIO' })
   const cat = await run('cat', [join(m.mnt, 'data', 'f03.bin')])
   t.not(cat.code, 0)
   t.regex(cat.stderr, /Input\/output error/)
   t.is((await readFile(join(m.mnt, 'data', 'f04.bin'))).length, MiB)
   t.is(await readFile(join(m.mnt, 'small.txt'), 'utf8'), 'a small file\n')
-  const metrics = await m.api('/api/v1/metrics', true) as string
+  const metrics = (await m.api('/api/v1/metrics', true)) as string
   t.regex(metrics, /nydusd_chunk_verify_failures_total\{backend="localfs"\} [1-9]/)
   t.regex(m.logs(), new RegExp(`"blob":"${blob}".*"backend":"localfs".*chunk failed verification`))
-  const f04 = JSON.parse((await nydusImage(['inspect', '--bootstrap', img.boot, '--json', '/data/f04.bin'])).stdout) as { chunks: Array<{ compressed_offset: number, uncompressed_size: number }> }
+  const f04 = JSON.parse((await nydusImage(['inspect', '--bootstrap', img.boot, '--json', '/data/f04.bin'])).stdout) as {
+    chunks: Array<{ compressed_offset: number; uncompressed_size: number }>
+  }
   const good = `${f04.chunks[0].compressed_offset}.${f04.chunks[0].uncompressed_size}`
   let cached: string[] = []
   // Cache writes happen after the read is answered.
@@ -76,7 +90,10 @@ test.serial('corruption: a flipped blob byte gives EIO for that file only, never
     cached = await readdir(join(img.cache, blob)).catch((): string[] => [])
   }
   t.true(cached.includes(good), 'a good chunk read beside it is cached')
-  t.false(cached.some(f => f.startsWith(`${info.chunks[0].compressed_offset}.`)), 'a bad chunk is never cached')
+  t.false(
+    cached.some(f => f.startsWith(`${info.chunks[0].compressed_offset}.`)),
+    'a bad chunk is never cached'
+  )
 })
 
 test.serial('restart: a second mount with the same cache reads everything with zero backend bytes', async t => {
@@ -99,9 +116,18 @@ test.serial('prefetch: the whole image lands in the cache without reads, within 
   const srv = await startBlobServer(t, img.blobs)
   const rate = 24 * MiB
   const t0 = Date.now()
-  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, args: ['--prefetch'], config: httpConfig(img, srv.url, { fs_prefetch: { enable: false, threads_count: 4, bandwidth_rate: rate } }) })
-  let status: { state: string, totalChunks: number, doneChunks: number } = await m.api('/api/v1/daemon/prefetch')
-  for (let i = 0; i < 200 && status.state !== 'done'; i++) { await sleep(100); status = await m.api('/api/v1/daemon/prefetch') }
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    mnt: img.mnt,
+    args: ['--prefetch'],
+    config: httpConfig(img, srv.url, { fs_prefetch: { enable: false, threads_count: 4, bandwidth_rate: rate } })
+  })
+  let status: { state: string; totalChunks: number; doneChunks: number } = await m.api('/api/v1/daemon/prefetch')
+  for (let i = 0; i < 200 && status.state !== 'done'; i++) {
+    await sleep(100)
+    status = await m.api('/api/v1/daemon/prefetch')
+  }
   const elapsed = (Date.now() - t0) / 1000
   t.is(status.state, 'done')
   t.is(status.doneChunks, status.totalChunks)
@@ -122,9 +148,17 @@ test.serial('the prefetch table from --prefetch-files is fetched at mount', asyn
   await writeFile(list, '/data/f10.bin\n/small.txt\n')
   const img: Image = await buildImage(t, await bigLayer(t), ['--prefetch-files', list])
   const srv = await startBlobServer(t, img.blobs)
-  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config: httpConfig(img, srv.url, { fs_prefetch: { merging_size: 0 } }) })
-  let status: { state: string, totalChunks: number } = await m.api('/api/v1/daemon/prefetch')
-  for (let i = 0; i < 100 && status.state !== 'done'; i++) { await sleep(50); status = await m.api('/api/v1/daemon/prefetch') }
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    mnt: img.mnt,
+    config: httpConfig(img, srv.url, { fs_prefetch: { merging_size: 0 } })
+  })
+  let status: { state: string; totalChunks: number } = await m.api('/api/v1/daemon/prefetch')
+  for (let i = 0; i < 100 && status.state !== 'done'; i++) {
+    await sleep(50)
+    status = await m.api('/api/v1/daemon/prefetch')
+  }
   t.is(status.state, 'done')
   t.is(status.totalChunks, 2)
   srv.reset()
@@ -135,7 +169,12 @@ test.serial('the prefetch table from --prefetch-files is fetched at mount', asyn
 test.serial('a missing blob gives EIO on read and a log line naming it', async t => {
   const img = await buildImage(t, await bigLayer(t))
   const [blob] = await readdir(img.blobs)
-  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config: localConfig(img, { device: { backend: { type: 'localfs', config: { dir: join(img.dir, 'empty') } } } }) })
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    mnt: img.mnt,
+    config: localConfig(img, { device: { backend: { type: 'localfs', config: { dir: join(img.dir, 'empty') } } } })
+  })
   await t.throwsAsync(readFile(join(m.mnt, 'small.txt')), { code: 'EIO' })
   t.regex(m.logs(), new RegExp(`blob ${blob} not found`))
   t.deepEqual((await readdir(m.mnt)).sort(), ['data', 'other.txt', 'small.txt'], 'metadata still works')
@@ -163,12 +202,26 @@ test('a corrupt or truncated bootstrap is refused at start; nothing is mounted',
 test('config errors name every wrong field', async t => {
   const dir = await tempDir(t)
   const cfg = join(dir, 'c.json')
-  await writeFile(cfg, JSON.stringify({ device: { backend: { type: 'localfs', config: { dirr: '/x' } }, cache: { type: 'blobcache', config: { work_dir: 5 } } }, digest_validate: 'yes', fs_prefetch: { threads_count: 0 } }))
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      device: { backend: { type: 'localfs', config: { dirr: '/x' } }, cache: { type: 'blobcache', config: { work_dir: 5 } } },
+      digest_validate: 'yes',
+      fs_prefetch: { threads_count: 0 }
+    })
+  )
   await mkdir(join(dir, 'mnt'))
   const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', '/nonexistent', '--mountpoint', join(dir, 'mnt')])
   t.is(r.code, exitCodeOf('ERR_CONFIG'))
   t.is(r.stderr.trim().split('\n').length, 1)
-  for (const field of ['device.backend.config.dir', 'device.backend.config', 'device.cache.config.work_dir', 'digest_validate', 'fs_prefetch.threads_count']) t.true(r.stderr.includes(field), `${field} in ${r.stderr}`)
+  for (const field of [
+    'device.backend.config.dir',
+    'device.backend.config',
+    'device.cache.config.work_dir',
+    'digest_validate',
+    'fs_prefetch.threads_count'
+  ])
+    t.true(r.stderr.includes(field), `${field} in ${r.stderr}`)
   const bad = await run(process.execPath, [nydusdBin, '--config', join(dir, 'nope.json'), '--bootstrap', 'x', '--mountpoint', 'y'])
   t.regex(bad.stderr, /^nydusd: error: config .*nope\.json: no such file/)
   const flag = await run(process.execPath, [nydusdBin, '--bogus'])

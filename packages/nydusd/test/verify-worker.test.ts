@@ -12,10 +12,15 @@ const sha = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
 
 test('shared chunk buffers are hashed on the thread, in place; others here; all match', async t => {
   const h = new VerifyWorker(await loadDigester('sha256'))
-  t.teardown(async () => { await h.close() })
+  t.teardown(async () => {
+    await h.close()
+  })
   const bodies = Array.from({ length: 24 }, (_, i) => randomBytes(256 * 1024 + i * 4099))
   const onThread = await Promise.all(bodies.map(async b => await h.digest(shared(b))))
-  t.deepEqual(onThread.map(d => d.toString('hex')), bodies.map(b => sha(b).toString('hex')))
+  t.deepEqual(
+    onThread.map(d => d.toString('hex')),
+    bodies.map(b => sha(b).toString('hex'))
+  )
   t.is(h.offloaded, bodies.length)
   // Not shared, or too small to be worth a hand-off: hashed on this thread, same answer.
   t.true((await h.digest(bodies[0])).equals(sha(bodies[0])))
@@ -26,7 +31,9 @@ test('shared chunk buffers are hashed on the thread, in place; others here; all 
 test('blake3 images are hashed with blake3 on the thread', async t => {
   const blake3 = await loadDigester('blake3')
   const h = new VerifyWorker(blake3)
-  t.teardown(async () => { await h.close() })
+  t.teardown(async () => {
+    await h.close()
+  })
   const b = randomBytes(300 * 1024)
   t.true((await h.digest(shared(b))).equals(blake3.digest(b)))
   t.is(h.offloaded, 1)
@@ -38,13 +45,18 @@ test('digests pending when the thread stops are still answered, correctly', asyn
   const pending = bodies.map(async b => await h.digest(shared(b)))
   await h.close()
   const got = await Promise.all(pending)
-  t.deepEqual(got.map(d => d.toString('hex')), bodies.map(b => sha(b).toString('hex')))
+  t.deepEqual(
+    got.map(d => d.toString('hex')),
+    bodies.map(b => sha(b).toString('hex'))
+  )
   t.true((await h.digest(shared(bodies[0]))).equals(sha(bodies[0])), 'and later ones, here')
 })
 
 test('compressed chunks in shared buffers are decoded and hashed on the thread, into the caller buffer; bad frames are refused', async t => {
   const v = new VerifyWorker(await loadDigester('sha256'))
-  t.teardown(async () => { await v.close() })
+  t.teardown(async () => {
+    await v.close()
+  })
   const body = Buffer.from('a compressible line of text\n'.repeat(40_000))
   const { data: frame, flags } = compressChunk(body, 'zstd')
   t.true(frame.length < body.length)
@@ -73,6 +85,9 @@ test('decodes pending when the thread stops are finished here, correctly', async
   })
   await v.close()
   const got = await Promise.all(pending)
-  t.deepEqual(got.map(d => d.digest.toString('hex')), bodies.map(b => sha(b).toString('hex')))
+  t.deepEqual(
+    got.map(d => d.digest.toString('hex')),
+    bodies.map(b => sha(b).toString('hex'))
+  )
   t.true(got.every((d, i) => d.data.equals(bodies[i])))
 })

@@ -42,6 +42,6 @@ export const isDev = (mode: number): boolean => {
 }
 export const VALID_TYPES = new Set([S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO])
 
-export function isValidChunkSize (n: number): boolean {
+export function isValidChunkSize(n: number): boolean {
   return Number.isInteger(n) && n >= MIN_CHUNK_SIZE && n <= MAX_CHUNK_SIZE && (n & (n - 1)) === 0
 }

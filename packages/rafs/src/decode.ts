@@ -4,7 +4,7 @@ import { newInode, type Inode, type RafsTree } from './tree.js'
 import { checkStructure } from './validate.js'
 
 /** Decodes the whole bootstrap into a mutable tree (for merge, unpack and tests). */
-export function readTree (r: BootstrapReader): RafsTree {
+export function readTree(r: BootstrapReader): RafsTree {
   checkStructure(r)
   const byIno = new Map<number, Inode>()
   const nodes = new Array<Inode>(r.inodeCount)
@@ -30,7 +30,7 @@ export function readTree (r: BootstrapReader): RafsTree {
   }
 }
 
-function toInode (r: BootstrapReader, rec: InodeRecord): Inode {
+function toInode(r: BootstrapReader, rec: InodeRecord): Inode {
   const xattrs = new Map<string, Buffer>()
   for (const [n, v] of r.xattrs(rec)) xattrs.set(n.toString('utf8'), Buffer.from(v))
   return newInode(rec.mode, {

@@ -18,12 +18,12 @@ export type RafsErrorCode =
   | 'ERR_RAFS_UNSUPPORTED'
 
 export class RafsError extends NydusError<RafsErrorCode> {
-  constructor (code: RafsErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: RafsErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options)
     this.name = 'RafsError'
   }
 }
 
-export function fail (code: RafsErrorCode, message: string): never {
+export function fail(code: RafsErrorCode, message: string): never {
   throw new RafsError(code, message)
 }

@@ -23,15 +23,24 @@ const MAX_BOOTSTRAP = 1024 * 1024 * 1024
  * The bootstrap layer: a gzip tar holding only `image/image.boot`, with fixed
  * owner, mode and time so the same bootstrap always gives the same digest.
  */
-export function encodeBootstrapLayer (bootstrap: Buffer): { layer: Buffer, diffId: string, digest: string } {
-  const header = encodeHeader({ path: Buffer.from(BOOTSTRAP_LAYER_PATH), type: 'file', mode: 0o644, uid: 0, gid: 0, size: bootstrap.length, mtimeSec: 0, mtimeNsec: 0 })
+export function encodeBootstrapLayer(bootstrap: Buffer): { layer: Buffer; diffId: string; digest: string } {
+  const header = encodeHeader({
+    path: Buffer.from(BOOTSTRAP_LAYER_PATH),
+    type: 'file',
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    size: bootstrap.length,
+    mtimeSec: 0,
+    mtimeNsec: 0
+  })
   const tar = Buffer.concat([header, bootstrap, padding(bootstrap.length), END_OF_ARCHIVE])
   const layer = gzipSync(tar, { level: 6 })
   return { layer, diffId: sha256(tar), digest: sha256(layer) }
 }
 
 /** `image/image.boot` out of a bootstrap layer; any malformation is an error naming it (its tar code kept). */
-export function decodeBootstrapLayer (layer: Buffer, where = 'bootstrap layer'): Buffer {
+export function decodeBootstrapLayer(layer: Buffer, where = 'bootstrap layer'): Buffer {
   let tar: Buffer
   try {
     tar = gunzipSync(layer, { maxOutputLength: MAX_BOOTSTRAP })

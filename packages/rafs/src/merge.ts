@@ -9,14 +9,19 @@ export const OPAQUE_WHITEOUT = '.wh..wh..opq'
  * Stacks layer trees, lowest first, the way overlayfs and containerd apply OCI
  * layers. The layers are consumed (their inodes are reused, not copied).
  */
-export function mergeLayers (layers: RafsTree[]): RafsTree {
+export function mergeLayers(layers: RafsTree[]): RafsTree {
   if (layers.length === 0) throw new RafsError('ERR_RAFS_UNSUPPORTED', 'merge needs at least one layer')
   const top = layers[layers.length - 1]
   const blobs: BlobInfo[] = []
   const blobIndex = new Map<string, number>()
   for (const [i, layer] of layers.entries()) {
-    if (layer.chunkSize !== layers[0].chunkSize) throw new RafsError('ERR_RAFS_UNSUPPORTED', `layer ${i} has chunk size 0x${layer.chunkSize.toString(16)}, layer 0 has 0x${layers[0].chunkSize.toString(16)}`)
-    if (layer.digester !== layers[0].digester) throw new RafsError('ERR_RAFS_UNSUPPORTED', `layer ${i} uses digester ${layer.digester}, layer 0 uses ${layers[0].digester}`)
+    if (layer.chunkSize !== layers[0].chunkSize)
+      throw new RafsError(
+        'ERR_RAFS_UNSUPPORTED',
+        `layer ${i} has chunk size 0x${layer.chunkSize.toString(16)}, layer 0 has 0x${layers[0].chunkSize.toString(16)}`
+      )
+    if (layer.digester !== layers[0].digester)
+      throw new RafsError('ERR_RAFS_UNSUPPORTED', `layer ${i} uses digester ${layer.digester}, layer 0 uses ${layers[0].digester}`)
     remapBlobs(layer, blobs, blobIndex)
   }
   const root = newInode(top.root.mode, { ...top.root, children: new Map() })
@@ -28,7 +33,7 @@ export function mergeLayers (layers: RafsTree[]): RafsTree {
   return { root, blobs, chunkSize: top.chunkSize, compressor: top.compressor, digester: top.digester, layer: false, prefetch }
 }
 
-function remapBlobs (layer: RafsTree, blobs: BlobInfo[], index: Map<string, number>): void {
+function remapBlobs(layer: RafsTree, blobs: BlobInfo[], index: Map<string, number>): void {
   const map = layer.blobs.map(b => {
     let i = index.get(b.id)
     if (i === undefined) {
@@ -39,7 +44,9 @@ function remapBlobs (layer: RafsTree, blobs: BlobInfo[], index: Map<string, numb
     return i
   })
   const done = new Set<Inode>()
-  for (const { dentry: { inode } } of walkTree(layer.root)) {
+  for (const {
+    dentry: { inode }
+  } of walkTree(layer.root)) {
     if (!isReg(inode.mode) || done.has(inode)) continue
     done.add(inode)
     inode.chunks = inode.chunks.map(c => ({ ...c, blobIndex: map[c.blobIndex] }))
@@ -49,7 +56,7 @@ function remapBlobs (layer: RafsTree, blobs: BlobInfo[], index: Map<string, numb
 const isWhiteout = (d: Dentry): boolean => nameKey(d.name).startsWith(WHITEOUT_PREFIX)
 
 /** Whiteouts act on lower layers only, so they go first, then the layer's own entries. */
-function applyDir (lower: Inode, upper: Inode): void {
+function applyDir(lower: Inode, upper: Inode): void {
   const kids = lower.children!
   const entries = [...upper.children!.values()]
   for (const d of entries) {
@@ -73,7 +80,7 @@ function applyDir (lower: Inode, upper: Inode): void {
 }
 
 /** A directory new in this layer has nothing below it to hide. */
-function stripWhiteouts (dir: Inode): void {
+function stripWhiteouts(dir: Inode): void {
   for (const [key, d] of dir.children!) {
     if (isWhiteout(d)) dir.children!.delete(key)
     else if (isDir(d.inode.mode)) stripWhiteouts(d.inode)

@@ -14,7 +14,7 @@ export interface EntryFields {
   digest: Buffer
 }
 
-export function encodeEntry (e: EntryFields): Buffer {
+export function encodeEntry(e: EntryFields): Buffer {
   let xlen = 4
   for (const [n, v] of e.xattrs) xlen += 6 + n.length + v.length
   // Every byte is written below, so the pooled, unzeroed allocation is safe.
@@ -41,15 +41,14 @@ export function encodeEntry (e: EntryFields): Buffer {
   return buf
 }
 
-
-export function writeU64 (buf: Buffer, v: number, o: number): number {
+export function writeU64(buf: Buffer, v: number, o: number): number {
   buf.writeUInt32LE(v % 0x100000000, o)
   buf.writeUInt32LE(Math.floor(v / 0x100000000), o + 4)
   return o + 8
 }
 
 /** Two's complement in two halves: no BigInt allocated per call (one per inode and per merkle entry). */
-export function writeI64 (buf: Buffer, v: number, o: number): number {
+export function writeI64(buf: Buffer, v: number, o: number): number {
   const t = Math.trunc(v)
   const hi = Math.floor(t / 0x100000000)
   buf.writeUInt32LE(t - hi * 0x100000000, o)
@@ -57,13 +56,13 @@ export function writeI64 (buf: Buffer, v: number, o: number): number {
   return o + 8
 }
 
-export function readU64 (buf: Buffer, o: number): number {
+export function readU64(buf: Buffer, o: number): number {
   const hi = buf.readUInt32LE(o + 4)
   if (hi >= 0x200000) return Number.NaN
   return hi * 0x100000000 + buf.readUInt32LE(o)
 }
 
-export function readI64 (buf: Buffer, o: number): number {
+export function readI64(buf: Buffer, o: number): number {
   const hi = buf.readInt32LE(o + 4)
   if (hi >= 0x200000 || hi < -0x200000) return Number.NaN
   return hi * 0x100000000 + buf.readUInt32LE(o)

@@ -1,14 +1,34 @@
 import { createHash } from 'node:crypto'
 import {
-  BLOB_RECORD_SIZE, BOOTSTRAP_MAGIC, CHUNK_SIZE_RECORD, COMPRESSORS, DIGESTERS, DIGEST_SIZE, FORMAT_VERSION,
-  INODE_FLAG_XATTR, INODE_SIZE, MAX_NAME, SB_FLAG_LAYER, SUPERBLOCK_SIZE, VALID_TYPES, S_IFMT,
-  isDir, isLnk, isReg, isValidChunkSize, type CompressorName, type DigesterName
+  BLOB_RECORD_SIZE,
+  BOOTSTRAP_MAGIC,
+  CHUNK_SIZE_RECORD,
+  COMPRESSORS,
+  DIGESTERS,
+  DIGEST_SIZE,
+  FORMAT_VERSION,
+  INODE_FLAG_XATTR,
+  INODE_SIZE,
+  MAX_NAME,
+  SB_FLAG_LAYER,
+  SUPERBLOCK_SIZE,
+  VALID_TYPES,
+  S_IFMT,
+  isDir,
+  isLnk,
+  isReg,
+  isValidChunkSize,
+  type CompressorName,
+  type DigesterName
 } from './constants.js'
 import { RafsError, fail } from './errors.js'
 import { readI64, readU64, type EntryFields } from './merkle.js'
 import type { BlobInfo, ChunkRef } from './tree.js'
 
-export interface TableRange { offset: number, size: number }
+export interface TableRange {
+  offset: number
+  size: number
+}
 
 export interface Superblock {
   version: number
@@ -29,7 +49,7 @@ export interface Superblock {
 }
 
 const TABLES = ['inode', 'string', 'xattr', 'chunk', 'chunkIndex', 'blob', 'prefetch'] as const
-type TableName = typeof TABLES[number]
+type TableName = (typeof TABLES)[number]
 
 /** One decoded inode record; `index` is its position in the inode table. */
 export interface InodeRecord extends Omit<EntryFields, 'xattrs'> {
@@ -58,33 +78,43 @@ export class BootstrapReader {
   readonly sb: Superblock
   private readonly t: Record<TableName, Buffer>
 
-  private constructor (readonly buf: Buffer, sb: Superblock) {
+  private constructor(
+    readonly buf: Buffer,
+    sb: Superblock
+  ) {
     this.sb = sb
-    this.t = Object.fromEntries(TABLES.map(n => [n, buf.subarray(sb.tables[n].offset, sb.tables[n].offset + sb.tables[n].size)])) as Record<TableName, Buffer>
+    this.t = Object.fromEntries(TABLES.map(n => [n, buf.subarray(sb.tables[n].offset, sb.tables[n].offset + sb.tables[n].size)])) as Record<
+      TableName,
+      Buffer
+    >
   }
 
-  static open (buf: Buffer, opts: OpenOptions = {}): BootstrapReader {
+  static open(buf: Buffer, opts: OpenOptions = {}): BootstrapReader {
     const sb = decodeSuperblock(buf)
     if (opts.skipChecksum !== true) {
       const actual = bootstrapChecksum(buf)
-      if (!actual.equals(sb.checksum)) fail('ERR_RAFS_CHECKSUM', `bootstrap checksum mismatch: stored ${sb.checksum.toString('hex')}, computed ${actual.toString('hex')}`)
+      if (!actual.equals(sb.checksum))
+        fail('ERR_RAFS_CHECKSUM', `bootstrap checksum mismatch: stored ${sb.checksum.toString('hex')}, computed ${actual.toString('hex')}`)
     }
     const r = new BootstrapReader(buf, sb)
     r.root()
     return r
   }
 
-  get inodeCount (): number { return this.sb.inodeCount }
+  get inodeCount(): number {
+    return this.sb.inodeCount
+  }
 
-  root (): InodeRecord {
+  root(): InodeRecord {
     const r = this.inode(0)
     if (!isDir(r.mode)) fail('ERR_RAFS_BAD_TREE', 'the root inode is not a directory')
     if (r.name.length !== 0) fail('ERR_RAFS_BAD_TREE', 'the root inode has a name')
     return r
   }
 
-  inode (index: number): InodeRecord {
-    if (!Number.isInteger(index) || index < 0 || index >= this.sb.inodeCount) fail('ERR_RAFS_BAD_REFERENCE', `inode ${index} is out of range (0..${this.sb.inodeCount - 1})`)
+  inode(index: number): InodeRecord {
+    if (!Number.isInteger(index) || index < 0 || index >= this.sb.inodeCount)
+      fail('ERR_RAFS_BAD_REFERENCE', `inode ${index} is out of range (0..${this.sb.inodeCount - 1})`)
     const b = this.t.inode
     const o = index * INODE_SIZE
     const mode = b.readUInt32LE(o + 40)
@@ -116,7 +146,7 @@ export class BootstrapReader {
   }
 
   /** Children as a record range; checked to lie after the parent and inside the table. */
-  childRange (dir: InodeRecord): [number, number] {
+  childRange(dir: InodeRecord): [number, number] {
     if (!isDir(dir.mode)) fail('ERR_RAFS_BAD_TREE', `inode ${dir.index} is not a directory`)
     if (dir.count === 0) return [0, 0]
     if (dir.first <= dir.index || dir.first + dir.count > this.sb.inodeCount) {
@@ -125,13 +155,13 @@ export class BootstrapReader {
     return [dir.first, dir.first + dir.count]
   }
 
-  * children (dir: InodeRecord): Generator<InodeRecord> {
+  *children(dir: InodeRecord): Generator<InodeRecord> {
     const [from, to] = this.childRange(dir)
     for (let i = from; i < to; i++) yield this.inode(i)
   }
 
   /** Binary search per component: O(depth x log n) name comparisons. */
-  lookup (path: string | Buffer): InodeRecord | undefined {
+  lookup(path: string | Buffer): InodeRecord | undefined {
     const p = typeof path === 'string' ? Buffer.from(path) : path
     let cur = this.root()
     for (const part of p.toString('latin1').split('/')) {
@@ -148,7 +178,7 @@ export class BootstrapReader {
    * names straight from the inode table and decodes only the match: a
    * metadata walk does one of these per FUSE lookup.
    */
-  child (dir: InodeRecord, name: Buffer): InodeRecord | undefined {
+  child(dir: InodeRecord, name: Buffer): InodeRecord | undefined {
     if (!isDir(dir.mode)) return undefined
     const [from, to] = this.childRange(dir)
     const b = this.t.inode
@@ -170,7 +200,7 @@ export class BootstrapReader {
   }
 
   /** The path of a record, from its parent links (bounded by the inode count, so a cycle cannot hang). */
-  pathOf (rec: InodeRecord): Buffer {
+  pathOf(rec: InodeRecord): Buffer {
     const parts: Buffer[] = []
     let cur = rec
     for (let steps = 0; cur.index !== 0; steps++) {
@@ -178,15 +208,21 @@ export class BootstrapReader {
       parts.push(cur.name)
       cur = this.inode(cur.parent)
     }
-    return Buffer.from(parts.reverse().map(p => p.toString('latin1')).join('/'), 'latin1')
+    return Buffer.from(
+      parts
+        .reverse()
+        .map(p => p.toString('latin1'))
+        .join('/'),
+      'latin1'
+    )
   }
 
-  readlink (rec: InodeRecord): Buffer {
+  readlink(rec: InodeRecord): Buffer {
     if (!isLnk(rec.mode)) fail('ERR_RAFS_BAD_INODE', `inode ${rec.index} is not a symlink`)
     return this.slice('string', rec.first, rec.count, `symlink target of inode ${rec.index}`)
   }
 
-  xattrs (rec: InodeRecord): Array<[Buffer, Buffer]> {
+  xattrs(rec: InodeRecord): Array<[Buffer, Buffer]> {
     if ((rec.flags & INODE_FLAG_XATTR) === 0) return []
     const b = this.slice('xattr', rec.xattrOffset, rec.xattrSize, `xattrs of inode ${rec.index}`)
     const out: Array<[Buffer, Buffer]> = []
@@ -203,7 +239,7 @@ export class BootstrapReader {
   }
 
   /** A regular file's chunk-table indexes: one slice of the chunk index. */
-  chunkIndexes (rec: InodeRecord): number[] {
+  chunkIndexes(rec: InodeRecord): number[] {
     if (!isReg(rec.mode)) return []
     if (rec.first + rec.count > this.sb.chunkIndexCount) fail('ERR_RAFS_BAD_REFERENCE', `chunk list of inode ${rec.index} is out of range`)
     const out = new Array<number>(rec.count)
@@ -211,12 +247,13 @@ export class BootstrapReader {
     return out
   }
 
-  fileChunks (rec: InodeRecord): ChunkRef[] {
+  fileChunks(rec: InodeRecord): ChunkRef[] {
     return this.chunkIndexes(rec).map(i => this.chunk(i))
   }
 
-  chunk (i: number): ChunkRef {
-    if (!Number.isInteger(i) || i < 0 || i >= this.sb.chunkCount) fail('ERR_RAFS_BAD_REFERENCE', `chunk ${i} is out of range (${this.sb.chunkCount} chunks)`)
+  chunk(i: number): ChunkRef {
+    if (!Number.isInteger(i) || i < 0 || i >= this.sb.chunkCount)
+      fail('ERR_RAFS_BAD_REFERENCE', `chunk ${i} is out of range (${this.sb.chunkCount} chunks)`)
     const b = this.t.chunk
     const o = i * CHUNK_SIZE_RECORD
     const c: ChunkRef = {
@@ -228,20 +265,25 @@ export class BootstrapReader {
       uncompressedSize: b.readUInt32LE(o + 52),
       uncompressedOffset: readU64(b, o + 56)
     }
-    if (c.blobIndex >= this.sb.blobCount) fail('ERR_RAFS_BAD_REFERENCE', `chunk ${i} names blob ${c.blobIndex}, but there are ${this.sb.blobCount}`)
+    if (c.blobIndex >= this.sb.blobCount)
+      fail('ERR_RAFS_BAD_REFERENCE', `chunk ${i} names blob ${c.blobIndex}, but there are ${this.sb.blobCount}`)
     if ((c.flags & ~1) !== 0) fail('ERR_RAFS_BAD_CHUNK', `chunk ${i} has unknown flags ${c.flags}`)
-    if (c.uncompressedSize === 0 || c.uncompressedSize > this.sb.chunkSize) fail('ERR_RAFS_BAD_CHUNK', `chunk ${i} has size ${c.uncompressedSize}, chunk size is ${this.sb.chunkSize}`)
-    if (Number.isNaN(c.compressedOffset) || Number.isNaN(c.uncompressedOffset)) fail('ERR_RAFS_BAD_CHUNK', `chunk ${i} has an offset over 2^53`)
+    if (c.uncompressedSize === 0 || c.uncompressedSize > this.sb.chunkSize)
+      fail('ERR_RAFS_BAD_CHUNK', `chunk ${i} has size ${c.uncompressedSize}, chunk size is ${this.sb.chunkSize}`)
+    if (Number.isNaN(c.compressedOffset) || Number.isNaN(c.uncompressedOffset))
+      fail('ERR_RAFS_BAD_CHUNK', `chunk ${i} has an offset over 2^53`)
     const blob = this.blob(c.blobIndex)
     if (c.compressedOffset + c.compressedSize > blob.compressedSize || c.uncompressedOffset + c.uncompressedSize > blob.uncompressedSize) {
       fail('ERR_RAFS_BAD_CHUNK', `chunk ${i} lies outside blob ${blob.id}`)
     }
-    if ((c.flags & 1) === 0 && c.compressedSize !== c.uncompressedSize) fail('ERR_RAFS_BAD_CHUNK', `uncompressed chunk ${i} has two different sizes`)
+    if ((c.flags & 1) === 0 && c.compressedSize !== c.uncompressedSize)
+      fail('ERR_RAFS_BAD_CHUNK', `uncompressed chunk ${i} has two different sizes`)
     return c
   }
 
-  blob (i: number): BlobInfo {
-    if (!Number.isInteger(i) || i < 0 || i >= this.sb.blobCount) fail('ERR_RAFS_BAD_REFERENCE', `blob ${i} is out of range (${this.sb.blobCount} blobs)`)
+  blob(i: number): BlobInfo {
+    if (!Number.isInteger(i) || i < 0 || i >= this.sb.blobCount)
+      fail('ERR_RAFS_BAD_REFERENCE', `blob ${i} is out of range (${this.sb.blobCount} blobs)`)
     const b = this.t.blob
     const o = i * BLOB_RECORD_SIZE
     const compressor = COMPRESSORS[b[o + 52]]
@@ -255,15 +297,16 @@ export class BootstrapReader {
       digester
     }
     if (compressor === undefined || digester === undefined) fail('ERR_RAFS_BAD_BLOB', `blob ${i} names an unknown compressor or digester`)
-    if (Number.isNaN(info.compressedSize) || Number.isNaN(info.uncompressedSize)) fail('ERR_RAFS_BAD_BLOB', `blob ${i} has a size over 2^53`)
+    if (Number.isNaN(info.compressedSize) || Number.isNaN(info.uncompressedSize))
+      fail('ERR_RAFS_BAD_BLOB', `blob ${i} has a size over 2^53`)
     return info
   }
 
-  blobs (): BlobInfo[] {
+  blobs(): BlobInfo[] {
     return Array.from({ length: this.sb.blobCount }, (_, i) => this.blob(i))
   }
 
-  prefetch (): number[] {
+  prefetch(): number[] {
     const out: number[] = []
     for (let i = 0; i < this.sb.prefetchCount; i++) {
       const v = this.t.prefetch.readUInt32LE(i * 4)
@@ -273,14 +316,15 @@ export class BootstrapReader {
     return out
   }
 
-  private slice (table: 'string' | 'xattr', offset: number, len: number, what: string): Buffer {
+  private slice(table: 'string' | 'xattr', offset: number, len: number, what: string): Buffer {
     const b = this.t[table]
-    if (offset + len > b.length) fail('ERR_RAFS_BAD_REFERENCE', `${what} [${offset}, +${len}) lies outside the ${table} table (${b.length} bytes)`)
+    if (offset + len > b.length)
+      fail('ERR_RAFS_BAD_REFERENCE', `${what} [${offset}, +${len}) lies outside the ${table} table (${b.length} bytes)`)
     return b.subarray(offset, offset + len)
   }
 }
 
-export function bootstrapChecksum (buf: Buffer): Buffer {
+export function bootstrapChecksum(buf: Buffer): Buffer {
   const h = createHash('sha256')
   h.update(buf.subarray(0, 160))
   h.update(Buffer.alloc(32))
@@ -289,18 +333,27 @@ export function bootstrapChecksum (buf: Buffer): Buffer {
 }
 
 const RECORD_SIZES: Record<TableName, number> = {
-  inode: INODE_SIZE, string: 1, xattr: 1, chunk: CHUNK_SIZE_RECORD, chunkIndex: 4, blob: BLOB_RECORD_SIZE, prefetch: 4
+  inode: INODE_SIZE,
+  string: 1,
+  xattr: 1,
+  chunk: CHUNK_SIZE_RECORD,
+  chunkIndex: 4,
+  blob: BLOB_RECORD_SIZE,
+  prefetch: 4
 }
 
-export function decodeSuperblock (buf: Buffer): Superblock {
-  if (buf.length < SUPERBLOCK_SIZE) fail('ERR_RAFS_TRUNCATED', `bootstrap is ${buf.length} bytes, shorter than its ${SUPERBLOCK_SIZE}-byte superblock`)
+export function decodeSuperblock(buf: Buffer): Superblock {
+  if (buf.length < SUPERBLOCK_SIZE)
+    fail('ERR_RAFS_TRUNCATED', `bootstrap is ${buf.length} bytes, shorter than its ${SUPERBLOCK_SIZE}-byte superblock`)
   if (!buf.subarray(0, 8).equals(BOOTSTRAP_MAGIC)) fail('ERR_RAFS_BAD_MAGIC', 'not a RAFS-TS bootstrap (bad magic)')
   const version = buf.readUInt32LE(8)
-  if (version !== FORMAT_VERSION) fail('ERR_RAFS_UNSUPPORTED_VERSION', `bootstrap version ${version} is not supported (this build reads ${FORMAT_VERSION})`)
+  if (version !== FORMAT_VERSION)
+    fail('ERR_RAFS_UNSUPPORTED_VERSION', `bootstrap version ${version} is not supported (this build reads ${FORMAT_VERSION})`)
   const flags = buf.readUInt32LE(12)
   if ((flags & ~SB_FLAG_LAYER) !== 0) fail('ERR_RAFS_BAD_SUPERBLOCK', `unknown superblock flags 0x${flags.toString(16)}`)
   const chunkSize = buf.readUInt32LE(16)
-  if (!isValidChunkSize(chunkSize)) fail('ERR_RAFS_BAD_SUPERBLOCK', `chunk size 0x${chunkSize.toString(16)} is not a power of two from 4 KiB to 16 MiB`)
+  if (!isValidChunkSize(chunkSize))
+    fail('ERR_RAFS_BAD_SUPERBLOCK', `chunk size 0x${chunkSize.toString(16)} is not a power of two from 4 KiB to 16 MiB`)
   const compressor = COMPRESSORS[buf[20]]
   const digester = DIGESTERS[buf[21]]
   if (compressor === undefined) fail('ERR_RAFS_BAD_SUPERBLOCK', `unknown compressor ${buf[20]}`)
@@ -313,27 +366,46 @@ export function decodeSuperblock (buf: Buffer): Superblock {
   TABLES.forEach((name, i) => {
     const offset = buf.readUInt32LE(48 + i * 8)
     const size = buf.readUInt32LE(52 + i * 8)
-    if (offset !== expected || offset + size > buf.length) fail('ERR_RAFS_BAD_SUPERBLOCK', `${name} table [${offset}, +${size}) is out of place`)
+    if (offset !== expected || offset + size > buf.length)
+      fail('ERR_RAFS_BAD_SUPERBLOCK', `${name} table [${offset}, +${size}) is out of place`)
     if (size % RECORD_SIZES[name] !== 0) fail('ERR_RAFS_BAD_SUPERBLOCK', `${name} table size ${size} is not a whole number of records`)
     tables[name] = { offset, size }
     expected = offset + size
   })
   if (expected !== buf.length) fail('ERR_RAFS_BAD_SUPERBLOCK', `tables end at ${expected}, the bootstrap at ${buf.length}`)
   const [inodeCount, chunkCount, chunkIndexCount, blobCount, prefetchCount] = counts
-  const want: Array<[TableName, number]> = [['inode', inodeCount], ['chunk', chunkCount], ['chunkIndex', chunkIndexCount], ['blob', blobCount], ['prefetch', prefetchCount]]
+  const want: Array<[TableName, number]> = [
+    ['inode', inodeCount],
+    ['chunk', chunkCount],
+    ['chunkIndex', chunkIndexCount],
+    ['blob', blobCount],
+    ['prefetch', prefetchCount]
+  ]
   for (const [name, n] of want) {
-    if (tables[name].size !== n * RECORD_SIZES[name]) fail('ERR_RAFS_BAD_SUPERBLOCK', `${name} table holds ${tables[name].size / RECORD_SIZES[name]} records, the count says ${n}`)
+    if (tables[name].size !== n * RECORD_SIZES[name])
+      fail('ERR_RAFS_BAD_SUPERBLOCK', `${name} table holds ${tables[name].size / RECORD_SIZES[name]} records, the count says ${n}`)
   }
   if (inodeCount === 0) fail('ERR_RAFS_BAD_SUPERBLOCK', 'bootstrap has no root inode')
   return {
-    version, flags, layer: (flags & SB_FLAG_LAYER) !== 0, chunkSize, compressor, digester,
-    inodeCount, chunkCount, chunkIndexCount, blobCount, prefetchCount, tables, totalSize,
+    version,
+    flags,
+    layer: (flags & SB_FLAG_LAYER) !== 0,
+    chunkSize,
+    compressor,
+    digester,
+    inodeCount,
+    chunkCount,
+    chunkIndexCount,
+    blobCount,
+    prefetchCount,
+    tables,
+    totalSize,
     rootDigest: Buffer.from(buf.subarray(128, 160)),
     checksum: Buffer.from(buf.subarray(160, 192))
   }
 }
 
-function checkRecord (r: InodeRecord, sb: Superblock): void {
+function checkRecord(r: InodeRecord, sb: Superblock): void {
   const type = r.mode & S_IFMT
   const where = `inode ${r.index}`
   if (!VALID_TYPES.has(type)) fail('ERR_RAFS_BAD_INODE', `${where} has an unknown file type 0o${type.toString(8)}`)
@@ -344,12 +416,14 @@ function checkRecord (r: InodeRecord, sb: Superblock): void {
   if (r.nlink === 0) fail('ERR_RAFS_BAD_INODE', `${where} has no links`)
   if ((r.flags & ~INODE_FLAG_XATTR) !== 0) fail('ERR_RAFS_BAD_INODE', `${where} has unknown flags ${r.flags}`)
   if (r.index !== 0) checkName(r.name, where)
-  if (isLnk(r.mode) && r.size !== r.count) fail('ERR_RAFS_BAD_INODE', `${where}: symlink size ${r.size} differs from its target length ${r.count}`)
+  if (isLnk(r.mode) && r.size !== r.count)
+    fail('ERR_RAFS_BAD_INODE', `${where}: symlink size ${r.size} differs from its target length ${r.count}`)
   if (!isReg(r.mode) && !isLnk(r.mode) && r.size !== 0) fail('ERR_RAFS_BAD_INODE', `${where} is not a file but has size ${r.size}`)
-  if (isReg(r.mode) && r.count !== Math.ceil(r.size / sb.chunkSize)) fail('ERR_RAFS_BAD_INODE', `${where}: ${r.count} chunks cannot hold ${r.size} bytes`)
+  if (isReg(r.mode) && r.count !== Math.ceil(r.size / sb.chunkSize))
+    fail('ERR_RAFS_BAD_INODE', `${where}: ${r.count} chunks cannot hold ${r.size} bytes`)
 }
 
-export function checkName (name: Buffer, where: string): void {
+export function checkName(name: Buffer, where: string): void {
   if (name.length === 0 || name.length > MAX_NAME) fail('ERR_RAFS_BAD_INODE', `${where} has a name of ${name.length} bytes`)
   if (name.includes(0x2f) || name.includes(0)) fail('ERR_RAFS_BAD_INODE', `${where} has a name containing '/' or NUL`)
   if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) {

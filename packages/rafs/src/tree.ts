@@ -54,7 +54,7 @@ export interface RafsTree {
   prefetch: Buffer[]
 }
 
-export function newInode (mode: number, fields: Partial<Inode> = {}): Inode {
+export function newInode(mode: number, fields: Partial<Inode> = {}): Inode {
   const inode: Inode = {
     mode,
     uid: 0,
@@ -72,14 +72,14 @@ export function newInode (mode: number, fields: Partial<Inode> = {}): Inode {
   return inode
 }
 
-export function newDir (mode = S_IFDIR | 0o755): Inode {
+export function newDir(mode = S_IFDIR | 0o755): Inode {
   return newInode(mode)
 }
 
 export const nameKey = (name: Buffer): string => name.toString('latin1')
 
 /** Splits a normalised path ("a/b/c", bytes) into components. */
-export function splitPath (path: Buffer): Buffer[] {
+export function splitPath(path: Buffer): Buffer[] {
   const parts: Buffer[] = []
   let start = 0
   for (let i = 0; i <= path.length; i++) {
@@ -92,8 +92,8 @@ export function splitPath (path: Buffer): Buffer[] {
 }
 
 /** Depth-first, parents before children, children in name order. */
-export function * walkTree (root: Inode, prefix: Buffer = Buffer.alloc(0)): Generator<{ path: Buffer, dentry: Dentry }> {
-  const stack: Array<{ path: Buffer, dentry: Dentry }> = []
+export function* walkTree(root: Inode, prefix: Buffer = Buffer.alloc(0)): Generator<{ path: Buffer; dentry: Dentry }> {
+  const stack: Array<{ path: Buffer; dentry: Dentry }> = []
   const push = (dir: Inode, base: Buffer): void => {
     const kids = sortedChildren(dir)
     for (let i = kids.length - 1; i >= 0; i--) {
@@ -109,6 +109,6 @@ export function * walkTree (root: Inode, prefix: Buffer = Buffer.alloc(0)): Gene
   }
 }
 
-export function sortedChildren (dir: Inode): Dentry[] {
+export function sortedChildren(dir: Inode): Dentry[] {
   return [...(dir.children?.values() ?? [])].sort((a, b) => Buffer.compare(a.name, b.name))
 }

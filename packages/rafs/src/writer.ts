@@ -1,7 +1,19 @@
 import { createHash } from 'node:crypto'
 import {
-  BLOB_RECORD_SIZE, BOOTSTRAP_MAGIC, CHUNK_SIZE_RECORD, COMPRESSORS, DIGESTERS, FORMAT_VERSION, INODE_FLAG_XATTR,
-  INODE_SIZE, MAX_NAME, SB_FLAG_LAYER, SUPERBLOCK_SIZE, isDir, isLnk, isReg
+  BLOB_RECORD_SIZE,
+  BOOTSTRAP_MAGIC,
+  CHUNK_SIZE_RECORD,
+  COMPRESSORS,
+  DIGESTERS,
+  FORMAT_VERSION,
+  INODE_FLAG_XATTR,
+  INODE_SIZE,
+  MAX_NAME,
+  SB_FLAG_LAYER,
+  SUPERBLOCK_SIZE,
+  isDir,
+  isLnk,
+  isReg
 } from './constants.js'
 import type { Digester } from './digest.js'
 import { RafsError } from './errors.js'
@@ -22,8 +34,9 @@ export interface EncodeResult {
 }
 
 /** Lays the tree out breadth-first, computes the merkle tree and encodes every table. */
-export function encodeBootstrap (tree: RafsTree, digester: Digester): EncodeResult {
-  if (digester.name !== tree.digester) throw new RafsError('ERR_RAFS_UNSUPPORTED', `digester ${digester.name} does not match the tree's ${tree.digester}`)
+export function encodeBootstrap(tree: RafsTree, digester: Digester): EncodeResult {
+  if (digester.name !== tree.digester)
+    throw new RafsError('ERR_RAFS_UNSUPPORTED', `digester ${digester.name} does not match the tree's ${tree.digester}`)
   const recs = layout(tree.root)
   const nlink = countLinks(recs)
   const ino = new Map<Inode, number>()
@@ -82,8 +95,13 @@ export function encodeBootstrap (tree: RafsTree, digester: Digester): EncodeResu
 
   const prefetch = resolvePrefetch(tree, recs)
   const tables = [
-    inodes, strings.build(), xattrs.build(), encodeChunks(chunkTable), encodeU32s(chunkIndex),
-    encodeBlobs(tree), encodeU32s(prefetch)
+    inodes,
+    strings.build(),
+    xattrs.build(),
+    encodeChunks(chunkTable),
+    encodeU32s(chunkIndex),
+    encodeBlobs(tree),
+    encodeU32s(prefetch)
   ]
   const total = SUPERBLOCK_SIZE + tables.reduce((s, t) => s + t.length, 0)
   if (total > 0xffffffff) throw new RafsError('ERR_RAFS_UNSUPPORTED', `bootstrap would be ${total} bytes, over the 4 GiB limit`)
@@ -95,7 +113,7 @@ export function encodeBootstrap (tree: RafsTree, digester: Digester): EncodeResu
   sb.writeUInt8(COMPRESSORS.indexOf(tree.compressor), 20)
   sb.writeUInt8(DIGESTERS.indexOf(tree.digester), 21)
   const counts = [recs.length, chunkTable.length, chunkIndex.length, tree.blobs.length, prefetch.length]
-  counts.forEach((c, i) => sb.writeUInt32LE(c, 24 + i * 4))
+  for (const [i, c] of counts.entries()) sb.writeUInt32LE(c, 24 + i * 4)
   let off = SUPERBLOCK_SIZE
   tables.forEach((t, i) => {
     sb.writeUInt32LE(off, 48 + i * 8)
@@ -110,7 +128,7 @@ export function encodeBootstrap (tree: RafsTree, digester: Digester): EncodeResu
   return { bootstrap, rootDigest }
 }
 
-function layout (root: Inode): Rec[] {
+function layout(root: Inode): Rec[] {
   const recs: Rec[] = [{ name: Buffer.alloc(0), inode: root, parent: 0, first: 0, count: 0 }]
   const dirs = new Set<Inode>([root])
   for (let i = 0; i < recs.length; i++) {
@@ -120,7 +138,8 @@ function layout (root: Inode): Rec[] {
     r.first = recs.length
     r.count = kids.length
     for (const k of kids) {
-      if (k.name.length === 0 || k.name.length > MAX_NAME) throw new RafsError('ERR_RAFS_BAD_INODE', `name of ${k.name.length} bytes is not allowed`)
+      if (k.name.length === 0 || k.name.length > MAX_NAME)
+        throw new RafsError('ERR_RAFS_BAD_INODE', `name of ${k.name.length} bytes is not allowed`)
       if (isDir(k.inode.mode)) {
         if (dirs.has(k.inode)) throw new RafsError('ERR_RAFS_BAD_TREE', 'a directory appears twice in the tree')
         dirs.add(k.inode)
@@ -131,7 +150,7 @@ function layout (root: Inode): Rec[] {
   return recs
 }
 
-function countLinks (recs: Rec[]): Map<Inode, number> {
+function countLinks(recs: Rec[]): Map<Inode, number> {
   const n = new Map<Inode, number>()
   for (const r of recs) {
     if (isDir(r.inode.mode)) {
@@ -145,20 +164,20 @@ function countLinks (recs: Rec[]): Map<Inode, number> {
   return n
 }
 
-function inodeSize (n: Inode): number {
+function inodeSize(n: Inode): number {
   if (isReg(n.mode)) return n.size
   if (isLnk(n.mode)) return n.target?.length ?? 0
   return 0
 }
 
-export function xattrPairs (x: Map<string, Buffer>): Array<[Buffer, Buffer]> {
+export function xattrPairs(x: Map<string, Buffer>): Array<[Buffer, Buffer]> {
   return [...x].map(([k, v]): [Buffer, Buffer] => [Buffer.from(k, 'utf8'), v]).sort((a, b) => Buffer.compare(a[0], b[0]))
 }
 
 const NO_XATTRS: Array<[Buffer, Buffer]> = []
 
 /** Fields listed one by one: spreading an Inode is megamorphic and was the hot spot of encoding. */
-function entryOf (name: Buffer, n: Inode, nlink: Map<Inode, number>, digest: Buffer): Buffer {
+function entryOf(name: Buffer, n: Inode, nlink: Map<Inode, number>, digest: Buffer): Buffer {
   return encodeEntry({
     name,
     mode: n.mode,
@@ -175,12 +194,12 @@ function entryOf (name: Buffer, n: Inode, nlink: Map<Inode, number>, digest: Buf
   })
 }
 
-function rootEntry (root: Inode, nlink: Map<Inode, number>, digest: Buffer): Buffer {
+function rootEntry(root: Inode, nlink: Map<Inode, number>, digest: Buffer): Buffer {
   return entryOf(Buffer.alloc(0), root, nlink, digest)
 }
 
 /** Children come after parents in breadth-first order, so one reverse pass is post-order. */
-function computeDigests (recs: Rec[], nlink: Map<Inode, number>, d: Digester): Buffer[] {
+function computeDigests(recs: Rec[], nlink: Map<Inode, number>, d: Digester): Buffer[] {
   const out = new Array<Buffer>(recs.length)
   const fileDigest = new Map<Inode, Buffer>()
   for (let i = recs.length - 1; i >= 0; i--) {
@@ -206,7 +225,7 @@ function computeDigests (recs: Rec[], nlink: Map<Inode, number>, d: Digester): B
   return out
 }
 
-function internChunk (c: ChunkRef, table: ChunkRef[], byDigest: Map<string, number>): number {
+function internChunk(c: ChunkRef, table: ChunkRef[], byDigest: Map<string, number>): number {
   const key = c.digest.toString('latin1')
   let idx = byDigest.get(key)
   if (idx === undefined) {
@@ -217,7 +236,7 @@ function internChunk (c: ChunkRef, table: ChunkRef[], byDigest: Map<string, numb
   return idx
 }
 
-function encodeXattrs (x: Map<string, Buffer>): Buffer {
+function encodeXattrs(x: Map<string, Buffer>): Buffer {
   const parts: Buffer[] = []
   for (const [n, v] of xattrPairs(x)) {
     const h = Buffer.alloc(6)
@@ -228,7 +247,7 @@ function encodeXattrs (x: Map<string, Buffer>): Buffer {
   return Buffer.concat(parts)
 }
 
-function encodeChunks (chunks: ChunkRef[]): Buffer {
+function encodeChunks(chunks: ChunkRef[]): Buffer {
   const b = Buffer.alloc(chunks.length * CHUNK_SIZE_RECORD)
   chunks.forEach((c, i) => {
     const o = i * CHUNK_SIZE_RECORD
@@ -243,7 +262,7 @@ function encodeChunks (chunks: ChunkRef[]): Buffer {
   return b
 }
 
-function encodeBlobs (tree: RafsTree): Buffer {
+function encodeBlobs(tree: RafsTree): Buffer {
   const b = Buffer.alloc(tree.blobs.length * BLOB_RECORD_SIZE)
   tree.blobs.forEach((blob, i) => {
     const o = i * BLOB_RECORD_SIZE
@@ -259,15 +278,17 @@ function encodeBlobs (tree: RafsTree): Buffer {
   return b
 }
 
-function encodeU32s (v: number[]): Buffer {
+function encodeU32s(v: number[]): Buffer {
   const b = Buffer.alloc(v.length * 4)
-  v.forEach((x, i) => b.writeUInt32LE(x, i * 4))
+  for (const [i, x] of v.entries()) b.writeUInt32LE(x, i * 4)
   return b
 }
 
-function resolvePrefetch (tree: RafsTree, recs: Rec[]): number[] {
+function resolvePrefetch(tree: RafsTree, recs: Rec[]): number[] {
   const index = new Map<Inode, number>()
-  recs.forEach((r, i) => { if (!index.has(r.inode)) index.set(r.inode, i) })
+  recs.forEach((r, i) => {
+    if (!index.has(r.inode)) index.set(r.inode, i)
+  })
   const out: number[] = []
   const seen = new Set<number>()
   for (const p of tree.prefetch) {
@@ -287,7 +308,7 @@ class TableBuilder {
   private readonly parts: Buffer[] = []
   private readonly seen = new Map<string, number>()
   private size = 0
-  add (b: Buffer): number {
+  add(b: Buffer): number {
     if (b.length === 0) return 0
     const key = b.toString('latin1')
     const hit = this.seen.get(key)
@@ -299,7 +320,7 @@ class TableBuilder {
     return at
   }
 
-  build (): Buffer {
+  build(): Buffer {
     return Buffer.concat(this.parts, this.size)
   }
 }

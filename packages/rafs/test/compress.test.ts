@@ -27,14 +27,19 @@ test('bad chunks are refused with ERR_RAFS_BAD_CHUNK, never decoded short or lon
   const dst = Buffer.alloc(text.length * 2)
   const claim = t.throws(() => decompressChunkInto(enc.data, enc.flags, text.length - 1, dst), { instanceOf: RafsError })
   t.is(claim?.code, 'ERR_RAFS_BAD_CHUNK')
-  const cut = t.throws(() => decompressChunkInto(enc.data.subarray(0, enc.data.length - 9), enc.flags, text.length, dst), { instanceOf: RafsError })
+  const cut = t.throws(() => decompressChunkInto(enc.data.subarray(0, enc.data.length - 9), enc.flags, text.length, dst), {
+    instanceOf: RafsError
+  })
   t.is(cut?.code, 'ERR_RAFS_BAD_CHUNK')
   const flipped = Buffer.from(enc.data)
   flipped[flipped.length >> 1] ^= 0xff
-  t.throws(() => {
-    // Either zstd refuses the frame or the bytes differ: a flipped byte never decodes to the original.
-    if (decompressChunkInto(flipped, enc.flags, text.length, dst).equals(text)) throw new Error('decoded a corrupt frame to the original')
-    throw new RafsError('ERR_RAFS_BAD_CHUNK', 'decoded to other bytes')
-  }, { instanceOf: RafsError })
+  t.throws(
+    () => {
+      // Either zstd refuses the frame or the bytes differ: a flipped byte never decodes to the original.
+      if (decompressChunkInto(flipped, enc.flags, text.length, dst).equals(text)) throw new Error('decoded a corrupt frame to the original')
+      throw new RafsError('ERR_RAFS_BAD_CHUNK', 'decoded to other bytes')
+    },
+    { instanceOf: RafsError }
+  )
   t.throws(() => decompressChunkInto(enc.data, enc.flags, text.length, Buffer.alloc(10)), { instanceOf: RangeError })
 })

@@ -4,14 +4,22 @@ import { S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG, newInode, type ChunkRef, type Inode
 const CHUNK = 0x1000
 
 /** A tree with every inode kind, hard links, xattrs and shared chunks; chunk locations are made up. */
-export function sampleTree (): RafsTree {
+export function sampleTree(): RafsTree {
   const blobId = createHash('sha256').update('blob').digest('hex')
   const chunks: ChunkRef[] = []
   const chunkFor = (content: string, size: number): ChunkRef => {
     const digest = createHash('sha256').update(content).digest()
     const hit = chunks.find(c => c.digest.equals(digest))
     if (hit !== undefined) return hit
-    const c: ChunkRef = { digest, blobIndex: 0, flags: 0, compressedOffset: chunks.length * CHUNK, compressedSize: size, uncompressedOffset: chunks.length * CHUNK, uncompressedSize: size }
+    const c: ChunkRef = {
+      digest,
+      blobIndex: 0,
+      flags: 0,
+      compressedOffset: chunks.length * CHUNK,
+      compressedSize: size,
+      uncompressedOffset: chunks.length * CHUNK,
+      uncompressedSize: size
+    }
     chunks.push(c)
     return c
   }
@@ -43,7 +51,16 @@ export function sampleTree (): RafsTree {
   const uncompressed = chunks.reduce((s, c) => s + c.uncompressedSize, 0)
   return {
     root,
-    blobs: [{ id: blobId, compressedSize: chunks.length * CHUNK, uncompressedSize: Math.max(uncompressed, chunks.length * CHUNK), chunkCount: chunks.length, compressor: 'none', digester: 'sha256' }],
+    blobs: [
+      {
+        id: blobId,
+        compressedSize: chunks.length * CHUNK,
+        uncompressedSize: Math.max(uncompressed, chunks.length * CHUNK),
+        chunkCount: chunks.length,
+        compressor: 'none',
+        digester: 'sha256'
+      }
+    ],
     chunkSize: CHUNK,
     compressor: 'none',
     digester: 'sha256',

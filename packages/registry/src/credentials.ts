@@ -32,15 +32,18 @@ export class CredentialStore {
   private readonly byHost = new Map<string, Promise<string | undefined>>()
   private config?: Promise<DockerConfig>
 
-  constructor (private readonly host: string, private readonly o: RegistryCredentials = {}) {}
+  constructor(
+    private readonly host: string,
+    private readonly o: RegistryCredentials = {}
+  ) {}
 
   /** The static bearer token, for the origin only. */
-  token (host: string): string | undefined {
+  token(host: string): string | undefined {
     return host === this.host ? this.o.registryToken : undefined
   }
 
   /** base64 "user:password" for `host`, or undefined. */
-  async basic (host: string): Promise<string | undefined> {
+  async basic(host: string): Promise<string | undefined> {
     if (host === this.host && this.o.auth !== undefined) return this.o.auth
     let p = this.byHost.get(host)
     if (p === undefined) {
@@ -50,7 +53,7 @@ export class CredentialStore {
     return await p
   }
 
-  private async lookup (host: string): Promise<string | undefined> {
+  private async lookup(host: string): Promise<string | undefined> {
     const cfg = await this.dockerConfig()
     const helper = Object.entries(cfg.credHelpers ?? {}).find(([k]) => hostOf(k) === host)?.[1] ?? cfg.credsStore
     if (helper !== undefined) {
@@ -60,12 +63,12 @@ export class CredentialStore {
     return Object.entries(cfg.auths ?? {}).find(([k]) => hostOf(k) === host)?.[1].auth
   }
 
-  private async dockerConfig (): Promise<DockerConfig> {
+  private async dockerConfig(): Promise<DockerConfig> {
     this.config ??= (async () => {
       const path = this.o.dockerConfig ?? join(process.env.DOCKER_CONFIG ?? join(homedir(), '.docker'), 'config.json')
       try {
         const v = JSON.parse(await readFile(path, 'utf8')) as unknown
-        return v !== null && typeof v === 'object' ? v as DockerConfig : {}
+        return v !== null && typeof v === 'object' ? (v as DockerConfig) : {}
       } catch {
         return {}
       }
@@ -80,13 +83,16 @@ export class CredentialStore {
  * missing, fails or answers junk gives nothing (docker's config may still).
  * Identity tokens (Username `<token>`) are not supported.
  */
-async function credentialHelper (name: string, host: string): Promise<string | undefined> {
+async function credentialHelper(name: string, host: string): Promise<string | undefined> {
   if (!/^[\w.-]+$/.test(name)) return undefined
   return await new Promise(resolve => {
     const child = execFile(`docker-credential-${name}`, ['get'], { timeout: HELPER_TIMEOUT_MS, maxBuffer: 64 * 1024 }, (err, stdout) => {
-      if (err !== null) { resolve(undefined); return }
+      if (err !== null) {
+        resolve(undefined)
+        return
+      }
       try {
-        const v = JSON.parse(stdout) as { Username?: unknown, Secret?: unknown }
+        const v = JSON.parse(stdout) as { Username?: unknown; Secret?: unknown }
         const ok = typeof v.Username === 'string' && typeof v.Secret === 'string' && v.Username !== '<token>' && v.Secret !== ''
         resolve(ok ? Buffer.from(`${v.Username as string}:${v.Secret as string}`).toString('base64') : undefined)
       } catch {

@@ -15,7 +15,7 @@ export type RegistryErrorCode =
 /** A failure talking to a registry (or any HTTP source); `backend` names the source for logs and metrics. */
 export class RegistryError extends NydusError<RegistryErrorCode> {
   readonly backend?: string
-  constructor (code: RegistryErrorCode, message: string, options?: { cause?: unknown, backend?: string }) {
+  constructor(code: RegistryErrorCode, message: string, options?: { cause?: unknown; backend?: string }) {
     super(code, message, options)
     this.name = 'RegistryError'
     this.backend = options?.backend

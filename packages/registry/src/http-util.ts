@@ -4,9 +4,12 @@ import { RegistryError } from './errors.js'
 const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
 /** An undici failure as a RegistryError, timeouts told apart. */
-export function transportError (label: string, err: unknown, backend: string): RegistryError {
+export function transportError(label: string, err: unknown, backend: string): RegistryError {
   const e = err as Error & { code?: string }
-  return new RegistryError(TIMEOUTS.has(e.code ?? '') ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP', `${label}: ${e.message}`, { cause: err, backend })
+  return new RegistryError(TIMEOUTS.has(e.code ?? '') ? 'ERR_BACKEND_TIMEOUT' : 'ERR_BACKEND_HTTP', `${label}: ${e.message}`, {
+    cause: err,
+    backend
+  })
 }
 
 /**
@@ -15,7 +18,14 @@ export function transportError (label: string, err: unknown, backend: string): R
  * a 200 when the server ignored Range. Streamed: a server that sends the whole
  * blob, or more than was asked for, is never held in memory.
  */
-export async function readRange (res: Dispatcher.ResponseData<unknown>, offset: number, length: number, what: string, backend: string, dst?: Buffer): Promise<Buffer> {
+export async function readRange(
+  res: Dispatcher.ResponseData<unknown>,
+  offset: number,
+  length: number,
+  what: string,
+  backend: string,
+  dst?: Buffer
+): Promise<Buffer> {
   const whole = res.statusCode === 200
   const start = whole ? undefined : /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1]
   if (start !== undefined && Number(start) !== offset) {
@@ -34,7 +44,9 @@ export async function readRange (res: Dispatcher.ResponseData<unknown>, offset: 
     }
     // Leaving the loop (throw or break) ends the body stream.
     if (!whole && got + part.length > length) {
-      throw new RegistryError('ERR_BACKEND_HTTP', `${what} range ${offset}+${length}: the server sent more than ${length} bytes`, { backend })
+      throw new RegistryError('ERR_BACKEND_HTTP', `${what} range ${offset}+${length}: the server sent more than ${length} bytes`, {
+        backend
+      })
     }
     got += part.copy(out, got, 0, Math.min(part.length, length - got))
     // The rest of a whole blob is not wanted; a 206 is read to its end, so its connection is reused.

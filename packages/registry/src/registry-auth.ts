@@ -1,9 +1,12 @@
 import { request, type Dispatcher } from 'undici'
-import { CredentialStore } from './credentials.js'
+import type { CredentialStore } from './credentials.js'
 import { RegistryError } from './errors.js'
 import { transportError } from './http-util.js'
 
-interface Token { value: string, expires: number }
+interface Token {
+  value: string
+  expires: number
+}
 
 /**
  * The auth side of the distribution API, shared by blob reads and pushes:
@@ -17,10 +20,14 @@ export class RegistryAuth {
   /** Hosts that answered a Basic challenge: later requests send credentials up front. */
   private readonly basicHosts = new Set<string>()
 
-  constructor (private readonly creds: CredentialStore, private readonly dispatcher: Dispatcher, private readonly backend = 'registry') {}
+  constructor(
+    private readonly creds: CredentialStore,
+    private readonly dispatcher: Dispatcher,
+    private readonly backend = 'registry'
+  ) {}
 
   /** The Authorization header to start with for `host`: a static or cached token, else Basic if the host wants it. */
-  async header (host: string, scope: string): Promise<string | undefined> {
+  async header(host: string, scope: string): Promise<string | undefined> {
     const fixed = this.creds.token(host)
     if (fixed !== undefined) return `Bearer ${fixed}`
     const tok = this.tokens.get(`${host} ${scope}`)
@@ -33,7 +40,7 @@ export class RegistryAuth {
    * Answers a 401 challenge: Basic with our credentials, or a Bearer token
    * from the realm for `scope` (space-separated scopes, one `scope` parameter each).
    */
-  async answer (host: string, label: string, challenge: string, scope: string, signal?: AbortSignal): Promise<string> {
+  async answer(host: string, label: string, challenge: string, scope: string, signal?: AbortSignal): Promise<string> {
     const basic = await this.creds.basic(host)
     const m = /^\s*(\w+)\s*(.*)$/.exec(challenge)
     const scheme = m?.[1].toLowerCase()
@@ -50,15 +57,21 @@ export class RegistryAuth {
     for (const s of scope.split(' ')) url.searchParams.append('scope', s)
     let res: Dispatcher.ResponseData
     try {
-      res = await request(url, { headers: basic === undefined ? {} : { authorization: `Basic ${basic}` }, signal, dispatcher: this.dispatcher })
+      res = await request(url, {
+        headers: basic === undefined ? {} : { authorization: `Basic ${basic}` },
+        signal,
+        dispatcher: this.dispatcher
+      })
     } catch (err) {
       throw transportError(`${label}: token service`, err, this.backend)
     }
     if (res.statusCode !== 200) {
       await res.body.dump()
-      throw this.error(`${label}: the token service refused ${basic === undefined ? 'anonymous access' : 'the configured credentials'} (${res.statusCode})`)
+      throw this.error(
+        `${label}: the token service refused ${basic === undefined ? 'anonymous access' : 'the configured credentials'} (${res.statusCode})`
+      )
     }
-    const body = await res.body.json().catch(() => ({})) as { token?: string, access_token?: string, expires_in?: number }
+    const body = (await res.body.json().catch(() => ({}))) as { token?: string; access_token?: string; expires_in?: number }
     const value = body.token ?? body.access_token
     if (typeof value !== 'string') throw this.error(`${label}: the token service answered without a token`)
     const ttl = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60
@@ -66,13 +79,13 @@ export class RegistryAuth {
     return `Bearer ${value}`
   }
 
-  private error (msg: string): RegistryError {
+  private error(msg: string): RegistryError {
     return new RegistryError('ERR_BACKEND_AUTH', msg, { backend: this.backend })
   }
 }
 
 /** `realm="…",service="…",scope="…"` to an object. */
-export function parseParams (s: string): Record<string, string> {
+export function parseParams(s: string): Record<string, string> {
   const out: Record<string, string> = {}
   for (const m of s.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) out[m[1].toLowerCase()] = m[2].replace(/\\(.)/g, '$1')
   return out

@@ -34,35 +34,51 @@ export class StreamedBlobUpload {
   private readonly chunkSize: number
   private readonly maxBuffered: number
 
-  constructor (private readonly client: RegistryClient, private readonly repo: string, o: StreamedUploadOptions = {}) {
+  constructor(
+    private readonly client: RegistryClient,
+    private readonly repo: string,
+    o: StreamedUploadOptions = {}
+  ) {
     this.chunkSize = o.chunkSize ?? DEFAULT_CHUNK
     this.maxBuffered = Math.max(o.maxBuffered ?? DEFAULT_MAX_BUFFERED, this.chunkSize)
   }
 
   /** Bytes in the registry's session so far. */
-  get uploaded (): number { return this.sent }
+  get uploaded(): number {
+    return this.sent
+  }
 
   /** The next bytes of the blob, in order. The caller must not change them afterwards. */
-  write (bufs: Buffer[]): void {
+  write(bufs: Buffer[]): void {
     if (this.failure !== undefined) return
     for (const b of bufs) {
       this.pending.push(b)
       this.pendingBytes += b.length
     }
     if (this.pendingBytes > this.maxBuffered) {
-      this.fail(new RegistryError('ERR_BACKEND_TIMEOUT', `registry ${this.client.host}/${this.repo}: streamed upload: more than ${this.maxBuffered} bytes waiting for the registry`, { backend: 'registry' }))
+      this.fail(
+        new RegistryError(
+          'ERR_BACKEND_TIMEOUT',
+          `registry ${this.client.host}/${this.repo}: streamed upload: more than ${this.maxBuffered} bytes waiting for the registry`,
+          { backend: 'registry' }
+        )
+      )
       return
     }
     this.pump()
   }
 
   /** Completes the upload as `digest` ('pushed'), or drops it when the registry has the blob ('exists'); an Error when the caller must push the blob itself. */
-  async finish (digest: string, size: number): Promise<PushResult | Error> {
+  async finish(digest: string, size: number): Promise<PushResult | Error> {
     try {
       while (this.inflight !== undefined) await this.inflight
       if (this.failure !== undefined) throw this.failure
       if (this.sent + this.pendingBytes !== size) {
-        throw new RegistryError('ERR_BACKEND_SHORT_READ', `registry ${this.client.host}/${this.repo}: streamed upload got ${this.sent + this.pendingBytes} of ${size} bytes`, { backend: 'registry' })
+        throw new RegistryError(
+          'ERR_BACKEND_SHORT_READ',
+          `registry ${this.client.host}/${this.repo}: streamed upload got ${this.sent + this.pendingBytes} of ${size} bytes`,
+          { backend: 'registry' }
+        )
       }
       if (await this.client.hasBlob(this.repo, digest)) {
         await this.abort()
@@ -70,7 +86,9 @@ export class StreamedBlobUpload {
       }
       const rest = this.pending
       this.loc ??= await this.client.openUpload(this.repo)
-      await this.client.completeUpload(this.repo, this.loc, digest, this.sent, this.pendingBytes, () => Readable.from(rest, { objectMode: false }))
+      await this.client.completeUpload(this.repo, this.loc, digest, this.sent, this.pendingBytes, () =>
+        Readable.from(rest, { objectMode: false })
+      )
       this.loc = undefined
       return 'pushed'
     } catch (err) {
@@ -80,28 +98,31 @@ export class StreamedBlobUpload {
   }
 
   /** Stops sending and drops the session. */
-  async abort (): Promise<void> {
+  async abort(): Promise<void> {
     this.fail(new RegistryError('ERR_BACKEND_HTTP', 'streamed upload aborted', { backend: 'registry' }))
     await this.inflight
     if (this.loc !== undefined) await this.client.cancelUpload(this.repo, this.loc)
     this.loc = undefined
   }
 
-  private pump (): void {
+  private pump(): void {
     if (this.inflight !== undefined || this.failure !== undefined || this.pendingBytes < this.chunkSize) return
     const bufs = this.take(this.chunkSize)
     const n = this.chunkSize
-    this.inflight = this.send(bufs, n).then(() => {
-      this.inflight = undefined
-      this.pump()
-    }, err => {
-      this.inflight = undefined
-      this.fail(err as Error)
-    })
+    this.inflight = this.send(bufs, n).then(
+      () => {
+        this.inflight = undefined
+        this.pump()
+      },
+      err => {
+        this.inflight = undefined
+        this.fail(err as Error)
+      }
+    )
   }
 
   /** Exactly `n` pending bytes, from the front (a buffer on the boundary is split). */
-  private take (n: number): Buffer[] {
+  private take(n: number): Buffer[] {
     let i = 0
     let got = 0
     while (i < this.pending.length && got + this.pending[i].length <= n) got += this.pending[i++].length
@@ -115,15 +136,22 @@ export class StreamedBlobUpload {
     return out
   }
 
-  private async send (bufs: Buffer[], n: number): Promise<void> {
+  private async send(bufs: Buffer[], n: number): Promise<void> {
     this.loc ??= await this.client.openUpload(this.repo)
     // Given up while the session was opening: send nothing more.
     if (this.failure !== undefined) throw this.failure
-    this.loc = await this.client.uploadChunk(this.repo, this.loc, this.sent, n, () => Readable.from(bufs, { objectMode: false }), this.aborter.signal)
+    this.loc = await this.client.uploadChunk(
+      this.repo,
+      this.loc,
+      this.sent,
+      n,
+      () => Readable.from(bufs, { objectMode: false }),
+      this.aborter.signal
+    )
     this.sent += n
   }
 
-  private fail (err: Error): void {
+  private fail(err: Error): void {
     if (this.failure !== undefined) return
     this.failure = err
     this.aborter.abort()

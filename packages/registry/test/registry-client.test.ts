@@ -6,15 +6,18 @@ import { RegistryClient } from '../src/index.js'
 const REPO = 'nydusjs/push'
 const MiB = 1024 * 1024
 
-function blob (size: number): { data: Buffer, desc: { digest: string, size: number } } {
+function blob(size: number): { data: Buffer; desc: { digest: string; size: number } } {
   const data = randomBytes(size)
   return { data, desc: { digest: 'sha256:' + createHash('sha256').update(data).digest('hex'), size } }
 }
 
-const slice = (data: Buffer) => (start: number, end: number): Buffer => data.subarray(start, end + 1)
+const slice =
+  (data: Buffer) =>
+  (start: number, end: number): Buffer =>
+    data.subarray(start, end + 1)
 
 /** A registry behind a fault proxy that logs blob requests, and a client for it. */
-async function setup (t: ExecutionContext, uploadChunkSize: number): Promise<{ proxy: FaultProxy, client: RegistryClient }> {
+async function setup(t: ExecutionContext, uploadChunkSize: number): Promise<{ proxy: FaultProxy; client: RegistryClient }> {
   const reg = await startRegistry(t)
   const proxy = await startFaultProxy(t, reg.url)
   const client = new RegistryClient({ host: proxy.host, scheme: 'http', uploadChunkSize, retries: 2 })
@@ -22,7 +25,11 @@ async function setup (t: ExecutionContext, uploadChunkSize: number): Promise<{ p
   return { proxy, client }
 }
 
-const methods = (p: { requests: () => Array<{ method: string }> }): string => p.requests().map(r => r.method).join(' ')
+const methods = (p: { requests: () => Array<{ method: string }> }): string =>
+  p
+    .requests()
+    .map(r => r.method)
+    .join(' ')
 
 test('a blob larger than uploadChunkSize goes up in PATCH chunks, then an empty PUT; a second push is one HEAD', async t => {
   const { proxy, client } = await setup(t, MiB)
@@ -30,11 +37,20 @@ test('a blob larger than uploadChunkSize goes up in PATCH chunks, then an empty 
   const sent: number[] = []
   t.is(await client.pushBlob(REPO, b.desc, slice(b.data), [], n => sent.push(n)), 'pushed')
   t.is(methods(proxy), 'HEAD POST PATCH PATCH PATCH PATCH PUT')
-  t.is(sent.reduce((a, n) => a + n, 0), b.data.length)
+  t.is(
+    sent.reduce((a, n) => a + n, 0),
+    b.data.length
+  )
   t.true((await client.blobBuffer(REPO, b.desc.digest, 8 * MiB)).equals(b.data))
   const before = proxy.requests().length
   t.is(await client.pushBlob(REPO, b.desc, slice(b.data)), 'exists')
-  t.deepEqual(proxy.requests().slice(before).map(r => r.method), ['HEAD'])
+  t.deepEqual(
+    proxy
+      .requests()
+      .slice(before)
+      .map(r => r.method),
+    ['HEAD']
+  )
 })
 
 test('a blob up to uploadChunkSize goes up in one PUT', async t => {
@@ -84,6 +100,12 @@ test('a blob in another repository of the same registry is mounted, not uploaded
   t.is(await client.pushBlob('nydusjs/base', b.desc, slice(b.data)), 'pushed')
   const before = proxy.requests().length
   t.is(await client.pushBlob(REPO, b.desc, slice(b.data), ['nydusjs/base']), 'mounted')
-  t.deepEqual(proxy.requests().slice(before).map(r => r.method), ['HEAD', 'POST'])
+  t.deepEqual(
+    proxy
+      .requests()
+      .slice(before)
+      .map(r => r.method),
+    ['HEAD', 'POST']
+  )
   t.true((await client.blobBuffer(REPO, b.desc.digest)).equals(b.data))
 })

@@ -8,7 +8,7 @@ const REPO = 'nydusjs/stream'
 const MiB = 1024 * 1024
 
 /** A registry behind a fault proxy that logs blob requests, and a client for it. */
-async function setup (t: ExecutionContext): Promise<{ proxy: FaultProxy, client: RegistryClient }> {
+async function setup(t: ExecutionContext): Promise<{ proxy: FaultProxy; client: RegistryClient }> {
   const reg = await startRegistry(t)
   const proxy = await startFaultProxy(t, reg.url)
   const client = new RegistryClient({ host: proxy.host, scheme: 'http', retries: 1 })
@@ -17,17 +17,21 @@ async function setup (t: ExecutionContext): Promise<{ proxy: FaultProxy, client:
 }
 
 const digestOf = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
-const methods = (p: FaultProxy): string => p.requests().map(r => r.method).join(' ')
+const methods = (p: FaultProxy): string =>
+  p
+    .requests()
+    .map(r => r.method)
+    .join(' ')
 
 /** Hands `data` over in pieces that do not divide a chunk (so chunks split them), yielding between them as a build would. */
-async function feed (up: StreamedBlobUpload, data: Buffer): Promise<void> {
+async function feed(up: StreamedBlobUpload, data: Buffer): Promise<void> {
   for (let o = 0; o < data.length; o += 50_000) {
     up.write([data.subarray(o, o + 50_000)])
     await tick()
   }
 }
 
-async function waitFor (cond: () => boolean): Promise<void> {
+async function waitFor(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !cond(); i++) await new Promise(resolve => setTimeout(resolve, 10))
 }
 
@@ -61,7 +65,14 @@ test('a streamed blob the registry has already is dropped: exists, and the sessi
   const up = new StreamedBlobUpload(client, REPO, { chunkSize: MiB })
   await feed(up, data)
   t.is(await up.finish(digestOf(data), data.length), 'exists')
-  t.is(proxy.requests().slice(before).map(r => r.method).join(' '), 'POST PATCH PATCH HEAD DELETE')
+  t.is(
+    proxy
+      .requests()
+      .slice(before)
+      .map(r => r.method)
+      .join(' '),
+    'POST PATCH PATCH HEAD DELETE'
+  )
 })
 
 test('a streamed upload that fails in transit returns the error from finish, never throws from write, and commits nothing', async t => {
@@ -74,7 +85,11 @@ test('a streamed upload that fails in transit returns the error from finish, nev
   const res = await up.finish(digestOf(data), data.length)
   t.true(res instanceof RegistryError, String(res))
   t.false(await client.hasBlob(REPO, digestOf(data)))
-  t.is(await client.pushBlob(REPO, { digest: digestOf(data), size: data.length }, (a, b) => data.subarray(a, b + 1)), 'pushed', 'the ordinary push still works')
+  t.is(
+    await client.pushBlob(REPO, { digest: digestOf(data), size: data.length }, (a, b) => data.subarray(a, b + 1)),
+    'pushed',
+    'the ordinary push still works'
+  )
 })
 
 test('a registry that stops answering: past maxBuffered the streamed upload gives up at once, without waiting for a timeout', async t => {

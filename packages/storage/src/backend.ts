@@ -14,7 +14,7 @@ export interface BlobBackend {
 const BLOB_ID = /^[0-9a-f]{64}$/
 
 /** Blob ids come from untrusted bootstraps: never let one name a path or URL outside the store. */
-export function checkBlobId (id: string): string {
+export function checkBlobId(id: string): string {
   if (!BLOB_ID.test(id)) throw new TypeError(`invalid blob id ${JSON.stringify(id)}`)
   return id
 }

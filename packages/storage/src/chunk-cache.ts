@@ -25,17 +25,25 @@ export class ChunkCache {
   misses = 0
   evictions = 0
 
-  private constructor (readonly dir: string, private readonly limit: number) {}
+  private constructor(
+    readonly dir: string,
+    private readonly limit: number
+  ) {}
 
-  static async open (dir: string, opts: ChunkCacheOptions = {}): Promise<ChunkCache> {
+  static async open(dir: string, opts: ChunkCacheOptions = {}): Promise<ChunkCache> {
     const cache = new ChunkCache(dir, opts.sizeLimit ?? 0)
-    await mkdir(dir, { recursive: true }).catch((err: Error) => { throw new StorageError('ERR_CACHE_IO', `cache work_dir ${dir}: ${err.message}`, { cause: err }) })
+    await mkdir(dir, { recursive: true }).catch((err: Error) => {
+      throw new StorageError('ERR_CACHE_IO', `cache work_dir ${dir}: ${err.message}`, { cause: err })
+    })
     for (const blob of await readdir(dir)) {
       if (!/^[0-9a-f]{64}$/.test(blob)) continue
       for (const name of await readdir(join(dir, blob))) {
         const m = CHUNK_FILE.exec(name)
         // Anything else is the leftover of an interrupted write (or of an older layout).
-        if (m === null) { await rm(join(dir, blob, name), { force: true }); continue }
+        if (m === null) {
+          await rm(join(dir, blob, name), { force: true })
+          continue
+        }
         const size = Number(m[2])
         cache.lru.set(`${blob}/${m[1]}`, size)
         cache.bytes += size
@@ -45,10 +53,14 @@ export class ChunkCache {
     return cache
   }
 
-  get size (): number { return this.bytes }
-  get count (): number { return this.lru.size }
+  get size(): number {
+    return this.bytes
+  }
+  get count(): number {
+    return this.lru.size
+  }
 
-  has (blobId: string, offset: number): boolean {
+  has(blobId: string, offset: number): boolean {
     return this.lru.has(`${blobId}/${offset}`)
   }
 
@@ -58,10 +70,13 @@ export class ChunkCache {
    * of it is returned, so a reader can reuse its buffers. One positional read
    * of the size the index knows: no stat, no read to the end.
    */
-  async get (blobId: string, offset: number, size: number, dst?: Buffer): Promise<Buffer | undefined> {
+  async get(blobId: string, offset: number, size: number, dst?: Buffer): Promise<Buffer | undefined> {
     const key = `${checkBlobId(blobId)}/${offset}`
     const known = this.lru.get(key)
-    if (known === undefined) { this.misses++; return undefined }
+    if (known === undefined) {
+      this.misses++
+      return undefined
+    }
     let data: Buffer | undefined
     try {
       data = known !== size ? undefined : await readExactly(this.path(key, known), (dst ?? Buffer.allocUnsafe(size)).subarray(0, size))
@@ -81,7 +96,7 @@ export class ChunkCache {
     return data
   }
 
-  async put (blobId: string, offset: number, data: Buffer): Promise<void> {
+  async put(blobId: string, offset: number, data: Buffer): Promise<void> {
     const key = `${checkBlobId(blobId)}/${offset}`
     if (this.lru.has(key)) return
     const dir = join(this.dir, blobId)
@@ -105,21 +120,21 @@ export class ChunkCache {
   }
 
   /** Drops a chunk (it failed verification, say). */
-  async remove (blobId: string, offset: number): Promise<void> {
+  async remove(blobId: string, offset: number): Promise<void> {
     await this.drop(`${checkBlobId(blobId)}/${offset}`)
   }
 
-  private async drop (key: string): Promise<void> {
+  private async drop(key: string): Promise<void> {
     const n = this.forget(key)
     if (n !== undefined) await rm(this.path(key, n), { force: true })
   }
 
-  private path (key: string, size: number): string {
+  private path(key: string, size: number): string {
     return join(this.dir, `${key}.${size}`)
   }
 
   /** Drops the key from the index; its size, if it was there. */
-  private forget (key: string): number | undefined {
+  private forget(key: string): number | undefined {
     const n = this.lru.get(key)
     if (n === undefined) return undefined
     this.lru.delete(key)
@@ -127,7 +142,7 @@ export class ChunkCache {
     return n
   }
 
-  private async evict (): Promise<void> {
+  private async evict(): Promise<void> {
     if (this.limit <= 0) return
     for (const key of this.lru.keys()) {
       if (this.bytes <= this.limit) break
@@ -141,7 +156,7 @@ export class ChunkCache {
 const CHUNK_FILE = /^(0|[1-9]\d{0,15})\.([1-9]\d{0,15})$/
 
 /** `dst` filled from the start of the file, or undefined when the file is shorter. */
-async function readExactly (path: string, dst: Buffer): Promise<Buffer | undefined> {
+async function readExactly(path: string, dst: Buffer): Promise<Buffer | undefined> {
   const fh = await open(path, 'r')
   try {
     const { bytesRead } = await fh.read(dst, 0, dst.length, 0)

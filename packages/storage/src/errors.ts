@@ -18,7 +18,7 @@ export type StorageErrorCode =
 /** A failure of a blob source or the cache; `backend` names the source for logs and metrics. */
 export class StorageError extends NydusError<StorageErrorCode> {
   readonly backend?: string
-  constructor (code: StorageErrorCode, message: string, options?: { cause?: unknown, backend?: string }) {
+  constructor(code: StorageErrorCode, message: string, options?: { cause?: unknown; backend?: string }) {
     super(code, message, options)
     this.name = 'StorageError'
     this.backend = options?.backend

@@ -18,20 +18,20 @@ export class HttpBackend implements BlobBackend {
   private readonly pool: Pool
   private readonly base: URL
 
-  constructor (private readonly opts: HttpBackendOptions) {
+  constructor(private readonly opts: HttpBackendOptions) {
     this.base = new URL(opts.url.endsWith('/') ? opts.url : opts.url + '/')
     this.pool = new Pool(this.base.origin, { connections: opts.connections ?? 8, pipelining: 1 })
   }
 
-  async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  async read(blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     return await this.readRange(blobId, offset, length, undefined, signal)
   }
 
-  async readInto (blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
+  async readInto(blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
     await this.readRange(blobId, offset, dst.length, dst, signal)
   }
 
-  private async readRange (blobId: string, offset: number, length: number, dst: Buffer | undefined, signal?: AbortSignal): Promise<Buffer> {
+  private async readRange(blobId: string, offset: number, length: number, dst: Buffer | undefined, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.request(blobId, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, signal)
     if (res.statusCode !== 206 && res.statusCode !== 200) {
       await res.body.dump()
@@ -40,31 +40,45 @@ export class HttpBackend implements BlobBackend {
     return await readRange(res, offset, length, `http ${this.base.origin}: blob ${blobId}`, this.name, dst)
   }
 
-  async size (blobId: string, signal?: AbortSignal): Promise<number> {
+  async size(blobId: string, signal?: AbortSignal): Promise<number> {
     const res = await this.request(blobId, 'HEAD', {}, signal)
     await res.body.dump()
     if (res.statusCode !== 200) throw this.statusError(blobId, res.statusCode)
     const n = Number(res.headers['content-length'])
-    if (!Number.isSafeInteger(n)) throw new StorageError('ERR_BACKEND_HTTP', `http ${this.base.origin}: blob ${blobId} has no Content-Length`, { backend: this.name })
+    if (!Number.isSafeInteger(n))
+      throw new StorageError('ERR_BACKEND_HTTP', `http ${this.base.origin}: blob ${blobId} has no Content-Length`, { backend: this.name })
     return n
   }
 
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     await this.pool.close()
   }
 
-  private async request (blobId: string, method: 'GET' | 'HEAD', headers: Record<string, string>, signal?: AbortSignal): Promise<Awaited<ReturnType<Pool['request']>>> {
+  private async request(
+    blobId: string,
+    method: 'GET' | 'HEAD',
+    headers: Record<string, string>,
+    signal?: AbortSignal
+  ): Promise<Awaited<ReturnType<Pool['request']>>> {
     const path = new URL(checkBlobId(blobId), this.base).pathname
     const timeout = this.opts.timeoutMs ?? 30_000
     try {
-      return await this.pool.request({ method, path, headers: { ...this.opts.headers, ...headers }, signal, headersTimeout: timeout, bodyTimeout: timeout })
+      return await this.pool.request({
+        method,
+        path,
+        headers: { ...this.opts.headers, ...headers },
+        signal,
+        headersTimeout: timeout,
+        bodyTimeout: timeout
+      })
     } catch (err) {
       throw transportError(`http ${this.base.origin}: blob ${blobId}`, err, this.name)
     }
   }
 
-  private statusError (blobId: string, status: number): StorageError {
-    if (status === 404) return new StorageError('ERR_BLOB_NOT_FOUND', `http ${this.base.origin}: blob ${blobId} not found (404)`, { backend: this.name })
+  private statusError(blobId: string, status: number): StorageError {
+    if (status === 404)
+      return new StorageError('ERR_BLOB_NOT_FOUND', `http ${this.base.origin}: blob ${blobId} not found (404)`, { backend: this.name })
     return new StorageError('ERR_BACKEND_HTTP', `http ${this.base.origin}: blob ${blobId}: status ${status}`, { backend: this.name })
   }
 }

@@ -38,24 +38,26 @@ export class RegistryBackend implements BlobBackend {
   readonly name: string
   private readonly client: RegistryClient
 
-  constructor (private readonly o: RegistryBackendOptions) {
+  constructor(private readonly o: RegistryBackendOptions) {
     this.name = o.name ?? 'registry'
     this.client = new RegistryClient({ ...o, scheme: o.scheme ?? 'https', connections: 16, timeoutMs: o.timeoutMs ?? 30_000, retries: 0 })
   }
 
-  async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  async read(blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     return await this.client.blobRange(this.o.repo, `sha256:${checkBlobId(blobId)}`, offset, length, undefined, signal)
   }
 
-  async readInto (blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
+  async readInto(blobId: string, offset: number, dst: Buffer, signal?: AbortSignal): Promise<void> {
     await this.client.blobRange(this.o.repo, `sha256:${checkBlobId(blobId)}`, offset, dst.length, dst, signal)
   }
 
-  async size (blobId: string, signal?: AbortSignal): Promise<number> {
+  async size(blobId: string, signal?: AbortSignal): Promise<number> {
     return await this.client.blobSize(this.o.repo, `sha256:${checkBlobId(blobId)}`, signal)
   }
 
-  async close (): Promise<void> { await this.client.close() }
+  async close(): Promise<void> {
+    await this.client.close()
+  }
 }
 
 /**
@@ -63,12 +65,24 @@ export class RegistryBackend implements BlobBackend {
  * its own breaker, then the origin. A mirror gets the origin's credentials
  * only with `authThrough`; otherwise only what docker's config holds for it.
  */
-export function registryLinks (o: RegistryBackendOptions, mirrors: RegistryMirror[] = [], options: LinkOptions = {}): ChainLink[] {
+export function registryLinks(o: RegistryBackendOptions, mirrors: RegistryMirror[] = [], options: LinkOptions = {}): ChainLink[] {
   const links: ChainLink[] = mirrors.map(m => {
     const through = m.authThrough === true
     return {
-      backend: new RegistryBackend({ ...o, auth: through ? o.auth : undefined, registryToken: through ? o.registryToken : undefined, host: m.host, scheme: m.scheme ?? o.scheme, headers: m.headers, name: `mirror ${m.host}` }),
-      options: { ...options, breakerThreshold: m.failureLimit ?? options.breakerThreshold, breakerResetMs: m.healthCheckInterval === undefined ? options.breakerResetMs : m.healthCheckInterval * 1000 }
+      backend: new RegistryBackend({
+        ...o,
+        auth: through ? o.auth : undefined,
+        registryToken: through ? o.registryToken : undefined,
+        host: m.host,
+        scheme: m.scheme ?? o.scheme,
+        headers: m.headers,
+        name: `mirror ${m.host}`
+      }),
+      options: {
+        ...options,
+        breakerThreshold: m.failureLimit ?? options.breakerThreshold,
+        breakerResetMs: m.healthCheckInterval === undefined ? options.breakerResetMs : m.healthCheckInterval * 1000
+      }
     }
   })
   return [...links, { backend: new RegistryBackend(o), options }]

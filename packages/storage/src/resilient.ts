@@ -20,7 +20,13 @@ export interface LinkOptions {
 }
 
 export const LINK_DEFAULTS: Required<Omit<LinkOptions, 'now'>> = {
-  retries: 2, backoffMs: 50, maxBackoffMs: 1000, timeoutMs: 30_000, concurrency: 16, breakerThreshold: 5, breakerResetMs: 10_000
+  retries: 2,
+  backoffMs: 50,
+  maxBackoffMs: 1000,
+  timeoutMs: 30_000,
+  concurrency: 16,
+  breakerThreshold: 5,
+  breakerResetMs: 10_000
 }
 
 const NOT_RETRYABLE = new Set(['ERR_BLOB_NOT_FOUND', 'ERR_BACKEND_AUTH', 'ERR_BACKEND_VERIFY', 'ERR_BACKEND_CIRCUIT_OPEN'])
@@ -37,19 +43,28 @@ export class AbandonedBufferError extends StorageError {
 class Semaphore {
   private active = 0
   private readonly waiting: Array<() => void> = []
-  constructor (private readonly max: number) {}
+  constructor(private readonly max: number) {}
   /** A slot, or false when `signal` fired first. */
-  async acquire (signal: AbortSignal): Promise<boolean> {
-    if (this.active < this.max) { this.active++; return true }
+  async acquire(signal: AbortSignal): Promise<boolean> {
+    if (this.active < this.max) {
+      this.active++
+      return true
+    }
     return await new Promise<boolean>(resolve => {
-      const grant = (): void => { signal.removeEventListener('abort', give); resolve(true) }
-      const give = (): void => { this.waiting.splice(this.waiting.indexOf(grant), 1); resolve(false) }
+      const grant = (): void => {
+        signal.removeEventListener('abort', give)
+        resolve(true)
+      }
+      const give = (): void => {
+        this.waiting.splice(this.waiting.indexOf(grant), 1)
+        resolve(false)
+      }
       this.waiting.push(grant)
       signal.addEventListener('abort', give, { once: true })
     })
   }
 
-  release (): void {
+  release(): void {
     const next = this.waiting.shift()
     if (next !== undefined) next()
     else this.active--
@@ -60,23 +75,32 @@ export class Breaker {
   private failures = 0
   private openUntil = 0
   private probing = false
-  constructor (private readonly threshold: number, private readonly resetMs: number, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly threshold: number,
+    private readonly resetMs: number,
+    private readonly now: () => number = Date.now
+  ) {}
   /** Closed, or open but due for one probe. */
-  allow (): boolean {
+  allow(): boolean {
     if (this.failures < this.threshold) return true
     if (this.now() < this.openUntil || this.probing) return false
     this.probing = true
     return true
   }
 
-  success (): void { this.failures = 0; this.probing = false }
-  failure (): void {
+  success(): void {
+    this.failures = 0
+    this.probing = false
+  }
+  failure(): void {
     this.failures++
     this.probing = false
     if (this.failures >= this.threshold) this.openUntil = this.now() + this.resetMs
   }
 
-  get open (): boolean { return this.failures >= this.threshold && this.now() < this.openUntil }
+  get open(): boolean {
+    return this.failures >= this.threshold && this.now() < this.openUntil
+  }
 }
 
 /**
@@ -91,7 +115,10 @@ export class ResilientBackend implements BlobBackend {
   readonly breaker: Breaker
   private readonly sem: Semaphore
 
-  constructor (readonly inner: BlobBackend, options: LinkOptions = {}) {
+  constructor(
+    readonly inner: BlobBackend,
+    options: LinkOptions = {}
+  ) {
     this.name = inner.name
     const o = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as LinkOptions
     this.o = { ...LINK_DEFAULTS, ...o }
@@ -101,12 +128,20 @@ export class ResilientBackend implements BlobBackend {
       const into = inner.readInto.bind(inner)
       this.readInto = async (blobId, offset, dst, signal) => {
         // In place, and only once: after an abandoned attempt the buffer is not ours to fill again.
-        await this.guarded(blobId, `${offset}+${dst.length}`, async s => { await into(blobId, offset, dst, s) }, signal, true)
+        await this.guarded(
+          blobId,
+          `${offset}+${dst.length}`,
+          async s => {
+            await into(blobId, offset, dst, s)
+          },
+          signal,
+          true
+        )
       }
     }
   }
 
-  async read (blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  async read(blobId: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     return await this.guarded(blobId, `${offset}+${length}`, async s => await this.inner.read(blobId, offset, length, s), signal, false)
   }
 
@@ -114,36 +149,64 @@ export class ResilientBackend implements BlobBackend {
    * The range for a caller that judges the answer itself (the chain's
    * verification): the breaker hears of it through `accepted` or `refused`.
    */
-  async fetch (blobId: string, offset: number, length: number, dst: Buffer | undefined, signal?: AbortSignal): Promise<Buffer> {
+  async fetch(blobId: string, offset: number, length: number, dst: Buffer | undefined, signal?: AbortSignal): Promise<Buffer> {
     const what = `${offset}+${length}`
-    if (dst === undefined) return await this.guarded(blobId, what, async s => await this.inner.read(blobId, offset, length, s), signal, false, false)
+    if (dst === undefined)
+      return await this.guarded(blobId, what, async s => await this.inner.read(blobId, offset, length, s), signal, false, false)
     if (this.inner.readInto !== undefined) {
       const into = this.inner.readInto.bind(this.inner)
-      await this.guarded(blobId, what, async s => { await into(blobId, offset, dst, s) }, signal, true, false)
+      await this.guarded(
+        blobId,
+        what,
+        async s => {
+          await into(blobId, offset, dst, s)
+        },
+        signal,
+        true,
+        false
+      )
     } else {
       const data = await this.guarded(blobId, what, async s => await this.inner.read(blobId, offset, length, s), signal, false, false)
       if (data.length !== length) {
         this.breaker.failure()
-        throw new StorageError('ERR_BACKEND_SHORT_READ', `${this.name}: blob ${blobId}: ${data.length} bytes at ${offset}, wanted ${length}`, { backend: this.name })
+        throw new StorageError(
+          'ERR_BACKEND_SHORT_READ',
+          `${this.name}: blob ${blobId}: ${data.length} bytes at ${offset}, wanted ${length}`,
+          { backend: this.name }
+        )
       }
       data.copy(dst)
     }
     return dst
   }
 
-  accepted (): void { this.breaker.success() }
+  accepted(): void {
+    this.breaker.success()
+  }
 
-  async size (blobId: string, signal?: AbortSignal): Promise<number> {
+  async size(blobId: string, signal?: AbortSignal): Promise<number> {
     return await this.guarded(blobId, 'size', async s => await this.inner.size(blobId, s), signal, false)
   }
 
-  async close (): Promise<void> { await this.inner.close() }
+  async close(): Promise<void> {
+    await this.inner.close()
+  }
 
   /** Marks a served answer as bad (it failed the caller's verification). */
-  refused (): void { this.breaker.failure() }
+  refused(): void {
+    this.breaker.failure()
+  }
 
-  private async guarded<T>(blobId: string, what: string, op: (s: AbortSignal) => Promise<T>, signal: AbortSignal | undefined, inPlace: boolean, judged = true): Promise<T> {
-    if (!this.breaker.allow()) throw new StorageError('ERR_BACKEND_CIRCUIT_OPEN', `${this.name}: skipped (circuit open)`, { backend: this.name })
+  private async guarded<T>(
+    blobId: string,
+    what: string,
+    op: (s: AbortSignal) => Promise<T>,
+    signal: AbortSignal | undefined,
+    inPlace: boolean,
+    judged = true
+  ): Promise<T> {
+    if (!this.breaker.allow())
+      throw new StorageError('ERR_BACKEND_CIRCUIT_OPEN', `${this.name}: skipped (circuit open)`, { backend: this.name })
     for (let attempt = 0; ; attempt++) {
       try {
         const v = await this.attempt(blobId, what, op, signal, inPlace)
@@ -151,7 +214,11 @@ export class ResilientBackend implements BlobBackend {
         return v
       } catch (err) {
         const code = (err as StorageError).code
-        const last = attempt >= this.o.retries || NOT_RETRYABLE.has(code) || signal?.aborted === true || (err as AbandonedBufferError).bufferAbandoned === true
+        const last =
+          attempt >= this.o.retries ||
+          NOT_RETRYABLE.has(code) ||
+          signal?.aborted === true ||
+          (err as AbandonedBufferError).bufferAbandoned === true
         if (last) {
           if (signal?.aborted !== true && code !== 'ERR_BLOB_NOT_FOUND') this.breaker.failure()
           throw err
@@ -162,7 +229,13 @@ export class ResilientBackend implements BlobBackend {
   }
 
   /** One try: settles by the timeout whatever `op` does; the slot is held until `op` itself settles. */
-  private async attempt<T>(blobId: string, what: string, op: (s: AbortSignal) => Promise<T>, signal: AbortSignal | undefined, inPlace: boolean): Promise<T> {
+  private async attempt<T>(
+    blobId: string,
+    what: string,
+    op: (s: AbortSignal) => Promise<T>,
+    signal: AbortSignal | undefined,
+    inPlace: boolean
+  ): Promise<T> {
     const ac = new AbortController()
     let timer: NodeJS.Timeout | undefined
     let abort = (): void => {}
@@ -170,7 +243,11 @@ export class ResilientBackend implements BlobBackend {
     const expired = new Promise<never>((_resolve, reject) => {
       const give = (msg: string): void => {
         ac.abort()
-        reject(inPlace ? new AbandonedBufferError('ERR_BACKEND_TIMEOUT', msg, { backend: this.name }) : new StorageError('ERR_BACKEND_TIMEOUT', msg, { backend: this.name }))
+        reject(
+          inPlace
+            ? new AbandonedBufferError('ERR_BACKEND_TIMEOUT', msg, { backend: this.name })
+            : new StorageError('ERR_BACKEND_TIMEOUT', msg, { backend: this.name })
+        )
       }
       timer = setTimeout(() => give(`${this.name}: blob ${blobId} ${what}: no answer within ${this.o.timeoutMs} ms`), this.o.timeoutMs)
       abort = () => give(`${this.name}: blob ${blobId} ${what}: aborted by the caller`)
@@ -180,8 +257,13 @@ export class ResilientBackend implements BlobBackend {
     expired.catch(() => {})
     try {
       const run = (async () => {
-        if (!(await this.sem.acquire(ac.signal))) throw new StorageError('ERR_BACKEND_TIMEOUT', `${this.name}: no free slot`, { backend: this.name })
-        try { return await op(ac.signal) } finally { this.sem.release() }
+        if (!(await this.sem.acquire(ac.signal)))
+          throw new StorageError('ERR_BACKEND_TIMEOUT', `${this.name}: no free slot`, { backend: this.name })
+        try {
+          return await op(ac.signal)
+        } finally {
+          this.sem.release()
+        }
       })()
       run.catch(() => {})
       return await Promise.race([run, expired])

@@ -22,6 +22,6 @@ export const S3ConfigSchema = z.strictObject({
 export type S3Config = z.infer<typeof S3ConfigSchema>
 
 /** `a.b: message; c: message` naming every wrong field. */
-export function schemaIssues (err: z.ZodError): string {
+export function schemaIssues(err: z.ZodError): string {
   return err.issues.map(i => `${i.path.length === 0 ? '(root)' : i.path.join('.')}: ${i.message}`).join('; ')
 }

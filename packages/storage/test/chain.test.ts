@@ -9,7 +9,7 @@ import { ChainBackend, LocalFsBackend, RegistryBackend } from '../src/index.js'
 const REPO = 'nydusjs/chain'
 const data = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 13) % 256))
 
-async function setup (t: Parameters<typeof tempDir>[0]) {
+async function setup(t: Parameters<typeof tempDir>[0]) {
   const reg = await startRegistry(t)
   const id = (await pushBlob(reg, REPO, data)).slice(7)
   const proxy = await startFaultProxy(t, reg.url)
@@ -17,11 +17,19 @@ async function setup (t: Parameters<typeof tempDir>[0]) {
   await writeFile(join(dir, id), data)
   const failovers: string[] = []
   const served: string[] = []
-  const chain = new ChainBackend([
-    { backend: new RegistryBackend({ scheme: 'http', host: proxy.host, repo: REPO, timeoutMs: 400 }), options: { retries: 1, backoffMs: 10, timeoutMs: 600, breakerThreshold: 1000 } },
-    { backend: new LocalFsBackend(dir) }
-  ], { onFailover: link => failovers.push(link), onServed: link => served.push(link) })
-  t.teardown(async () => { await chain.close() })
+  const chain = new ChainBackend(
+    [
+      {
+        backend: new RegistryBackend({ scheme: 'http', host: proxy.host, repo: REPO, timeoutMs: 400 }),
+        options: { retries: 1, backoffMs: 10, timeoutMs: 600, breakerThreshold: 1000 }
+      },
+      { backend: new LocalFsBackend(dir) }
+    ],
+    { onFailover: link => failovers.push(link), onServed: link => served.push(link) }
+  )
+  t.teardown(async () => {
+    await chain.close()
+  })
   return { reg, id, proxy, chain, failovers, served, dir }
 }
 
@@ -62,12 +70,17 @@ test('with every source failing, reads fail fast with one error naming each sour
   proxy.set('stall')
   let clock = 0
   const chain = new ChainBackend([
-    { backend: new RegistryBackend({ scheme: 'http', host: proxy.host, repo: REPO }), options: { retries: 1, backoffMs: 10, timeoutMs: 300, breakerThreshold: 2, breakerResetMs: 500, now: () => clock } },
+    {
+      backend: new RegistryBackend({ scheme: 'http', host: proxy.host, repo: REPO }),
+      options: { retries: 1, backoffMs: 10, timeoutMs: 300, breakerThreshold: 2, breakerResetMs: 500, now: () => clock }
+    },
     { backend: new LocalFsBackend(await tempDir(t)) }
   ])
-  t.teardown(async () => { await chain.close() })
+  t.teardown(async () => {
+    await chain.close()
+  })
   const err = await t.throwsAsync(chain.read(id, 0, 10), { instanceOf: NydusError })
-  t.regex(err?.message ?? "", /every source failed.*registry: .*no answer within 300 ms.*localfs .* not found/)
+  t.regex(err?.message ?? '', /every source failed.*registry: .*no answer within 300 ms.*localfs .* not found/)
   await t.throwsAsync(chain.read(id, 0, 10))
   t.deepEqual(chain.openLinks(), ['registry'], 'two failures open the breaker')
   const stalls = proxy.counts().stall
@@ -87,7 +100,18 @@ test('concurrency per source is capped', async t => {
   let active = 0
   let peak = 0
   const inner = new LocalFsBackend(dir)
-  const slow = { name: 'slow', size: inner.size.bind(inner), close: inner.close.bind(inner), read: async (i: string, o: number, l: number) => { active++; peak = Math.max(peak, active); await sleep(20); active--; return await inner.read(i, o, l) } }
+  const slow = {
+    name: 'slow',
+    size: inner.size.bind(inner),
+    close: inner.close.bind(inner),
+    read: async (i: string, o: number, l: number) => {
+      active++
+      peak = Math.max(peak, active)
+      await sleep(20)
+      active--
+      return await inner.read(i, o, l)
+    }
+  }
   const chain = new ChainBackend([{ backend: slow, options: { concurrency: 3 } }])
   await Promise.all(Array.from({ length: 12 }, async (_, i) => await chain.read(id, i, 10)))
   t.is(peak, 3)
@@ -100,16 +124,32 @@ test('readVerified into a caller buffer: every fault still fails over, and the r
     proxy.set(fault)
     const dst = Buffer.alloc(5000, 0xee)
     const seen: Buffer[] = []
-    const r = await chain.readVerified(id, 3000, 5000, b => { seen.push(b); return b.equals(range(3000, 5000)) }, undefined, dst)
+    const r = await chain.readVerified(
+      id,
+      3000,
+      5000,
+      b => {
+        seen.push(b)
+        return b.equals(range(3000, 5000))
+      },
+      undefined,
+      dst
+    )
     t.is(r.data, dst, 'the answer is the caller buffer')
     t.true(dst.equals(range(3000, 5000)))
     t.is(r.source, 'localfs')
-    t.true(seen.every(b => b === dst), 'each link wrote into the caller buffer')
+    t.true(
+      seen.every(b => b === dst),
+      'each link wrote into the caller buffer'
+    )
   }
   t.is(failovers.length, 3)
   proxy.set('pass')
   const dst = Buffer.alloc(4096)
   await chain.readInto(id, 100, dst)
   t.true(dst.equals(range(100, 4096)))
-  await t.throwsAsync(chain.readVerified(id, 0, 10, () => true, undefined, Buffer.alloc(9)), { instanceOf: RangeError })
+  await t.throwsAsync(
+    chain.readVerified(id, 0, 10, () => true, undefined, Buffer.alloc(9)),
+    { instanceOf: RangeError }
+  )
 })

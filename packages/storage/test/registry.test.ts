@@ -53,7 +53,13 @@ test('credentials from a docker config.json', async t => {
 })
 
 test('Bearer tokens: fetched for pull, cached until they expire, refreshed after', async t => {
-  const reg = await startRegistry(t, { auth: { type: 'token', ttl: 7, users: { admin: { password: 'adm', actions: ['pull', 'push'] }, reader: { password: 'rd-secret', actions: ['pull'] } } } })
+  const reg = await startRegistry(t, {
+    auth: {
+      type: 'token',
+      ttl: 7,
+      users: { admin: { password: 'adm', actions: ['pull', 'push'] }, reader: { password: 'rd-secret', actions: ['pull'] } }
+    }
+  })
   const id = idOf(await pushBlob(reg, REPO, data, await adminToken(reg, REPO, 'admin', 'adm')))
   const before = reg.token!.issued()
   const b = new RegistryBackend({ scheme: 'http', host: reg.host, repo: REPO, auth: b64('reader:rd-secret') })
@@ -87,7 +93,7 @@ test('TLS: a test CA is trusted when given, refused otherwise, skipped with skip
 })
 
 test('redirects to storage are followed without the Authorization header', async t => {
-  const seen: Array<{ host: string, auth?: string, range?: string }> = []
+  const seen: Array<{ host: string; auth?: string; range?: string }> = []
   const storage = createServer((req, res) => {
     seen.push({ host: 'storage', auth: req.headers.authorization, range: req.headers.range })
     const [, a, b] = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '')!
@@ -96,12 +102,23 @@ test('redirects to storage are followed without the Authorization header', async
   await new Promise<void>(resolve => storage.listen(0, '127.0.0.1', resolve))
   const front = createServer((req, res) => {
     seen.push({ host: 'registry', auth: req.headers.authorization })
-    if (req.headers.authorization === undefined) { res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end(); return }
+    if (req.headers.authorization === undefined) {
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end()
+      return
+    }
     res.writeHead(307, { location: `http://127.0.0.1:${(storage.address() as AddressInfo).port}/bucket/blob?sig=abc` }).end()
   })
   await new Promise<void>(resolve => front.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { storage.close(); front.close() })
-  const b = new RegistryBackend({ scheme: 'http', host: `127.0.0.1:${(front.address() as AddressInfo).port}`, repo: REPO, auth: b64('u:p') })
+  t.teardown(() => {
+    storage.close()
+    front.close()
+  })
+  const b = new RegistryBackend({
+    scheme: 'http',
+    host: `127.0.0.1:${(front.address() as AddressInfo).port}`,
+    repo: REPO,
+    auth: b64('u:p')
+  })
   t.true((await b.read('a'.repeat(64), 100, 50)).equals(data.subarray(100, 150)))
   const st = seen.filter(s => s.host === 'storage')
   t.is(st.length, 1)
@@ -115,15 +132,26 @@ test('mirrors are links tried first, each with its own headers; a mirror without
   const reg = await startRegistry(t)
   const id = idOf(await pushBlob(reg, REPO, data))
   const mirrorSeen: Array<Record<string, unknown>> = []
-  const mirror = createServer((req, res) => { mirrorSeen.push({ url: req.url, tag: req.headers['x-mirror-tag'] }); res.writeHead(404).end() })
+  const mirror = createServer((req, res) => {
+    mirrorSeen.push({ url: req.url, tag: req.headers['x-mirror-tag'] })
+    res.writeHead(404).end()
+  })
   await new Promise<void>(resolve => mirror.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { mirror.close() })
+  t.teardown(() => {
+    mirror.close()
+  })
   const mirrorReg = await startRegistry(t)
   await pushBlob(mirrorReg, REPO, data)
-  const b = new ChainBackend(registryLinks({ scheme: 'http', host: reg.host, repo: REPO }, [
-    { scheme: 'http', host: `127.0.0.1:${(mirror.address() as AddressInfo).port}`, headers: { 'x-mirror-tag': 'dc1' } },
-    { scheme: 'http', host: mirrorReg.host }
-  ], { retries: 0 }))
+  const b = new ChainBackend(
+    registryLinks(
+      { scheme: 'http', host: reg.host, repo: REPO },
+      [
+        { scheme: 'http', host: `127.0.0.1:${(mirror.address() as AddressInfo).port}`, headers: { 'x-mirror-tag': 'dc1' } },
+        { scheme: 'http', host: mirrorReg.host }
+      ],
+      { retries: 0 }
+    )
+  )
   t.true((await b.read(id, 0, 64)).equals(data.subarray(0, 64)))
   t.is(mirrorSeen.length, 1)
   t.is(mirrorSeen[0].tag, 'dc1')
@@ -137,9 +165,18 @@ test('an image pushed with skopeo from an OCI layout is readable blob by blob', 
   const { fixture, mustRun } = await import('@nydusjs/testkit')
   const { readFile } = await import('node:fs/promises')
   const reg = await startRegistry(t, { auth: { type: 'htpasswd', users: { ci: 'ci-pass' } } })
-  await mustRun('skopeo', ['copy', '--dest-tls-verify=false', '--dest-creds', 'ci:ci-pass', `oci:${fixture('oci', 'multilayer')}:latest`, `docker://${reg.host}/nydusjs/ml:latest`])
+  await mustRun('skopeo', [
+    'copy',
+    '--dest-tls-verify=false',
+    '--dest-creds',
+    'ci:ci-pass',
+    `oci:${fixture('oci', 'multilayer')}:latest`,
+    `docker://${reg.host}/nydusjs/ml:latest`
+  ])
   const index = JSON.parse(await readFile(fixture('oci', 'multilayer', 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> }
-  const manifest = JSON.parse(await readFile(fixture('oci', 'multilayer', 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8')) as { layers: Array<{ digest: string, size: number }> }
+  const manifest = JSON.parse(
+    await readFile(fixture('oci', 'multilayer', 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8')
+  ) as { layers: Array<{ digest: string; size: number }> }
   const b = new RegistryBackend({ scheme: 'http', host: reg.host, repo: 'nydusjs/ml', auth: b64('ci:ci-pass') })
   for (const l of manifest.layers) {
     const want = await readFile(fixture('oci', 'multilayer', 'blobs', 'sha256', l.digest.slice(7)))
@@ -151,7 +188,9 @@ test('an image pushed with skopeo from an OCI layout is readable blob by blob', 
 
 test('a 401 on a cached token (it expired early, or was revoked) is answered with a fresh token, on the same source', async t => {
   const { startFaultProxy } = await import('@nydusjs/testkit')
-  const reg = await startRegistry(t, { auth: { type: 'token', users: { admin: { password: 'adm', actions: ['pull', 'push'] }, reader: { password: 'rd', actions: ['pull'] } } } })
+  const reg = await startRegistry(t, {
+    auth: { type: 'token', users: { admin: { password: 'adm', actions: ['pull', 'push'] }, reader: { password: 'rd', actions: ['pull'] } } }
+  })
   const id = idOf(await pushBlob(reg, REPO, data, await adminToken(reg, REPO, 'admin', 'adm')))
   const proxy = await startFaultProxy(t, reg.url)
   const b = new RegistryBackend({ scheme: 'http', host: proxy.host, repo: REPO, auth: b64('reader:rd') })

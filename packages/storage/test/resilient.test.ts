@@ -7,39 +7,66 @@ const good = Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251))
 
 /** A backend whose answers the test releases by hand, so nothing depends on the machine's speed. */
 class GatedBackend implements BlobBackend {
-  readonly calls: Array<{ release: () => void, fail: (e: Error) => void, dst?: Buffer }> = []
+  readonly calls: Array<{ release: () => void; fail: (e: Error) => void; dst?: Buffer }> = []
   readInto?: (id: string, off: number, dst: Buffer) => Promise<void>
-  constructor (readonly name: string, private readonly bytes: Buffer, inPlace: boolean) {
+  constructor(
+    readonly name: string,
+    private readonly bytes: Buffer,
+    inPlace: boolean
+  ) {
     if (inPlace) {
-      this.readInto = async (_id, off, dst) => await new Promise<void>((resolve, reject) => {
-        this.calls.push({ release: () => { this.bytes.copy(dst, 0, off, off + dst.length); resolve() }, fail: reject, dst })
-      })
+      this.readInto = async (_id, off, dst) =>
+        await new Promise<void>((resolve, reject) => {
+          this.calls.push({
+            release: () => {
+              this.bytes.copy(dst, 0, off, off + dst.length)
+              resolve()
+            },
+            fail: reject,
+            dst
+          })
+        })
     }
   }
 
-  async read (_id: string, off: number, len: number): Promise<Buffer> {
+  async read(_id: string, off: number, len: number): Promise<Buffer> {
     return await new Promise<Buffer>((resolve, reject) => {
       this.calls.push({ release: () => resolve(Buffer.from(this.bytes.subarray(off, off + len))), fail: reject })
     })
   }
 
-  async size (): Promise<number> { return this.bytes.length }
-  async close (): Promise<void> {}
+  async size(): Promise<number> {
+    return this.bytes.length
+  }
+  async close(): Promise<void> {}
 }
 
 class FixedBackend implements BlobBackend {
   reads = 0
-  constructor (readonly name: string, private readonly answer: (len: number) => Promise<Buffer>) {}
-  async read (_id: string, _off: number, len: number): Promise<Buffer> { this.reads++; return await this.answer(len) }
-  async size (): Promise<number> { return good.length }
-  async close (): Promise<void> {}
+  constructor(
+    readonly name: string,
+    private readonly answer: (len: number) => Promise<Buffer>
+  ) {}
+  async read(_id: string, _off: number, len: number): Promise<Buffer> {
+    this.reads++
+    return await this.answer(len)
+  }
+  async size(): Promise<number> {
+    return good.length
+  }
+  async close(): Promise<void> {}
 }
 
-const waitFor = async (cond: () => boolean): Promise<void> => { while (!cond()) await new Promise(resolve => setImmediate(resolve)) }
+const waitFor = async (cond: () => boolean): Promise<void> => {
+  while (!cond()) await new Promise(resolve => setImmediate(resolve))
+}
 
 test('a link that never answers is abandoned at its timeout and the next link serves; its late in-place write never reaches the caller', async t => {
   const hung = new GatedBackend('hung', Buffer.alloc(good.length, 0xee), true)
-  const chain = new ChainBackend([{ backend: hung, options: { timeoutMs: 50, retries: 3 } }, { backend: new FixedBackend('next', async len => Buffer.from(good.subarray(0, len))) }])
+  const chain = new ChainBackend([
+    { backend: hung, options: { timeoutMs: 50, retries: 3 } },
+    { backend: new FixedBackend('next', async len => Buffer.from(good.subarray(0, len))) }
+  ])
   const dst = Buffer.alloc(1024)
   const r = await chain.readVerified(ID, 0, 1024, () => true, undefined, dst)
   t.is(r.source, 'next')
@@ -71,11 +98,16 @@ test('a late answer of a copying link is dropped; a retry after a timeout is ans
 
 test('retryable failures are retried with backoff; not-found and auth are not', async t => {
   let n = 0
-  const flaky = new FixedBackend('flaky', async () => { if (n++ < 2) throw new StorageError('ERR_BACKEND_HTTP', 'flaky: status 503'); return good })
+  const flaky = new FixedBackend('flaky', async () => {
+    if (n++ < 2) throw new StorageError('ERR_BACKEND_HTTP', 'flaky: status 503')
+    return good
+  })
   t.true((await new ResilientBackend(flaky, { retries: 2, backoffMs: 1 }).read(ID, 0, 1)).equals(good))
   t.is(flaky.reads, 3)
   for (const code of ['ERR_BLOB_NOT_FOUND', 'ERR_BACKEND_AUTH'] as const) {
-    const once = new FixedBackend('once', async () => { throw new StorageError(code, 'no') })
+    const once = new FixedBackend('once', async () => {
+      throw new StorageError(code, 'no')
+    })
     await t.throwsAsync(new ResilientBackend(once, { retries: 5, backoffMs: 1 }).read(ID, 0, 1), { message: 'no' })
     t.is(once.reads, 1, code)
   }
@@ -84,7 +116,10 @@ test('retryable failures are retried with backoff; not-found and auth are not', 
 test('the breaker opens after repeated failures, sends nothing while open, and closes after one good probe (injected clock)', async t => {
   let now = 1000
   let fail = true
-  const b = new FixedBackend('b', async () => { if (fail) throw new StorageError('ERR_BACKEND_HTTP', 'b: status 500'); return good })
+  const b = new FixedBackend('b', async () => {
+    if (fail) throw new StorageError('ERR_BACKEND_HTTP', 'b: status 500')
+    return good
+  })
   const r = new ResilientBackend(b, { retries: 0, breakerThreshold: 2, breakerResetMs: 500, now: () => now })
   await t.throwsAsync(r.read(ID, 0, 1))
   await t.throwsAsync(r.read(ID, 0, 1))
@@ -112,7 +147,10 @@ test('the concurrency cap holds, and waiting for a slot counts against the timeo
   for (const c of g.calls.slice(1)) c.release()
   await waitFor(() => g.calls.length === 4)
   g.calls[3].release()
-  t.deepEqual((await Promise.all(all)).map(b => b[0]), [0, 1, 2, 3])
+  t.deepEqual(
+    (await Promise.all(all)).map(b => b[0]),
+    [0, 1, 2, 3]
+  )
   const tight = new ResilientBackend(new GatedBackend('t', good, false), { concurrency: 1, timeoutMs: 30, retries: 0 })
   const first = tight.read(ID, 0, 1).catch((e: Error) => e)
   const second = await tight.read(ID, 0, 1).catch((e: Error) => e)
@@ -121,17 +159,30 @@ test('the concurrency cap holds, and waiting for a slot counts against the timeo
 })
 
 test('a chain whose links all fail with one code reports that code (a FUSE read then says ETIMEDOUT or EACCES)', async t => {
-  const denied = (name: string): FixedBackend => new FixedBackend(name, async () => { throw new StorageError('ERR_BACKEND_AUTH', `${name}: denied`) })
+  const denied = (name: string): FixedBackend =>
+    new FixedBackend(name, async () => {
+      throw new StorageError('ERR_BACKEND_AUTH', `${name}: denied`)
+    })
   const e = await t.throwsAsync(new ChainBackend([{ backend: denied('a') }, { backend: denied('b') }]).read(ID, 0, 1))
   t.is((e as StorageError).code, 'ERR_BACKEND_AUTH')
   t.regex(e?.message ?? '', /every source failed.*a: denied; b: denied/)
-  const mixed = new ChainBackend([{ backend: denied('a') }, { backend: new FixedBackend('c', async () => { throw new StorageError('ERR_BLOB_NOT_FOUND', 'c: not found') }) }])
+  const mixed = new ChainBackend([
+    { backend: denied('a') },
+    {
+      backend: new FixedBackend('c', async () => {
+        throw new StorageError('ERR_BLOB_NOT_FOUND', 'c: not found')
+      })
+    }
+  ])
   t.is(((await t.throwsAsync(mixed.read(ID, 0, 1))) as StorageError).code, 'ERR_BACKEND_IO')
 })
 
 test('a link whose answer fails verification is refused and the next link asked; the refusal counts against its breaker', async t => {
   const bad = new FixedBackend('bad', async () => Buffer.alloc(8))
-  const chain = new ChainBackend([{ backend: bad, options: { breakerThreshold: 2 } }, { backend: new FixedBackend('ok', async () => good.subarray(0, 8)) }])
+  const chain = new ChainBackend([
+    { backend: bad, options: { breakerThreshold: 2 } },
+    { backend: new FixedBackend('ok', async () => good.subarray(0, 8)) }
+  ])
   for (let i = 0; i < 3; i++) t.is((await chain.readVerified(ID, 0, 8, d => d.equals(good.subarray(0, 8)))).source, 'ok')
   t.is(bad.reads, 2, 'after two refusals the breaker skips it')
   t.deepEqual(chain.openLinks(), ['bad'])

@@ -40,15 +40,20 @@ test('http: range GETs against a loopback server; 404 and short bodies are typed
 })
 
 test('http: a server that ignores Range still yields the right bytes', async t => {
-  const server = createServer((_req, res) => { res.writeHead(200, { 'content-length': data.length }); res.end(data) })
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-length': data.length })
+    res.end(data)
+  })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.close() })
+  t.teardown(() => {
+    server.close()
+  })
   const b = new HttpBackend({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/x` })
   t.true((await b.read(ID, 500, 700)).equals(data.subarray(500, 1200)))
   await b.close()
 })
 
-test('http: readInto fills the caller\'s (shared) buffer with exactly the range', async t => {
+test("http: readInto fills the caller's (shared) buffer with exactly the range", async t => {
   const dir = await tempDir(t)
   await writeFile(join(dir, ID), data)
   const srv = await startBlobServer(t, dir)
@@ -60,14 +65,18 @@ test('http: readInto fills the caller\'s (shared) buffer with exactly the range'
 })
 
 /** A server that answers every GET wrongly, as `mode` says; counts what it sent. */
-async function misbehaving (t: Parameters<typeof tempDir>[0]): Promise<{ url: string, host: string, mode: (m: 'endless' | 'wrong-start' | 'too-long') => void, sent: () => number }> {
+async function misbehaving(
+  t: Parameters<typeof tempDir>[0]
+): Promise<{ url: string; host: string; mode: (m: 'endless' | 'wrong-start' | 'too-long') => void; sent: () => number }> {
   let mode = 'endless'
   let sent = 0
   const server = createServer((_req, res) => {
     if (mode === 'endless') {
       // Ignores Range and streams the pattern forever (until the client hangs up).
       res.writeHead(200)
-      const pump = (): void => { while (!res.destroyed && res.write(data)) sent += data.length }
+      const pump = (): void => {
+        while (!res.destroyed && res.write(data)) sent += data.length
+      }
       res.on('drain', pump)
       pump()
     } else if (mode === 'wrong-start') {
@@ -79,18 +88,34 @@ async function misbehaving (t: Parameters<typeof tempDir>[0]): Promise<{ url: st
     }
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
   const host = `127.0.0.1:${(server.address() as AddressInfo).port}`
-  return { url: `http://${host}/x`, host, mode: m => { mode = m }, sent: () => sent }
+  return {
+    url: `http://${host}/x`,
+    host,
+    mode: m => {
+      mode = m
+    },
+    sent: () => sent
+  }
 }
 
 test('http, registry: a server that ignores Range is read only as far as needed; a wrong or overlong range is refused by name', async t => {
   const srv = await misbehaving(t)
-  const backends = [new HttpBackend({ url: srv.url, timeoutMs: 3000 }), new RegistryBackend({ scheme: 'http', host: srv.host, repo: 'r/x', timeoutMs: 3000 })]
+  const backends = [
+    new HttpBackend({ url: srv.url, timeoutMs: 3000 }),
+    new RegistryBackend({ scheme: 'http', host: srv.host, repo: 'r/x', timeoutMs: 3000 })
+  ]
   for (const b of backends) {
     srv.mode('endless')
     const got = await Promise.race([b.read(ID, 500, 700), new Promise<string>(resolve => setTimeout(() => resolve('hung'), 5000))])
-    t.true(Buffer.isBuffer(got) && got.equals(data.subarray(500, 1200)), `${b.name}: the right bytes, without waiting for the end of an endless body`)
+    t.true(
+      Buffer.isBuffer(got) && got.equals(data.subarray(500, 1200)),
+      `${b.name}: the right bytes, without waiting for the end of an endless body`
+    )
     t.true(srv.sent() < 64 * 1024 * 1024, `${b.name}: the server got to send ${srv.sent()} bytes`)
     srv.mode('wrong-start')
     const wrong = await t.throwsAsync(b.read(ID, 500, 700), { instanceOf: NydusError })
@@ -104,9 +129,14 @@ test('http, registry: a server that ignores Range is read only as far as needed;
 })
 
 test('http: a stalled server times out with ERR_BACKEND_TIMEOUT', async t => {
-  const server = createServer(() => { /* never answers */ })
+  const server = createServer(() => {
+    /* never answers */
+  })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
   const b = new HttpBackend({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/x`, timeoutMs: 300 })
   const err = await t.throwsAsync(b.read(ID, 0, 10), { instanceOf: NydusError })
   t.is(err?.code, 'ERR_BACKEND_TIMEOUT')

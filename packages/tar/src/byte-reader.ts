@@ -18,13 +18,17 @@ export class ByteReader {
   private ended = false
   position = 0
 
-  constructor (src: AsyncIterable<Uint8Array> | FileHandle, private readonly what: string, private readonly fileSize = Infinity) {
+  constructor(
+    src: AsyncIterable<Uint8Array> | FileHandle,
+    private readonly what: string,
+    private readonly fileSize = Infinity
+  ) {
     if (Symbol.asyncIterator in src) this.it = src[Symbol.asyncIterator]()
     else this.file = src
   }
 
   /** Fills `dst[off, off+n)`; throws ERR_TAR_TRUNCATED when the input ends first. */
-  async readInto (dst: Uint8Array, off: number, n: number): Promise<void> {
+  async readInto(dst: Uint8Array, off: number, n: number): Promise<void> {
     while (n > 0) {
       if (this.head.length === 0 && this.file !== undefined && n >= DIRECT) {
         const { bytesRead } = await this.file.read(dst, off, n, this.filePos)
@@ -46,7 +50,7 @@ export class ByteReader {
   }
 
   /** Exactly n bytes, valid until the next call; no copy when they sit in one buffer already. Returns undefined at a clean end. */
-  async read (n: number, allowEnd = false): Promise<Buffer | undefined> {
+  async read(n: number, allowEnd = false): Promise<Buffer | undefined> {
     if (this.head.length === 0 && !(await this.fill())) {
       if (allowEnd) return undefined
       this.truncated(n)
@@ -62,7 +66,7 @@ export class ByteReader {
     return out
   }
 
-  async skip (n: number): Promise<void> {
+  async skip(n: number): Promise<void> {
     const inHead = Math.min(n, this.head.length)
     this.head = this.head.subarray(inHead)
     this.position += inHead
@@ -83,25 +87,31 @@ export class ByteReader {
   }
 
   /** Lets the source release its resources when we stop early. */
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     if (!this.ended) await this.it?.return?.()
     this.ended = true
     await this.file?.close()
   }
 
-  private async fill (): Promise<boolean> {
+  private async fill(): Promise<boolean> {
     if (this.file !== undefined) {
       if (this.ended) return false
-      const buf = this.fillBuf ??= Buffer.allocUnsafeSlow(FILL)
+      const buf = (this.fillBuf ??= Buffer.allocUnsafeSlow(FILL))
       const { bytesRead } = await this.file.read(buf, 0, FILL, this.filePos)
       this.filePos += bytesRead
-      if (bytesRead === 0) { this.ended = true; return false }
+      if (bytesRead === 0) {
+        this.ended = true
+        return false
+      }
       this.head = buf.subarray(0, bytesRead)
       return true
     }
     while (!this.ended) {
       const r = await this.it!.next()
-      if (r.done === true) { this.ended = true; return false }
+      if (r.done === true) {
+        this.ended = true
+        return false
+      }
       if (r.value.length > 0) {
         this.head = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength)
         return true
@@ -110,7 +120,7 @@ export class ByteReader {
     return false
   }
 
-  private truncated (n: number): never {
+  private truncated(n: number): never {
     throw new TarError('ERR_TAR_TRUNCATED', `${this.what} is truncated at byte ${this.position} (${n} more bytes expected)`)
   }
 }

@@ -8,12 +8,12 @@ export interface Pax {
   records: Map<string, Buffer>
 }
 
-export function isZero (b: Buffer): boolean {
+export function isZero(b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
   return true
 }
 
-export function verifyChecksum (h: Buffer, at: number, where: string): void {
+export function verifyChecksum(h: Buffer, at: number, where: string): void {
   let unsigned = 0
   let signed = 0
   for (let i = 0; i < BLOCK; i++) {
@@ -23,11 +23,14 @@ export function verifyChecksum (h: Buffer, at: number, where: string): void {
   }
   const stored = parseOctal(h.subarray(148, 156))
   if (stored !== unsigned && stored !== signed) {
-    throw new TarError('ERR_TAR_CHECKSUM', `${where}: header checksum error at byte ${at} (stored ${Number.isNaN(stored) ? 'garbage' : stored}, computed ${unsigned})`)
+    throw new TarError(
+      'ERR_TAR_CHECKSUM',
+      `${where}: header checksum error at byte ${at} (stored ${Number.isNaN(stored) ? 'garbage' : stored}, computed ${unsigned})`
+    )
   }
 }
 
-export function parseOctal (b: Buffer): number {
+export function parseOctal(b: Buffer): number {
   let i = 0
   while (i < b.length && (b[i] === 0x20 || b[i] === 0)) i++
   let v = 0
@@ -38,7 +41,7 @@ export function parseOctal (b: Buffer): number {
 }
 
 /** Octal, or GNU base-256 when the high bit of the first byte is set. */
-export function parseNumeric (b: Buffer, field: string, at: number, where: string): number {
+export function parseNumeric(b: Buffer, field: string, at: number, where: string): number {
   if ((b[0] & 0x80) !== 0) {
     const negative = (b[0] & 0x40) !== 0
     let v = 0
@@ -55,18 +58,18 @@ export function parseNumeric (b: Buffer, field: string, at: number, where: strin
   return v
 }
 
-export function headerSize (h: Buffer, at: number, where: string): number {
+export function headerSize(h: Buffer, at: number, where: string): number {
   const v = parseNumeric(h.subarray(124, 136), 'size', at, where)
   if (v < 0) throw new TarError('ERR_TAR_BAD_HEADER', `${where}: entry at byte ${at} has a negative size`)
   return v
 }
 
-export function cstr (b: Buffer): Buffer {
+export function cstr(b: Buffer): Buffer {
   const z = b.indexOf(0)
   return Buffer.from(z === -1 ? b : b.subarray(0, z))
 }
 
-export function parsePax (body: Buffer, at: number, where: string, base: Pax | undefined): Pax {
+export function parsePax(body: Buffer, at: number, where: string, base: Pax | undefined): Pax {
   const records = new Map(base?.records ?? [])
   let o = 0
   while (o < body.length) {
@@ -88,20 +91,21 @@ export function parsePax (body: Buffer, at: number, where: string, base: Pax | u
   return { records }
 }
 
-export function mergePax (global: Pax, local: Pax | undefined): Map<string, Buffer> {
+export function mergePax(global: Pax, local: Pax | undefined): Map<string, Buffer> {
   if (local === undefined) return global.records
   return new Map([...global.records, ...local.records])
 }
 
-export function paxNumber (v: Buffer, key: string, at: number, where: string): number {
+export function paxNumber(v: Buffer, key: string, at: number, where: string): number {
   const s = v.toString('latin1')
   const n = Number(s)
-  if (!/^-?\d+$/.test(s) || !Number.isSafeInteger(n)) throw new TarError('ERR_TAR_BAD_HEADER', `${where}: PAX ${key} of entry at byte ${at} is not an integer: ${JSON.stringify(s)}`)
+  if (!/^-?\d+$/.test(s) || !Number.isSafeInteger(n))
+    throw new TarError('ERR_TAR_BAD_HEADER', `${where}: PAX ${key} of entry at byte ${at} is not an integer: ${JSON.stringify(s)}`)
   return n
 }
 
 /** "1700000000.5" or "-1.25" to whole seconds (floor) and nanoseconds. */
-export function paxTime (v: Buffer, at: number, where: string): [number, number] {
+export function paxTime(v: Buffer, at: number, where: string): [number, number] {
   const m = /^(-?)(\d+)(?:\.(\d*))?$/.exec(v.toString('latin1'))
   if (m === null) throw new TarError('ERR_TAR_BAD_HEADER', `${where}: PAX mtime of entry at byte ${at} is malformed`)
   const whole = Number(m[2])
@@ -110,7 +114,16 @@ export function paxTime (v: Buffer, at: number, where: string): [number, number]
   return ns === 0 ? [-whole, 0] : [-whole - 1, 1e9 - ns]
 }
 
-export function makeEntry (h: Buffer, type: EntryType, headerSz: number, pax: Map<string, Buffer>, longName: Buffer | undefined, longLink: Buffer | undefined, at: number, where: string): { entry: LayerEntry, records: Map<string, Buffer>, bodySize: number } {
+export function makeEntry(
+  h: Buffer,
+  type: EntryType,
+  headerSz: number,
+  pax: Map<string, Buffer>,
+  longName: Buffer | undefined,
+  longLink: Buffer | undefined,
+  at: number,
+  where: string
+): { entry: LayerEntry; records: Map<string, Buffer>; bodySize: number } {
   const ustar = h.subarray(257, 263).equals(Buffer.from('ustar\0', 'latin1'))
   let path = cstr(h.subarray(0, 100))
   if (ustar && h[345] !== 0) path = Buffer.concat([cstr(h.subarray(345, 500)), Buffer.from('/'), path])
@@ -152,4 +165,14 @@ export function makeEntry (h: Buffer, type: EntryType, headerSz: number, pax: Ma
 }
 
 /** Entry type of a header's flag byte, or undefined for extended and unsupported ones. */
-export const TYPES: Record<string, EntryType> = { 0: 'file', '\0': 'file', 7: 'file', 1: 'link', 2: 'symlink', 3: 'char', 4: 'block', 5: 'dir', 6: 'fifo' }
+export const TYPES: Record<string, EntryType> = {
+  0: 'file',
+  '\0': 'file',
+  7: 'file',
+  1: 'link',
+  2: 'symlink',
+  3: 'char',
+  4: 'block',
+  5: 'dir',
+  6: 'fifo'
+}

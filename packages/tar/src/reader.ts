@@ -4,17 +4,38 @@ import type { EntrySource, EntryType, LayerEntry } from './entry.js'
 import { ByteReader } from './byte-reader.js'
 import { BLOCK, cstr, headerSize, isZero, makeEntry, mergePax, parsePax, verifyChecksum, type Pax } from './header.js'
 
-const TYPES: Record<string, EntryType> = { 0: 'file', '\0': 'file', 7: 'file', 1: 'link', 2: 'symlink', 3: 'char', 4: 'block', 5: 'dir', 6: 'fifo' }
+const TYPES: Record<string, EntryType> = {
+  0: 'file',
+  '\0': 'file',
+  7: 'file',
+  1: 'link',
+  2: 'symlink',
+  3: 'char',
+  4: 'block',
+  5: 'dir',
+  6: 'fifo'
+}
 const TYPE_NAMES: Record<string, string> = {
-  S: 'GNU sparse file', V: 'GNU volume header', M: 'GNU multi-volume continuation', N: 'GNU old long name', D: 'GNU dump directory', A: 'Solaris ACL', E: 'Solaris extended attribute', X: 'POSIX.1-2001 (Sun) extended header'
+  S: 'GNU sparse file',
+  V: 'GNU volume header',
+  M: 'GNU multi-volume continuation',
+  N: 'GNU old long name',
+  D: 'GNU dump directory',
+  A: 'Solaris ACL',
+  E: 'Solaris extended attribute',
+  X: 'POSIX.1-2001 (Sun) extended header'
 }
 
 /** A streaming reader of ustar, GNU and PAX tars that keeps every byte of names, link targets and xattrs. */
 export class TarSource implements EntrySource {
   /** `size` is the file's size when `src` is a file handle, to catch truncation inside skipped bytes. */
-  constructor (private readonly src: AsyncIterable<Uint8Array> | FileHandle, readonly where: string, private readonly size?: number) {}
+  constructor(
+    private readonly src: AsyncIterable<Uint8Array> | FileHandle,
+    readonly where: string,
+    private readonly size?: number
+  ) {}
 
-  async * entries (): AsyncGenerator<LayerEntry> {
+  async *entries(): AsyncGenerator<LayerEntry> {
     const r = new ByteReader(this.src, this.where, this.size)
     let global: Pax = { records: new Map() }
     let local: Pax | undefined
@@ -31,7 +52,8 @@ export class TarSource implements EntrySource {
         const size = headerSize(h, at, this.where)
         const padded = Math.ceil(size / BLOCK) * BLOCK
         if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
-          if (size > 64 * 1024 * 1024) throw new TarError('ERR_TAR_BAD_HEADER', `${this.where}: extended header at byte ${at} claims ${size} bytes`)
+          if (size > 64 * 1024 * 1024)
+            throw new TarError('ERR_TAR_BAD_HEADER', `${this.where}: extended header at byte ${at} claims ${size} bytes`)
           const body = Buffer.from((await r.read(padded))!.subarray(0, size))
           if (flag === 'x') local = parsePax(body, at, this.where, local)
           else if (flag === 'g') global = parsePax(body, at, this.where, global)
@@ -41,7 +63,10 @@ export class TarSource implements EntrySource {
         }
         const type = TYPES[flag]
         if (type === undefined) {
-          throw new TarError('ERR_TAR_UNSUPPORTED_TYPE', `${this.where}: entry at byte ${at} has unsupported type '${flag}'${TYPE_NAMES[flag] !== undefined ? ` (${TYPE_NAMES[flag]})` : ''}`)
+          throw new TarError(
+            'ERR_TAR_UNSUPPORTED_TYPE',
+            `${this.where}: entry at byte ${at} has unsupported type '${flag}'${TYPE_NAMES[flag] !== undefined ? ` (${TYPE_NAMES[flag]})` : ''}`
+          )
         }
         const entry = makeEntry(h, type, size, mergePax(global, local), longName, longLink, at, this.where)
         local = undefined
@@ -65,4 +90,3 @@ export class TarSource implements EntrySource {
     }
   }
 }
-

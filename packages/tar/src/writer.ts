@@ -10,7 +10,7 @@ export type TarHeader = Pick<LayerEntry, 'path' | 'type' | 'mode' | 'uid' | 'gid
   Partial<Pick<LayerEntry, 'linkname' | 'devMajor' | 'devMinor'>> & { xattrs?: ReadonlyArray<[Buffer, Buffer]> }
 
 /** Encodes entries as POSIX pax tars, the format GNU tar extracts losslessly (binary xattrs, nanosecond mtimes). */
-export function encodeHeader (h: TarHeader): Buffer {
+export function encodeHeader(h: TarHeader): Buffer {
   const pax: Array<[string, Buffer]> = []
   const name = h.type === 'dir' && h.path[h.path.length - 1] !== 0x2f ? Buffer.concat([h.path, Buffer.from('/')]) : h.path
   const split = splitName(name)
@@ -21,7 +21,8 @@ export function encodeHeader (h: TarHeader): Buffer {
   if (h.size > MAX_OCTAL_12) pax.push(['size', Buffer.from(String(h.size))])
   if (h.uid > MAX_OCTAL_8) pax.push(['uid', Buffer.from(String(h.uid))])
   if (h.gid > MAX_OCTAL_8) pax.push(['gid', Buffer.from(String(h.gid))])
-  if (h.mtimeNsec !== 0 || h.mtimeSec < 0 || h.mtimeSec > MAX_OCTAL_12) pax.push(['mtime', Buffer.from(formatTime(h.mtimeSec, h.mtimeNsec))])
+  if (h.mtimeNsec !== 0 || h.mtimeSec < 0 || h.mtimeSec > MAX_OCTAL_12)
+    pax.push(['mtime', Buffer.from(formatTime(h.mtimeSec, h.mtimeNsec))])
   if ((h.devMajor ?? 0) > MAX_OCTAL_8) pax.push(['SCHILY.devmajor', Buffer.from(String(h.devMajor))])
   if ((h.devMinor ?? 0) > MAX_OCTAL_8) pax.push(['SCHILY.devminor', Buffer.from(String(h.devMinor))])
   for (const [k, v] of h.xattrs ?? []) pax.push([`SCHILY.xattr.${k.toString('utf8')}`, v])
@@ -29,17 +30,20 @@ export function encodeHeader (h: TarHeader): Buffer {
   const main = ustar({ ...h, name: split ?? ['', name.subarray(0, 100)], link: link.subarray(0, 100) })
   if (pax.length === 0) return main
   const body = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)))
-  const xh = ustar({ ...h, type: 'file', size: body.length, mtimeNsec: 0, name: ['', Buffer.from('PaxHeaders/entry')], link: Buffer.alloc(0) }, 'x')
+  const xh = ustar(
+    { ...h, type: 'file', size: body.length, mtimeNsec: 0, name: ['', Buffer.from('PaxHeaders/entry')], link: Buffer.alloc(0) },
+    'x'
+  )
   return Buffer.concat([xh, body, padding(body.length), main])
 }
 
-export function padding (size: number): Buffer {
+export function padding(size: number): Buffer {
   return Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK)
 }
 
 export const END_OF_ARCHIVE = Buffer.alloc(BLOCK * 2)
 
-function ustar (h: TarHeader & { name: [string | Buffer, Buffer], link: Buffer }, flag = FLAGS[h.type]): Buffer {
+function ustar(h: TarHeader & { name: [string | Buffer, Buffer]; link: Buffer }, flag = FLAGS[h.type]): Buffer {
   const b = Buffer.alloc(BLOCK)
   h.name[1].copy(b, 0)
   octal(b, 100, 8, h.mode & 0o7777)
@@ -60,13 +64,13 @@ function ustar (h: TarHeader & { name: [string | Buffer, Buffer], link: Buffer }
   return b
 }
 
-function octal (b: Buffer, off: number, len: number, v: number): void {
+function octal(b: Buffer, off: number, len: number, v: number): void {
   b.write(v.toString(8).padStart(len - 1, '0'), off, 'latin1')
   b[off + len - 1] = 0
 }
 
 /** The ustar name/prefix split, or undefined when the name needs a pax path. */
-function splitName (name: Buffer): [Buffer, Buffer] | undefined {
+function splitName(name: Buffer): [Buffer, Buffer] | undefined {
   if (name.length <= 100) return [Buffer.alloc(0), name]
   for (let i = name.length - 1; i > 0; i--) {
     if (name[i] !== 0x2f) continue
@@ -76,18 +80,18 @@ function splitName (name: Buffer): [Buffer, Buffer] | undefined {
   return undefined
 }
 
-function paxRecord (key: string, value: Buffer): Buffer {
+function paxRecord(key: string, value: Buffer): Buffer {
   const rest = Buffer.byteLength(key) + value.length + 3
   let len = rest + String(rest).length
   if (String(len).length !== String(rest).length) len = rest + String(len).length
   return Buffer.concat([Buffer.from(`${len} ${key}=`), value, Buffer.from('\n')])
 }
 
-function formatTime (sec: number, nsec: number): string {
+function formatTime(sec: number, nsec: number): string {
   if (sec >= 0 || nsec === 0) return nsec === 0 ? String(sec) : `${sec}.${String(nsec).padStart(9, '0')}`
   return `-${-sec - 1}.${String(1e9 - nsec).padStart(9, '0')}`
 }
 
-function isUtf8 (b: Buffer): boolean {
+function isUtf8(b: Buffer): boolean {
   return Buffer.from(b.toString('utf8'), 'utf8').equals(b)
 }

@@ -11,28 +11,34 @@ const mounts = new Set()
 const dirs = new Set()
 const sets = { pid: pids, mount: mounts, dir: dirs }
 
-createInterface({ input: process.stdin }).on('line', line => {
-  const m = /^(un)?(pid|mount|dir) (.+)$/.exec(line)
-  if (m === null) return
-  if (m[1] === 'un') sets[m[2]].delete(m[3])
-  else sets[m[2]].add(m[3])
-}).on('close', reap)
+createInterface({ input: process.stdin })
+  .on('line', line => {
+    const m = /^(un)?(pid|mount|dir) (.+)$/.exec(line)
+    if (m === null) return
+    if (m[1] === 'un') sets[m[2]].delete(m[3])
+    else sets[m[2]].add(m[3])
+  })
+  .on('close', reap)
 process.stdin.on('error', reap)
 for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, () => {})
 
 let reaped = false
-function reap () {
+function reap() {
   if (reaped) return
   reaped = true
   for (const pid of pids) {
-    try { process.kill(Number(pid), 'SIGKILL') } catch {}
+    try {
+      process.kill(Number(pid), 'SIGKILL')
+    } catch {}
   }
   for (const mnt of mounts) {
     spawnSync('fusermount', ['-uz', '--', mnt], { stdio: 'ignore', timeout: 5000 })
     spawnSync('umount', ['-l', '--', mnt], { stdio: 'ignore', timeout: 5000 })
   }
   for (const dir of dirs) {
-    try { rmSync(dir, { recursive: true, force: true }) } catch {}
+    try {
+      rmSync(dir, { recursive: true, force: true })
+    } catch {}
   }
   process.exit(0)
 }

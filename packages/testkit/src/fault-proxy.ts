@@ -1,7 +1,17 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-export type Fault = 'pass' | 'reset' | 'cutBody' | 'stall' | 'status405' | 'status500' | 'status503' | 'truncate' | 'corrupt' | 'unauthorized'
+export type Fault =
+  | 'pass'
+  | 'reset'
+  | 'cutBody'
+  | 'stall'
+  | 'status405'
+  | 'status500'
+  | 'status503'
+  | 'truncate'
+  | 'corrupt'
+  | 'unauthorized'
 
 export interface FaultProxy {
   host: string
@@ -15,7 +25,7 @@ export interface FaultProxy {
   /** Blob requests seen, by the fault applied. */
   counts: () => Record<Fault, number>
   /** Blob requests seen, in order: method, path without the query, and the fault applied. */
-  requests: () => Array<{ method: string, path: string, fault: Fault }>
+  requests: () => Array<{ method: string; path: string; fault: Fault }>
   close: () => Promise<void>
 }
 
@@ -23,29 +33,47 @@ export interface FaultProxy {
  * An HTTP proxy on a free loopback port in front of any source. Requests for
  * blobs (`/blobs/` in the path) get the current fault; others (tokens) pass.
  */
-export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) => void }, upstream: string): Promise<FaultProxy> {
+export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) => void }, upstream: string): Promise<FaultProxy> {
   const up = new URL(upstream)
   let mode: Fault = 'pass'
   const queue: Fault[] = []
   let pattern: Fault[] = []
   let turn = 0
   const tried = new Set<string>()
-  const counts = Object.fromEntries(['pass', 'reset', 'cutBody', 'stall', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])) as Record<Fault, number>
+  const counts = Object.fromEntries(
+    ['pass', 'reset', 'cutBody', 'stall', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])
+  ) as Record<Fault, number>
   const stalled = new Set<ServerResponse>()
-  const log: Array<{ method: string, path: string, fault: Fault }> = []
+  const log: Array<{ method: string; path: string; fault: Fault }> = []
   const server: Server = createServer((req, res) => {
     const f: Fault = (req.url ?? '').includes('/blobs/') ? (queue.shift() ?? firstTry(req) ?? mode) : 'pass'
     counts[f]++
     if ((req.url ?? '').includes('/blobs/')) log.push({ method: req.method ?? '', path: (req.url ?? '').split('?')[0], fault: f })
     switch (f) {
-      case 'reset': req.socket.destroy(); return
-      case 'cutBody': cut(req); return
-      case 'stall': stalled.add(res); return
-      case 'status405': req.resume(); res.writeHead(405).end('injected'); return
-      case 'status500': res.writeHead(500).end('injected'); return
-      case 'status503': res.writeHead(503).end('injected'); return
-      case 'unauthorized': challenge(req, res); return
-      default: forward(req, res, f)
+      case 'reset':
+        req.socket.destroy()
+        return
+      case 'cutBody':
+        cut(req)
+        return
+      case 'stall':
+        stalled.add(res)
+        return
+      case 'status405':
+        req.resume()
+        res.writeHead(405).end('injected')
+        return
+      case 'status500':
+        res.writeHead(500).end('injected')
+        return
+      case 'status503':
+        res.writeHead(503).end('injected')
+        return
+      case 'unauthorized':
+        challenge(req, res)
+        return
+      default:
+        forward(req, res, f)
     }
   })
   const firstTry = (req: IncomingMessage): Fault | undefined => {
@@ -66,7 +94,11 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
       const part = b.subarray(0, half - sent)
       sent += part.length
       out.write(part)
-      if (sent >= half) setTimeout(() => { out.destroy(); req.socket.destroy() }, 50)
+      if (sent >= half)
+        setTimeout(() => {
+          out.destroy()
+          req.socket.destroy()
+        }, 50)
     })
   }
   /** As if the token had expired: the upstream's own challenge, got by asking without credentials. */
@@ -83,22 +115,33 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
     req.resume()
   }
   const forward = (req: IncomingMessage, res: ServerResponse, f: Fault): void => {
-    const out = request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers, host: up.host } }, upRes => {
-      const headers = { ...upRes.headers }
-      if (f !== 'pass') delete headers['content-length']
-      // Upload locations name the upstream; point them back here so the whole upload passes the proxy.
-      if (typeof headers.location === 'string' && headers.location.startsWith(up.origin)) headers.location = `http://127.0.0.1:${port}${headers.location.slice(up.origin.length)}`
-      res.writeHead(upRes.statusCode ?? 502, headers)
-      if (f === 'pass') { upRes.pipe(res); return }
-      const parts: Buffer[] = []
-      upRes.on('data', (b: Buffer) => parts.push(b))
-      upRes.on('end', () => {
-        const body = Buffer.concat(parts)
-        if (f === 'corrupt' && body.length > 0) { body[body.length >> 1] ^= 0xff; res.end(body); return }
-        res.write(body.subarray(0, body.length >> 1))
-        res.socket?.destroy() // truncate
-      })
-    })
+    const out = request(
+      { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers, host: up.host } },
+      upRes => {
+        const headers = { ...upRes.headers }
+        if (f !== 'pass') delete headers['content-length']
+        // Upload locations name the upstream; point them back here so the whole upload passes the proxy.
+        if (typeof headers.location === 'string' && headers.location.startsWith(up.origin))
+          headers.location = `http://127.0.0.1:${port}${headers.location.slice(up.origin.length)}`
+        res.writeHead(upRes.statusCode ?? 502, headers)
+        if (f === 'pass') {
+          upRes.pipe(res)
+          return
+        }
+        const parts: Buffer[] = []
+        upRes.on('data', (b: Buffer) => parts.push(b))
+        upRes.on('end', () => {
+          const body = Buffer.concat(parts)
+          if (f === 'corrupt' && body.length > 0) {
+            body[body.length >> 1] ^= 0xff
+            res.end(body)
+            return
+          }
+          res.write(body.subarray(0, body.length >> 1))
+          res.socket?.destroy() // truncate
+        })
+      }
+    )
     out.on('error', () => res.destroy())
     req.pipe(out)
   }
@@ -114,9 +157,18 @@ export async function startFaultProxy (t: { teardown: (fn: () => Promise<void>) 
   return {
     host: `127.0.0.1:${port}`,
     url: `http://127.0.0.1:${port}`,
-    set: f => { mode = f; pattern = [] },
-    firstTries: faults => { pattern = [...faults]; turn = 0; tried.clear() },
-    next: (f, n = 1) => { for (let i = 0; i < n; i++) queue.push(f) },
+    set: f => {
+      mode = f
+      pattern = []
+    },
+    firstTries: faults => {
+      pattern = [...faults]
+      turn = 0
+      tried.clear()
+    },
+    next: (f, n = 1) => {
+      for (let i = 0; i < n; i++) queue.push(f)
+    },
     counts: () => ({ ...counts }),
     requests: () => [...log],
     close

@@ -4,7 +4,11 @@ import { join } from 'node:path'
 import { fixture, fixtureCache, fixturesDir } from './paths.js'
 import { mustRun } from './run.js'
 
-const exists = async (p: string): Promise<boolean> => await access(p).then(() => true, () => false)
+const exists = async (p: string): Promise<boolean> =>
+  await access(p).then(
+    () => true,
+    () => false
+  )
 
 /** The committed edge-case layers, by name (fixtures/layers/NAME). */
 export const layerFixture = (name: string): string => fixture('layers', name)
@@ -12,14 +16,17 @@ export const layerFixture = (name: string): string => fixture('layers', name)
 const made = new Map<string, Promise<string>>()
 
 /** A compressed copy of a committed layer, made once with the real gzip or zstd tool. */
-export async function compressedFixture (name: string, kind: 'gz' | 'zst'): Promise<string> {
+export async function compressedFixture(name: string, kind: 'gz' | 'zst'): Promise<string> {
   const key = `${name}.${kind}`
   let p = made.get(key)
-  if (p === undefined) { p = makeCompressed(name, kind); made.set(key, p) }
+  if (p === undefined) {
+    p = makeCompressed(name, kind)
+    made.set(key, p)
+  }
   return await p
 }
 
-async function makeCompressed (name: string, kind: 'gz' | 'zst'): Promise<string> {
+async function makeCompressed(name: string, kind: 'gz' | 'zst'): Promise<string> {
   await mkdir(fixtureCache, { recursive: true })
   const out = join(fixtureCache, `${name}.${kind}`)
   if (!(await exists(out))) {
@@ -36,7 +43,7 @@ async function makeCompressed (name: string, kind: 'gz' | 'zst'): Promise<string
  * The busybox-static image (a layer tar and an OCI layout) from Debian's
  * package, built by fixtures/scripts/build-busybox.sh into fixtures/.cache.
  */
-export async function busyboxFixture (): Promise<{ tar: string, oci: string }> {
+export async function busyboxFixture(): Promise<{ tar: string; oci: string }> {
   const tar = join(fixtureCache, 'busybox', 'rootfs.tar')
   const oci = join(fixtureCache, 'busybox', 'oci')
   if (!(await exists(join(oci, 'index.json')))) await mustRun('bash', [join(fixturesDir, 'scripts', 'build-busybox.sh')])

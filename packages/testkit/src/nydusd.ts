@@ -9,7 +9,9 @@ import { reaper, spawnOwned } from './reaper.js'
 
 export const nydusdBin = join(repoRoot, 'packages/nydusd/bin/nydusd.cjs')
 
-interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
+interface Teardown {
+  teardown: (fn: () => Promise<void> | void) => void
+}
 
 export interface MountedImage {
   mnt: string
@@ -23,19 +25,19 @@ export interface MountedImage {
   stop: () => Promise<number | null>
 }
 
-export async function isMounted (mnt: string): Promise<boolean> {
+export async function isMounted(mnt: string): Promise<boolean> {
   const mounts = await readFile('/proc/self/mountinfo', 'utf8')
   return mounts.split('\n').some(l => l.split(' ')[4] === mnt)
 }
 
 /** Unmounts whatever is at `mnt`, lazily if it is busy; never throws. */
-export async function forceUnmount (mnt: string): Promise<void> {
+export async function forceUnmount(mnt: string): Promise<void> {
   if (!(await isMounted(mnt))) return
   await run('fusermount', ['-u', '-z', mnt])
   if (await isMounted(mnt)) await run('umount', ['-l', mnt])
 }
 
-export async function apiGet (sock: string, path: string): Promise<{ status: number, body: string }> {
+export async function apiGet(sock: string, path: string): Promise<{ status: number; body: string }> {
   return await new Promise((resolve, reject) => {
     const req = request({ socketPath: sock, path, method: 'GET' }, res => {
       const parts: Buffer[] = []
@@ -51,32 +53,60 @@ export async function apiGet (sock: string, path: string): Promise<{ status: num
  * Starts the real nydusd bin on `mnt` and waits until the mount is up. The
  * test's teardown always stops it and unmounts, even when the test failed.
  */
-export async function mountImage (t: Teardown, o: { dir: string, bootstrap?: string, image?: string, config?: unknown, mnt: string, args?: string[] }): Promise<MountedImage> {
+export async function mountImage(
+  t: Teardown,
+  o: { dir: string; bootstrap?: string; image?: string; config?: unknown; mnt: string; args?: string[] }
+): Promise<MountedImage> {
   const cfg = join(o.dir, `nydusd-${Date.now()}-${Math.random().toString(16).slice(2)}.json`)
   if (o.config !== undefined) await writeFile(cfg, JSON.stringify(o.config))
   const apisock = `${cfg}.sock`
   // With an image reference the daemon pulls the bootstrap itself (and needs no config).
   const source = o.image !== undefined ? ['--image', o.image, '--work-dir', `${cfg}.work`] : ['--bootstrap', o.bootstrap!]
-  const args = [nydusdBin, ...(o.config !== undefined ? ['--config', cfg] : []), ...source, '--mountpoint', o.mnt, '--apisock', apisock, '--log-level', 'debug', ...(o.args ?? [])]
+  const args = [
+    nydusdBin,
+    ...(o.config !== undefined ? ['--config', cfg] : []),
+    ...source,
+    '--mountpoint',
+    o.mnt,
+    '--apisock',
+    apisock,
+    '--log-level',
+    'debug',
+    ...(o.args ?? [])
+  ]
   const proc = spawnOwned(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   reaper.mount(o.mnt)
   let stderr = ''
-  proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
+  proc.stderr!.on('data', (b: Buffer) => {
+    stderr += b.toString()
+  })
   proc.stdout!.resume()
   const exited = new Promise<number | null>(resolve => proc.once('exit', code => resolve(code)))
   let done = false
   const stop = async (): Promise<number | null> => {
-    if (!done) { done = true; proc.kill('SIGTERM') }
+    if (!done) {
+      done = true
+      proc.kill('SIGTERM')
+    }
     const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)])
     if (code === 'timeout') proc.kill('SIGKILL')
     await forceUnmount(o.mnt)
     reaper.unmount(o.mnt)
     return code === 'timeout' ? null : code
   }
-  t.teardown(async () => { await stop() })
+  t.teardown(async () => {
+    await stop()
+  })
   for (let i = 0; i < 200; i++) {
     if (proc.exitCode !== null) throw new Error(`nydusd exited ${proc.exitCode}: ${stderr.trim()}`)
-    if (await isMounted(o.mnt) && await apiGet(apisock, '/api/v1/daemon').then(() => true, () => false)) break
+    if (
+      (await isMounted(o.mnt)) &&
+      (await apiGet(apisock, '/api/v1/daemon').then(
+        () => true,
+        () => false
+      ))
+    )
+      break
     await sleep(50)
     if (i === 199) throw new Error(`nydusd did not mount ${o.mnt} within 10 s: ${stderr.trim()}`)
   }

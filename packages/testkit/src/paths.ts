@@ -12,12 +12,17 @@ export const nydusImageBin = join(repoRoot, 'packages/converter/bin/run.js')
 
 export const fixture = (...parts: string[]): string => join(fixturesDir, ...parts)
 
-interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
+interface Teardown {
+  teardown: (fn: () => Promise<void> | void) => void
+}
 
 /** A fresh temporary directory, removed when the test ends (pass or fail). */
-export async function tempDir (t: Teardown, prefix = 'nydusjs-'): Promise<string> {
+export async function tempDir(t: Teardown, prefix = 'nydusjs-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix))
   reaper.dir(dir)
-  t.teardown(async () => { await rm(dir, { recursive: true, force: true }); reaper.undir(dir) })
+  t.teardown(async () => {
+    await rm(dir, { recursive: true, force: true })
+    reaper.undir(dir)
+  })
   return dir
 }

@@ -11,9 +11,12 @@ import { repoRoot } from './paths.js'
  */
 let sidecar: ChildProcess | undefined
 
-function say (line: string): void {
+function say(line: string): void {
   if (sidecar === undefined) {
-    sidecar = spawn(process.execPath, [join(repoRoot, 'packages/testkit/bin/reaper.mjs')], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
+    sidecar = spawn(process.execPath, [join(repoRoot, 'packages/testkit/bin/reaper.mjs')], {
+      detached: true,
+      stdio: ['pipe', 'ignore', 'ignore']
+    })
     sidecar.unref()
     const stdin = sidecar.stdin!
     stdin.on('error', () => {})
@@ -24,18 +27,32 @@ function say (line: string): void {
 }
 
 export const reaper = {
-  pid: (pid: number | undefined): void => { if (pid !== undefined) say(`pid ${pid}`) },
-  unpid: (pid: number | undefined): void => { if (pid !== undefined) say(`unpid ${pid}`) },
-  mount: (path: string): void => { say(`mount ${path}`) },
-  unmount: (path: string): void => { say(`unmount ${path}`) },
-  dir: (path: string): void => { say(`dir ${path}`) },
-  undir: (path: string): void => { say(`undir ${path}`) },
+  pid: (pid: number | undefined): void => {
+    if (pid !== undefined) say(`pid ${pid}`)
+  },
+  unpid: (pid: number | undefined): void => {
+    if (pid !== undefined) say(`unpid ${pid}`)
+  },
+  mount: (path: string): void => {
+    say(`mount ${path}`)
+  },
+  unmount: (path: string): void => {
+    say(`unmount ${path}`)
+  },
+  dir: (path: string): void => {
+    say(`dir ${path}`)
+  },
+  undir: (path: string): void => {
+    say(`undir ${path}`)
+  },
   /** The sidecar's pid (tests of the reaper itself). */
-  get sidecarPid (): number | undefined { return sidecar?.pid }
+  get sidecarPid(): number | undefined {
+    return sidecar?.pid
+  }
 }
 
 /** `spawn`, with the child registered: it is killed if the worker dies first. */
-export function spawnOwned (cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+export function spawnOwned(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
   const child = spawn(cmd, args, opts)
   reaper.pid(child.pid)
   child.once('exit', () => reaper.unpid(child.pid))

@@ -9,21 +9,69 @@ import { mustRun } from './run.js'
 import { spawnOwned } from './reaper.js'
 import { tempDir } from './paths.js'
 
-interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
+interface Teardown {
+  teardown: (fn: () => Promise<void> | void) => void
+}
 
-export interface TestCa { caPem: string, caFile: string, certFile: string, keyFile: string }
+export interface TestCa {
+  caPem: string
+  caFile: string
+  certFile: string
+  keyFile: string
+}
 
 /** A throwaway CA and a certificate for 127.0.0.1/localhost signed by it (openssl). */
-export async function makeTestCa (dir: string): Promise<TestCa> {
+export async function makeTestCa(dir: string): Promise<TestCa> {
   const f = (n: string): string => join(dir, n)
-  await mustRun('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=nydusjs test CA', '-keyout', f('ca.key'), '-out', f('ca.pem')])
-  await mustRun('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', f('server.key'), '-out', f('server.csr')])
+  await mustRun('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=nydusjs test CA',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem')
+  ])
+  await mustRun('openssl', [
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-keyout',
+    f('server.key'),
+    '-out',
+    f('server.csr')
+  ])
   await writeFile(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
-  await mustRun('openssl', ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('ext.cnf'), '-out', f('server.pem')])
+  await mustRun('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    f('ext.cnf'),
+    '-out',
+    f('server.pem')
+  ])
   return { caPem: await readFile(f('ca.pem'), 'utf8'), caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server.key') }
 }
 
-export async function freePort (): Promise<number> {
+export async function freePort(): Promise<number> {
   const s = createNetServer()
   await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
   const { port } = s.address() as AddressInfo
@@ -36,15 +84,15 @@ export interface TokenServer {
   /** Tokens issued so far. */
   issued: () => number
   /** Users and the actions each may take: on every repository, or per repository name. */
-  users: Map<string, { password: string, actions: Actions }>
+  users: Map<string, { password: string; actions: Actions }>
   /** Lifetime of new tokens in seconds. */
   ttl: number
 }
 
 export type RegistryAuth =
   | { type: 'none' }
-  | { type: 'htpasswd', users: Record<string, string> }
-  | { type: 'token', users: Record<string, { password: string, actions: Actions }>, anonymousActions?: string[], ttl?: number }
+  | { type: 'htpasswd'; users: Record<string, string> }
+  | { type: 'token'; users: Record<string, { password: string; actions: Actions }>; anonymousActions?: string[]; ttl?: number }
 
 /** Actions (`pull`, `push`) on every repository, or per repository name. */
 export type Actions = string[] | Record<string, string[]>
@@ -66,7 +114,7 @@ export interface TestRegistry {
  * token auth (a token server here signs JWTs with a test key) or none, and
  * optionally TLS from a test CA. Stopped when the test ends.
  */
-export async function startRegistry (t: Teardown, o: { auth?: RegistryAuth, tls?: boolean } = {}): Promise<TestRegistry> {
+export async function startRegistry(t: Teardown, o: { auth?: RegistryAuth; tls?: boolean } = {}): Promise<TestRegistry> {
   const dir = await tempDir(t, 'registry-')
   const port = await freePort()
   const auth = o.auth ?? { type: 'none' }
@@ -83,18 +131,29 @@ export async function startRegistry (t: Teardown, o: { auth?: RegistryAuth, tls?
     authYaml = `auth:\n  token:\n    realm: ${token.realm}\n    service: nydusjs-registry\n    issuer: nydusjs-test-issuer\n    rootcertbundle: ${ca!.certFile}\n`
   }
   const tlsYaml = o.tls === true ? `  tls:\n    certificate: ${ca!.certFile}\n    key: ${ca!.keyFile}\n` : ''
-  await writeFile(join(dir, 'config.yml'), `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${tlsYaml}${authYaml}`)
+  await writeFile(
+    join(dir, 'config.yml'),
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${tlsYaml}${authYaml}`
+  )
   const proc = spawnOwned('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
-  proc.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
+  proc.stderr!.on('data', (b: Buffer) => {
+    stderr += b.toString()
+  })
   const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
-  const stop = async (): Promise<void> => { proc.kill('SIGTERM'); await Promise.race([exited, sleep(5000)]) }
+  const stop = async (): Promise<void> => {
+    proc.kill('SIGTERM')
+    await Promise.race([exited, sleep(5000)])
+  }
   t.teardown(stop)
   const scheme = o.tls === true ? 'https' : 'http'
   for (let i = 0; ; i++) {
     if (proc.exitCode !== null) throw new Error(`docker-registry exited: ${stderr}`)
     const up = await new Promise<boolean>(resolve => {
-      const c = connect(port, '127.0.0.1', () => { c.end(); resolve(true) })
+      const c = connect(port, '127.0.0.1', () => {
+        c.end()
+        resolve(true)
+      })
       c.on('error', () => resolve(false))
     })
     if (up) break
@@ -104,7 +163,7 @@ export async function startRegistry (t: Teardown, o: { auth?: RegistryAuth, tls?
   return { host: `127.0.0.1:${port}`, scheme, url: `${scheme}://127.0.0.1:${port}`, ca, token, dir, pid: proc.pid, stop }
 }
 
-async function startTokenServer (t: Teardown, ca: TestCa, auth: Extract<RegistryAuth, { type: 'token' }>): Promise<TokenServer> {
+async function startTokenServer(t: Teardown, ca: TestCa, auth: Extract<RegistryAuth, { type: 'token' }>): Promise<TokenServer> {
   const key = await importPKCS8(await readFile(ca.keyFile, 'utf8'), 'RS256')
   const certDer = (await readFile(ca.certFile, 'utf8')).replace(/-----[^-]+-----|\s/g, '')
   const users = new Map(Object.entries(auth.users))
@@ -117,7 +176,10 @@ async function startTokenServer (t: Teardown, ca: TestCa, auth: Extract<Registry
     if (basic !== null) {
       const [u, ...rest] = Buffer.from(basic[1], 'base64').toString().split(':')
       const user = users.get(u)
-      if (user === undefined || user.password !== rest.join(':')) { res.writeHead(401).end('{"details":"bad credentials"}'); return }
+      if (user === undefined || user.password !== rest.join(':')) {
+        res.writeHead(401).end('{"details":"bad credentials"}')
+        return
+      }
       actions = user.actions
     }
     const access = url.searchParams.getAll('scope').map(s => {
@@ -128,22 +190,35 @@ async function startTokenServer (t: Teardown, ca: TestCa, auth: Extract<Registry
     const now = Math.floor(Date.now() / 1000)
     new SignJWT({ access })
       .setProtectedHeader({ alg: 'RS256', x5c: [certDer] })
-      .setIssuer('nydusjs-test-issuer').setAudience(url.searchParams.get('service') ?? '').setSubject(basic === null ? '' : 'user')
-      .setIssuedAt(now).setNotBefore(now - 5).setExpirationTime(now + state.ttl).setJti(randomBytes(8).toString('hex'))
+      .setIssuer('nydusjs-test-issuer')
+      .setAudience(url.searchParams.get('service') ?? '')
+      .setSubject(basic === null ? '' : 'user')
+      .setIssuedAt(now)
+      .setNotBefore(now - 5)
+      .setExpirationTime(now + state.ttl)
+      .setJti(randomBytes(8).toString('hex'))
       .sign(key)
-      .then(tok => {
-        issued++
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: tok, access_token: tok, expires_in: state.ttl, issued_at: new Date().toISOString() }))
-      }, (err: Error) => res.writeHead(500).end(err.message))
+      .then(
+        tok => {
+          issued++
+          res
+            .writeHead(200, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ token: tok, access_token: tok, expires_in: state.ttl, issued_at: new Date().toISOString() }))
+        },
+        (err: Error) => res.writeHead(500).end(err.message)
+      )
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => { server.closeAllConnections(); await new Promise<void>(resolve => server.close(() => resolve())) })
+  t.teardown(async () => {
+    server.closeAllConnections()
+    await new Promise<void>(resolve => server.close(() => resolve()))
+  })
   state.realm = `http://127.0.0.1:${(server.address() as AddressInfo).port}/token`
   return state
 }
 
 /** Monolithic upload of one blob with the distribution API (admin credentials as a header). */
-export async function pushBlob (reg: TestRegistry, repo: string, data: Buffer, authorization?: string): Promise<string> {
+export async function pushBlob(reg: TestRegistry, repo: string, data: Buffer, authorization?: string): Promise<string> {
   const digest = 'sha256:' + createHash('sha256').update(data).digest('hex')
   const { request, Agent } = await import('undici')
   const dispatcher = new Agent({ connect: { ca: reg.ca?.caPem } })
@@ -154,7 +229,12 @@ export async function pushBlob (reg: TestRegistry, repo: string, data: Buffer, a
     if (start.statusCode !== 202) throw new Error(`upload start: ${start.statusCode}`)
     const loc = new URL(String(start.headers.location), reg.url)
     loc.searchParams.set('digest', digest)
-    const put = await request(loc, { method: 'PUT', headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(data.length) }, body: data, dispatcher })
+    const put = await request(loc, {
+      method: 'PUT',
+      headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(data.length) },
+      body: data,
+      dispatcher
+    })
     await put.body.dump()
     if (put.statusCode !== 201) throw new Error(`upload: ${put.statusCode}`)
     return digest
@@ -164,7 +244,7 @@ export async function pushBlob (reg: TestRegistry, repo: string, data: Buffer, a
 }
 
 /** Writes a manifest as is (a test that needs one the tools would not write); no auth. */
-export async function putManifest (reg: TestRegistry, repo: string, ref: string, body: unknown): Promise<void> {
+export async function putManifest(reg: TestRegistry, repo: string, ref: string, body: unknown): Promise<void> {
   const { request } = await import('undici')
   const json = JSON.stringify(body)
   const mediaType = (body as { mediaType?: string }).mediaType ?? 'application/vnd.oci.image.manifest.v1+json'
@@ -174,12 +254,12 @@ export async function putManifest (reg: TestRegistry, repo: string, ref: string,
 }
 
 /** A bearer token with push and pull on `repo`, from the registry's token server. */
-export async function adminToken (reg: TestRegistry, repo: string, user: string, password: string): Promise<string> {
+export async function adminToken(reg: TestRegistry, repo: string, user: string, password: string): Promise<string> {
   const { request } = await import('undici')
   const u = new URL(reg.token!.realm)
   u.searchParams.set('service', 'nydusjs-registry')
   u.searchParams.set('scope', `repository:${repo}:pull,push`)
   const r = await request(u, { headers: { authorization: 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64') } })
-  const body = await r.body.json() as { token: string }
+  const body = (await r.body.json()) as { token: string }
   return `Bearer ${body.token}`
 }

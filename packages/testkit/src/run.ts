@@ -4,10 +4,18 @@ import { nydusImageBin } from './paths.js'
 
 const exec = promisify(execFile)
 
-export interface RunResult { code: number, stdout: string, stderr: string }
+export interface RunResult {
+  code: number
+  stdout: string
+  stderr: string
+}
 
 /** Runs a command to completion; never throws on a non-zero exit. */
-export async function run (cmd: string, args: string[], opts: { cwd?: string, input?: Buffer, env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; input?: Buffer; env?: NodeJS.ProcessEnv } = {}
+): Promise<RunResult> {
   return await new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] })
     const out: Buffer[] = []
@@ -21,18 +29,18 @@ export async function run (cmd: string, args: string[], opts: { cwd?: string, in
 }
 
 /** Runs a command and throws with its stderr when it fails. */
-export async function mustRun (cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
+export async function mustRun(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
   const r = await run(cmd, args, opts)
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`)
   return r.stdout
 }
 
 /** The real `nydus-image` bin, in a child process. */
-export async function nydusImage (args: string[], opts: { cwd?: string } = {}): Promise<RunResult> {
+export async function nydusImage(args: string[], opts: { cwd?: string } = {}): Promise<RunResult> {
   return await run(process.execPath, [nydusImageBin, ...args], { ...opts, env: { ...process.env, NO_COLOR: '1' } })
 }
 
-export async function which (cmd: string): Promise<boolean> {
+export async function which(cmd: string): Promise<boolean> {
   try {
     await exec('sh', ['-c', `command -v ${cmd}`])
     return true

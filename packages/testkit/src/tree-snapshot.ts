@@ -21,10 +21,18 @@ export interface NodeInfo {
   linkGroup?: string
 }
 
-const TYPES: Record<number, string> = { 0o140000: 'sock', 0o120000: 'symlink', 0o100000: 'file', 0o060000: 'block', 0o040000: 'dir', 0o020000: 'char', 0o010000: 'fifo' }
+const TYPES: Record<number, string> = {
+  0o140000: 'sock',
+  0o120000: 'symlink',
+  0o100000: 'file',
+  0o060000: 'block',
+  0o040000: 'dir',
+  0o020000: 'char',
+  0o010000: 'fifo'
+}
 
 /** Walks a directory with lstat, hashes contents, reads xattrs with getfattr. Paths are latin1 so any byte survives. */
-export async function snapshotTree (root: string): Promise<Map<string, NodeInfo>> {
+export async function snapshotTree(root: string): Promise<Map<string, NodeInfo>> {
   const out = new Map<string, NodeInfo>()
   const inodes = new Map<string, string[]>()
   const xattrs = await readXattrs(root)
@@ -59,19 +67,22 @@ export async function snapshotTree (root: string): Promise<Map<string, NodeInfo>
   await walk('')
   for (const info of out.values()) {
     const x = info as NodeInfo & { ino?: string }
-    if (x.ino !== undefined) { x.linkGroup = [...inodes.get(x.ino)!].sort()[0]; delete x.ino }
+    if (x.ino !== undefined) {
+      x.linkGroup = [...inodes.get(x.ino)!].sort()[0]
+      delete x.ino
+    }
   }
   return out
 }
 
-async function sha256File (p: Buffer): Promise<string> {
+async function sha256File(p: Buffer): Promise<string> {
   const h = createHash('sha256')
   for await (const b of createReadStream(p)) h.update(b as Buffer)
   return h.digest('hex')
 }
 
 /** `getfattr -R` over the tree; names with odd bytes come back octal-escaped and are decoded. */
-async function readXattrs (root: string): Promise<Map<string, Record<string, string>>> {
+async function readXattrs(root: string): Promise<Map<string, Record<string, string>>> {
   const r = await run('getfattr', ['-R', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root])
   if (r.code !== 0 && r.stdout === '') {
     if (r.stderr.includes('not found') || r.stderr.includes('ENOENT')) await mustRun('getfattr', ['--version'])
@@ -92,7 +103,7 @@ async function readXattrs (root: string): Promise<Map<string, Record<string, str
   return out
 }
 
-function unescapeOctal (s: string): string {
+function unescapeOctal(s: string): string {
   const bytes: number[] = []
   const raw = Buffer.from(s, 'utf8')
   for (let i = 0; i < raw.length; i++) {
@@ -114,19 +125,23 @@ export interface CompareOptions {
 }
 
 /** Every difference between two snapshots, one line each; empty means equal. The root's own metadata is not compared. */
-export function diffTrees (a: Map<string, NodeInfo>, b: Map<string, NodeInfo>, opts: CompareOptions = {}): string[] {
+export function diffTrees(a: Map<string, NodeInfo>, b: Map<string, NodeInfo>, opts: CompareOptions = {}): string[] {
   const diffs: string[] = []
   const p = BigInt(opts.mtimePrecisionNs ?? 1)
-  const norm = (info: NodeInfo): NodeInfo => p === 1n ? info : { ...info, mtimeNs: ((BigInt(info.mtimeNs) / p) * p).toString() }
+  const norm = (info: NodeInfo): NodeInfo => (p === 1n ? info : { ...info, mtimeNs: ((BigInt(info.mtimeNs) / p) * p).toString() })
   for (const [path, x0] of a) {
     if (path === '' || opts.skip?.(path) === true) continue
     const x = norm(x0)
     const y0 = b.get(path)
     const y = y0 === undefined ? undefined : norm(y0)
-    if (y === undefined) { diffs.push(`missing: ${JSON.stringify(path)}`); continue }
+    if (y === undefined) {
+      diffs.push(`missing: ${JSON.stringify(path)}`)
+      continue
+    }
     for (const k of Object.keys(x) as Array<keyof NodeInfo>) {
       if (k === 'mtimeNs' && opts.ignoreMtime?.has(path) === true) continue
-      if (JSON.stringify(x[k]) !== JSON.stringify(y[k])) diffs.push(`${JSON.stringify(path)}: ${k} ${JSON.stringify(x[k])} != ${JSON.stringify(y[k])}`)
+      if (JSON.stringify(x[k]) !== JSON.stringify(y[k]))
+        diffs.push(`${JSON.stringify(path)}: ${k} ${JSON.stringify(x[k])} != ${JSON.stringify(y[k])}`)
     }
   }
   for (const path of b.keys()) if (!a.has(path) && opts.skip?.(path) !== true) diffs.push(`extra: ${JSON.stringify(path)}`)
@@ -134,7 +149,7 @@ export function diffTrees (a: Map<string, NodeInfo>, b: Map<string, NodeInfo>, o
 }
 
 /** GNU tar's extraction, as root, keeping owners, modes, xattrs and devices. */
-export async function gnuExtract (tarPath: string, dest: string): Promise<void> {
+export async function gnuExtract(tarPath: string, dest: string): Promise<void> {
   await mustRun('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-permissions', '-xf', tarPath, '-C', dest])
 }
 

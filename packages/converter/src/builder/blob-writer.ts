@@ -21,16 +21,33 @@ export class BlobWriter {
   private fh?: FileHandle
   readonly tmpPath: string
 
-  constructor (private readonly dir: string, private readonly compressor: CompressorName, private readonly digester: DigesterName, private readonly tap?: (bufs: Buffer[]) => void, private readonly durable = true) {
+  constructor(
+    private readonly dir: string,
+    private readonly compressor: CompressorName,
+    private readonly digester: DigesterName,
+    private readonly tap?: (bufs: Buffer[]) => void,
+    private readonly durable = true
+  ) {
     this.tmpPath = join(dir, `.blob-${randomBytes(6).toString('hex')}.tmp`)
   }
 
-  get size (): number { return this.written + this.pendingBytes }
-  get uncompressedSize (): number { return this.uncompressed }
+  get size(): number {
+    return this.written + this.pendingBytes
+  }
+  get uncompressedSize(): number {
+    return this.uncompressed
+  }
 
   /** Records one chunk; returns its TOC entry (offsets are final). */
-  async append (digest: Buffer, data: Buffer, flags: number, uncompressedSize: number): Promise<TocEntry> {
-    const e: TocEntry = { digest, flags, compressedOffset: this.size, compressedSize: data.length, uncompressedOffset: this.uncompressed, uncompressedSize }
+  async append(digest: Buffer, data: Buffer, flags: number, uncompressedSize: number): Promise<TocEntry> {
+    const e: TocEntry = {
+      digest,
+      flags,
+      compressedOffset: this.size,
+      compressedSize: data.length,
+      uncompressedOffset: this.uncompressed,
+      uncompressedSize
+    }
     this.toc.push(e)
     this.uncompressed += uncompressedSize
     this.hash.update(data)
@@ -42,7 +59,7 @@ export class BlobWriter {
   }
 
   /** Writes the trailer and renames the file to its id; returns the id and size. */
-  async commit (): Promise<{ id: string, size: number, path: string }> {
+  async commit(): Promise<{ id: string; size: number; path: string }> {
     const trailer = encodeBlobTrailer(this.toc, this.size, this.compressor, this.digester)
     this.hash.update(trailer)
     this.tap?.([trailer])
@@ -57,13 +74,13 @@ export class BlobWriter {
     return { id, size: this.written, path }
   }
 
-  async abort (): Promise<void> {
+  async abort(): Promise<void> {
     await this.fh?.close().catch(() => {})
     this.fh = undefined
     await rm(this.tmpPath, { force: true })
   }
 
-  private async flush (): Promise<void> {
+  private async flush(): Promise<void> {
     this.fh ??= await open(this.tmpPath, 'wx')
     const bufs = this.pending
     const n = this.pendingBytes
@@ -73,7 +90,8 @@ export class BlobWriter {
     if (bytesWritten < n) {
       // A short write is rare on a regular file; finish the rest the slow way.
       const rest = Buffer.concat(bufs, n).subarray(bytesWritten)
-      for (let off = 0; off < rest.length;) off += (await this.fh.write(rest, off, rest.length - off, this.written + bytesWritten + off)).bytesWritten
+      for (let off = 0; off < rest.length; )
+        off += (await this.fh.write(rest, off, rest.length - off, this.written + bytesWritten + off)).bytesWritten
     }
     this.written += n
   }

@@ -40,26 +40,35 @@ export interface BuildStats {
 export interface LayerBuild {
   tree: RafsTree
   /** The new blob, when the layer stored any chunk of its own. */
-  blob?: { id: string, tmpPath: string, finalPath: string }
+  blob?: { id: string; tmpPath: string; finalPath: string }
   stats: BuildStats
 }
 
 const LEVEL = 3
 
 /** Threads for every layer of one image, built with the same options; the caller closes them. */
-export function layerWorkers (opts: Pick<BuildOptions, 'compressor' | 'digester' | 'workers'>): ChunkWorkers {
+export function layerWorkers(opts: Pick<BuildOptions, 'compressor' | 'digester' | 'workers'>): ChunkWorkers {
   return new ChunkWorkers({ compressor: opts.compressor ?? 'zstd', digester: opts.digester ?? 'sha256', level: LEVEL }, opts.workers)
 }
 
 /** One layer's entries to a tree plus a blob of its new chunks. */
-export async function buildLayer (source: EntrySource, opts: BuildOptions): Promise<LayerBuild> {
+export async function buildLayer(source: EntrySource, opts: BuildOptions): Promise<LayerBuild> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE
   const compressor = opts.compressor ?? 'zstd'
   const digester = opts.digester ?? 'sha256'
   await mkdir(opts.blobDir, { recursive: true })
   const writer = new BlobWriter(opts.blobDir, compressor, digester, opts.blobTap, opts.durable)
   const dict = (opts.dict ?? new ChunkDict(digester)).view()
-  const pipe = new ChunkPipeline({ compressor, digester, chunkSize, blob: writer, dict, workers: opts.workers, level: LEVEL, pool: opts.pool })
+  const pipe = new ChunkPipeline({
+    compressor,
+    digester,
+    chunkSize,
+    blob: writer,
+    dict,
+    workers: opts.workers,
+    level: LEVEL,
+    pool: opts.pool
+  })
   const builder = new TreeBuilder(source.where)
   let files = 0
   let entries = 0
@@ -75,7 +84,13 @@ export async function buildLayer (source: EntrySource, opts: BuildOptions): Prom
       chunks += n
       for (let i = 0; i < n; i++) {
         const len = Math.min(chunkSize, e.size - i * chunkSize)
-        await pipe.add(len, async (dst, off) => await e.readInto(dst, off, len), ref => { inode.chunks[i] = ref })
+        await pipe.add(
+          len,
+          async (dst, off) => await e.readInto(dst, off, len),
+          ref => {
+            inode.chunks[i] = ref
+          }
+        )
       }
       opts.onProgress?.(pipe.bytesIn)
     }
@@ -84,7 +99,14 @@ export async function buildLayer (source: EntrySource, opts: BuildOptions): Prom
     let blob: LayerBuild['blob']
     if (writer.toc.length > 0) {
       const c = await writer.commit()
-      blobs.unshift({ id: c.id, compressedSize: c.size, uncompressedSize: writer.uncompressedSize, chunkCount: writer.toc.length, compressor, digester })
+      blobs.unshift({
+        id: c.id,
+        compressedSize: c.size,
+        uncompressedSize: writer.uncompressedSize,
+        chunkCount: writer.toc.length,
+        compressor,
+        digester
+      })
       blob = { id: c.id, tmpPath: writer.tmpPath, finalPath: c.path }
     } else {
       for (const ref of pipe.refs) ref.blobIndex--
@@ -94,7 +116,17 @@ export async function buildLayer (source: EntrySource, opts: BuildOptions): Prom
     return {
       tree,
       blob,
-      stats: { files, entries, bytesIn: pipe.bytesIn, chunks, uniqueChunks: writer.toc.length, dedupHits: pipe.dedupHits, dictHits: pipe.dictHits, dictBytes: pipe.dictBytes, blobSize: blob === undefined ? 0 : writer.size }
+      stats: {
+        files,
+        entries,
+        bytesIn: pipe.bytesIn,
+        chunks,
+        uniqueChunks: writer.toc.length,
+        dedupHits: pipe.dedupHits,
+        dictHits: pipe.dictHits,
+        dictBytes: pipe.dictBytes,
+        blobSize: blob === undefined ? 0 : writer.size
+      }
     }
   } catch (err) {
     await pipe.close()

@@ -3,7 +3,10 @@ import { readFile } from 'node:fs/promises'
 import { BootstrapReader, RafsError, type BlobInfo, type ChunkRef, type DigesterName, type RafsTree, walkTree, isReg } from '@nydusjs/rafs'
 import { ConverterError } from '../errors.js'
 
-interface Known { ref: ChunkRef, blob: BlobInfo }
+interface Known {
+  ref: ChunkRef
+  blob: BlobInfo
+}
 
 /**
  * Chunks that already exist in earlier blobs (`--chunk-dict`, a parent
@@ -12,14 +15,18 @@ interface Known { ref: ChunkRef, blob: BlobInfo }
 export class ChunkDict {
   private readonly known = new Map<string, Known>()
 
-  constructor (readonly digester: DigesterName) {}
+  constructor(readonly digester: DigesterName) {}
 
-  get size (): number { return this.known.size }
+  get size(): number {
+    return this.known.size
+  }
 
-  static async load (paths: readonly string[], digester: DigesterName): Promise<ChunkDict> {
+  static async load(paths: readonly string[], digester: DigesterName): Promise<ChunkDict> {
     const dict = new ChunkDict(digester)
     for (const p of paths) {
-      const buf = await readFile(p).catch((err: Error) => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `chunk dict ${p}: ${err.message}`) })
+      const buf = await readFile(p).catch((err: Error) => {
+        throw new ConverterError('ERR_SOURCE_NOT_FOUND', `chunk dict ${p}: ${err.message}`)
+      })
       let r: BootstrapReader
       try {
         r = BootstrapReader.open(buf)
@@ -32,7 +39,7 @@ export class ChunkDict {
     return dict
   }
 
-  addReader (r: BootstrapReader, where: string): void {
+  addReader(r: BootstrapReader, where: string): void {
     this.checkDigester(r.sb.digester, where)
     const blobs = r.blobs()
     for (let i = 0; i < r.sb.chunkCount; i++) {
@@ -41,7 +48,7 @@ export class ChunkDict {
     }
   }
 
-  addTree (t: RafsTree, where: string): void {
+  addTree(t: RafsTree, where: string): void {
     this.checkDigester(t.digester, where)
     for (const { dentry } of walkTree(t.root)) {
       if (!isReg(dentry.inode.mode)) continue
@@ -50,17 +57,18 @@ export class ChunkDict {
   }
 
   /** A lookup for one build, with its own blob table. */
-  view (): DictView {
+  view(): DictView {
     return new DictView(this.known)
   }
 
-  private remember (ref: ChunkRef, blob: BlobInfo): void {
+  private remember(ref: ChunkRef, blob: BlobInfo): void {
     const key = ref.digest.toString('latin1')
     if (!this.known.has(key)) this.known.set(key, { ref, blob })
   }
 
-  private checkDigester (d: DigesterName, where: string): void {
-    if (d !== this.digester) throw new ConverterError('ERR_BAD_ARGUMENT', `chunk dict ${where} uses digester ${d}, this build uses ${this.digester}`)
+  private checkDigester(d: DigesterName, where: string): void {
+    if (d !== this.digester)
+      throw new ConverterError('ERR_BAD_ARGUMENT', `chunk dict ${where} uses digester ${d}, this build uses ${this.digester}`)
   }
 }
 
@@ -70,10 +78,10 @@ export class DictView {
   private readonly blobIndex = new Map<string, number>()
   private readonly mapped = new Map<string, ChunkRef>()
 
-  constructor (private readonly known: ReadonlyMap<string, Known>) {}
+  constructor(private readonly known: ReadonlyMap<string, Known>) {}
 
   /** The chunk with this digest (latin1 key), with its blob index in the build's blob table. */
-  lookup (key: string): ChunkRef | undefined {
+  lookup(key: string): ChunkRef | undefined {
     const hit = this.mapped.get(key)
     if (hit !== undefined) return hit
     const k = this.known.get(key)

@@ -20,7 +20,13 @@ export interface PipelineOptions {
   pool?: ChunkWorkers
 }
 
-interface Batch { seq: number, buf: Buffer, lens: number[], done: Array<(ref: ChunkRef) => void>, used: number }
+interface Batch {
+  seq: number
+  buf: Buffer
+  lens: number[]
+  done: Array<(ref: ChunkRef) => void>
+  used: number
+}
 
 /**
  * Reading stays on the main thread; hashing and compression run on worker
@@ -54,7 +60,7 @@ export class ChunkPipeline {
   dictBytes = 0
   bytesIn = 0
 
-  constructor (private readonly opts: PipelineOptions) {
+  constructor(private readonly opts: PipelineOptions) {
     const spec = { compressor: opts.compressor, digester: opts.digester, level: opts.level }
     this.ownsThreads = opts.pool?.matches(spec) !== true
     this.threads = this.ownsThreads ? new ChunkWorkers(spec, opts.workers) : opts.pool!
@@ -67,7 +73,7 @@ export class ChunkPipeline {
   }
 
   /** Reserves room for one chunk, lets `fill` read it in place, and calls `done` with its location later. */
-  async add (len: number, fill: (dst: Buffer, off: number) => Promise<void>, done: (ref: ChunkRef) => void): Promise<void> {
+  async add(len: number, fill: (dst: Buffer, off: number) => Promise<void>, done: (ref: ChunkRef) => void): Promise<void> {
     this.check()
     if (this.current.used + len > this.current.buf.length || this.current.lens.length >= BATCH_CHUNKS) await this.flushBatch()
     const b = this.current
@@ -78,12 +84,14 @@ export class ChunkPipeline {
     this.bytesIn += len
   }
 
-  async finish (): Promise<void> {
+  async finish(): Promise<void> {
     try {
       await this.flushBatch()
       while (this.nextApply < this.seq) {
         this.check()
-        await new Promise<void>(resolve => { this.wake = resolve })
+        await new Promise<void>(resolve => {
+          this.wake = resolve
+        })
       }
       await this.applying
       this.check()
@@ -93,7 +101,7 @@ export class ChunkPipeline {
   }
 
   /** Stops the threads, unless they are borrowed and idle: then they go back to their pool for the next layer. */
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     for (const w of this.workers) w.off('error', this.onError)
@@ -101,12 +109,12 @@ export class ChunkPipeline {
     if (this.ownsThreads || this.failure !== undefined || this.inflight.size > 0 || this.queue.length > 0) await this.threads.close()
   }
 
-  private newBatch (): Batch {
+  private newBatch(): Batch {
     const size = Math.max(BATCH_BYTES, this.opts.chunkSize)
     return { seq: -1, buf: Buffer.from(this.pool.pop() ?? new ArrayBuffer(size)), lens: [], done: [], used: 0 }
   }
 
-  private async flushBatch (): Promise<void> {
+  private async flushBatch(): Promise<void> {
     const b = this.current
     if (b.lens.length === 0) return
     await this.threads.ready
@@ -117,11 +125,13 @@ export class ChunkPipeline {
     // Bound memory: at most two batches waiting per worker.
     while (this.inflight.size + this.queue.length > this.workers.length * 2 || this.results.size > this.workers.length * 2) {
       this.check()
-      await new Promise<void>(resolve => { this.wake = resolve })
+      await new Promise<void>(resolve => {
+        this.wake = resolve
+      })
     }
   }
 
-  private dispatch (): void {
+  private dispatch(): void {
     while (this.idle.length > 0 && this.queue.length > 0) {
       const w = this.idle.pop()!
       const b = this.queue.shift()!
@@ -138,7 +148,7 @@ export class ChunkPipeline {
     }
   }
 
-  private async applyReady (): Promise<void> {
+  private async applyReady(): Promise<void> {
     for (let res = this.results.get(this.nextApply); res !== undefined; res = this.results.get(this.nextApply)) {
       const b = this.inflight.get(this.nextApply)!
       this.results.delete(this.nextApply)
@@ -149,7 +159,7 @@ export class ChunkPipeline {
     }
   }
 
-  private async apply (b: Batch, res: BatchResult): Promise<void> {
+  private async apply(b: Batch, res: BatchResult): Promise<void> {
     const digests = Buffer.from(res.digests)
     const out = Buffer.from(res.out)
     let off = 0
@@ -162,12 +172,20 @@ export class ChunkPipeline {
   }
 
   /** Dedup: this blob first, then the chunk dictionary, else append to the blob. */
-  private async place (digest: Buffer, data: Buffer, flags: number, size: number): Promise<ChunkRef> {
+  private async place(digest: Buffer, data: Buffer, flags: number, size: number): Promise<ChunkRef> {
     const key = digest.toString('latin1')
     const own = this.own.get(key)
-    if (own !== undefined) { this.dedupHits++; return own }
+    if (own !== undefined) {
+      this.dedupHits++
+      return own
+    }
     const dict = this.opts.dict.lookup(key)
-    if (dict !== undefined) { this.dictHits++; this.dictBytes += dict.compressedSize; this.refs.add(dict); return dict }
+    if (dict !== undefined) {
+      this.dictHits++
+      this.dictBytes += dict.compressedSize
+      this.refs.add(dict)
+      return dict
+    }
     const e = await this.opts.blob.append(digest, data, flags, size)
     const ref: ChunkRef = { ...e, blobIndex: 0 }
     this.own.set(key, ref)
@@ -175,18 +193,18 @@ export class ChunkPipeline {
     return ref
   }
 
-  private signal (): void {
+  private signal(): void {
     const w = this.wake
     this.wake = undefined
     w?.()
   }
 
-  private fail (err: Error): void {
+  private fail(err: Error): void {
     this.failure ??= err
     this.signal()
   }
 
-  private check (): void {
+  private check(): void {
     if (this.failure !== undefined) throw this.failure
   }
 }

@@ -1,13 +1,19 @@
-import {
-  MAX_NAME, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, isDir, nameKey, newInode, type Inode
-} from '@nydusjs/rafs'
+import { MAX_NAME, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, isDir, nameKey, newInode, type Inode } from '@nydusjs/rafs'
 import { ConverterError } from '../errors.js'
 import type { EntryType, LayerEntry } from '@nydusjs/tar'
 
-const TYPE_BITS: Record<EntryType, number> = { file: S_IFREG, link: S_IFREG, symlink: S_IFLNK, dir: S_IFDIR, char: S_IFCHR, block: S_IFBLK, fifo: S_IFIFO }
+const TYPE_BITS: Record<EntryType, number> = {
+  file: S_IFREG,
+  link: S_IFREG,
+  symlink: S_IFLNK,
+  dir: S_IFDIR,
+  char: S_IFCHR,
+  block: S_IFBLK,
+  fifo: S_IFIFO
+}
 
 /** Strips leading `/` and `./`, folds `.` and `..`; refuses a path that climbs above the root. */
-export function normalisePath (raw: Buffer, where: string): Buffer[] {
+export function normalisePath(raw: Buffer, where: string): Buffer[] {
   const out: Buffer[] = []
   let start = 0
   for (let i = 0; i <= raw.length; i++) {
@@ -16,11 +22,16 @@ export function normalisePath (raw: Buffer, where: string): Buffer[] {
     start = i + 1
     if (part.length === 0 || (part.length === 1 && part[0] === 0x2e)) continue
     if (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e) {
-      if (out.length === 0) throw new ConverterError('ERR_TAR_BAD_PATH', `${where}: path ${JSON.stringify(raw.toString())} climbs above the root with '..'`)
+      if (out.length === 0)
+        throw new ConverterError('ERR_TAR_BAD_PATH', `${where}: path ${JSON.stringify(raw.toString())} climbs above the root with '..'`)
       out.pop()
       continue
     }
-    if (part.length > MAX_NAME) throw new ConverterError('ERR_TAR_BAD_PATH', `${where}: path ${JSON.stringify(raw.toString())} has a component over ${MAX_NAME} bytes`)
+    if (part.length > MAX_NAME)
+      throw new ConverterError(
+        'ERR_TAR_BAD_PATH',
+        `${where}: path ${JSON.stringify(raw.toString())} has a component over ${MAX_NAME} bytes`
+      )
     if (part.includes(0)) throw new ConverterError('ERR_TAR_BAD_PATH', `${where}: path ${JSON.stringify(raw.toString())} contains NUL`)
     out.push(part)
   }
@@ -31,10 +42,10 @@ export function normalisePath (raw: Buffer, where: string): Buffer[] {
 export class TreeBuilder {
   readonly root: Inode = newInode(S_IFDIR | 0o755)
 
-  constructor (private readonly where: string) {}
+  constructor(private readonly where: string) {}
 
   /** Adds one entry; returns the new inode of a regular file (whose chunks the caller fills). */
-  add (e: LayerEntry): Inode | undefined {
+  add(e: LayerEntry): Inode | undefined {
     const parts = normalisePath(e.path, this.where)
     if (parts.length === 0) {
       if (e.type !== 'dir') throw new ConverterError('ERR_TAR_BAD_PATH', `${this.where}: the root entry is a ${e.type}, not a directory`)
@@ -61,7 +72,7 @@ export class TreeBuilder {
     return e.type === 'file' ? inode : undefined
   }
 
-  private fields (e: LayerEntry): Partial<Inode> {
+  private fields(e: LayerEntry): Partial<Inode> {
     return {
       mode: TYPE_BITS[e.type] | e.mode,
       uid: e.uid,
@@ -74,7 +85,7 @@ export class TreeBuilder {
     }
   }
 
-  private parentDir (parts: Buffer[], raw: Buffer): Inode {
+  private parentDir(parts: Buffer[], raw: Buffer): Inode {
     let cur = this.root
     for (let i = 0; i < parts.length - 1; i++) {
       const key = nameKey(parts[i])
@@ -86,20 +97,27 @@ export class TreeBuilder {
       } else if (isDir(next.inode.mode)) {
         cur = next.inode
       } else {
-        throw new ConverterError('ERR_TAR_BAD_PATH', `${this.where}: path ${JSON.stringify(raw.toString())} goes through ${JSON.stringify(parts.slice(0, i + 1).join('/'))}, which is not a directory`)
+        throw new ConverterError(
+          'ERR_TAR_BAD_PATH',
+          `${this.where}: path ${JSON.stringify(raw.toString())} goes through ${JSON.stringify(parts.slice(0, i + 1).join('/'))}, which is not a directory`
+        )
       }
     }
     return cur
   }
 
-  private resolveLink (e: LayerEntry): Inode {
+  private resolveLink(e: LayerEntry): Inode {
     const parts = normalisePath(e.linkname, this.where)
     let cur: Inode | undefined = this.root
     for (const p of parts) cur = cur?.children?.get(nameKey(p))?.inode
     if (cur === undefined || parts.length === 0) {
-      throw new ConverterError('ERR_TAR_BAD_LINK', `${this.where}: hard link ${JSON.stringify(e.path.toString())} points at ${JSON.stringify(e.linkname.toString())}, which is not in the layer`)
+      throw new ConverterError(
+        'ERR_TAR_BAD_LINK',
+        `${this.where}: hard link ${JSON.stringify(e.path.toString())} points at ${JSON.stringify(e.linkname.toString())}, which is not in the layer`
+      )
     }
-    if (isDir(cur.mode)) throw new ConverterError('ERR_TAR_BAD_LINK', `${this.where}: hard link ${JSON.stringify(e.path.toString())} points at a directory`)
+    if (isDir(cur.mode))
+      throw new ConverterError('ERR_TAR_BAD_LINK', `${this.where}: hard link ${JSON.stringify(e.path.toString())} points at a directory`)
     return cur
   }
 }

@@ -12,17 +12,24 @@ export default class Create extends BaseCommand {
     '<%= config.bin %> create rootfs/ --type dir --bootstrap app.boot --blob-dir blobs/ --chunk-dict base.boot --output-json out.json'
   ]
 
-  static args = { source: Args.string({ description: 'the layer: a tar file (optionally gzip or zstd compressed), a directory, or - for standard input', required: true }) }
+  static args = {
+    source: Args.string({
+      description: 'the layer: a tar file (optionally gzip or zstd compressed), a directory, or - for standard input',
+      required: true
+    })
+  }
   static flags = {
     bootstrap: Flags.string({ char: 'B', description: 'where to write the bootstrap', required: true }),
     'blob-dir': Flags.string({ char: 'D', description: 'directory that receives the data blob, named by its sha256', required: true }),
     type: Flags.string({ char: 't', description: 'source type (default: detected from its first bytes)', options: [...SOURCE_TYPES] }),
-    'parent-bootstrap': Flags.string({ description: 'build on top of this bootstrap: the output is the merged image, and the parent\'s chunks are reused' }),
+    'parent-bootstrap': Flags.string({
+      description: "build on top of this bootstrap: the output is the merged image, and the parent's chunks are reused"
+    }),
     'prefetch-files': Flags.string({ description: 'file listing paths (one per line) that nydusd fetches first' }),
     ...buildFlags
   }
 
-  async run (): Promise<void> {
+  async run(): Promise<void> {
     const { args, flags } = await this.parse(Create)
     const progress = new Progress('converting ')
     const res = await createLayer({
@@ -46,7 +53,9 @@ export default class Create extends BaseCommand {
     })
     if (flags['output-json'] !== '-') {
       this.print(`root digest ${res.rootDigest}`)
-      this.print(`bootstrap ${res.bootstrap}, ${res.stats.files} files, ${res.stats.uniqueChunks}/${res.stats.chunks} chunks stored, blob ${res.newBlob ?? '(none: every chunk already existed)'}`)
+      this.print(
+        `bootstrap ${res.bootstrap}, ${res.stats.files} files, ${res.stats.uniqueChunks}/${res.stats.chunks} chunks stored, blob ${res.newBlob ?? '(none: every chunk already existed)'}`
+      )
     }
   }
 }

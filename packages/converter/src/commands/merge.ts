@@ -11,7 +11,7 @@ export default class Merge extends BaseCommand {
     'output-json': Flags.string({ description: 'write a JSON summary to this file (- for stdout)' })
   }
 
-  async run (): Promise<void> {
+  async run(): Promise<void> {
     const { argv, flags } = await this.parse(Merge)
     const res = await mergeBootstraps(flags.bootstrap, argv as string[])
     await this.writeJson(flags['output-json'], { bootstrap: flags.bootstrap, root_digest: res.rootDigest, blobs: res.blobs })

@@ -13,7 +13,7 @@ export default class Unpack extends BaseCommand {
     output: Flags.string({ char: 'o', description: 'tar file to write', required: true })
   }
 
-  async run (): Promise<void> {
+  async run(): Promise<void> {
     const { flags } = await this.parse(Unpack)
     const r = await loadBootstrap(flags.bootstrap)
     const res = await unpackToTar(readTree(r), flags['blob-dir'], await loadDigester(r.sb.digester), flags.output)

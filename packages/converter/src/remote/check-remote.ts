@@ -28,7 +28,7 @@ export interface RemoteCheckReport extends CheckReport {
 const MAX_RANGE = 8 * 1024 * 1024
 
 /** `check --target REF [--source REF]`: the bootstrap, every chunk through the registry, and the tree against the source's layers. */
-export async function checkRemote (o: RemoteCheckOptions): Promise<RemoteCheckReport> {
+export async function checkRemote(o: RemoteCheckOptions): Promise<RemoteCheckReport> {
   const dst = parseImageRef(o.target)
   const regs = new Registries()
   const report: RemoteCheckReport = { bootstrap: o.target, blobsChecked: 0, chunksChecked: 0, problems: [], differences: [] }
@@ -41,8 +41,11 @@ export async function checkRemote (o: RemoteCheckOptions): Promise<RemoteCheckRe
     if (r === undefined) return report
     const inS3 = pulled.layer.annotations?.[ANNOTATION_NYDUS_BLOB_IDS] !== undefined
     const layerIds = new Set(pulled.manifest.layers.map(l => l.digest))
-    for (const b of r.blobs()) if (!inS3 && !layerIds.has(`sha256:${b.id}`)) report.problems.push(`blob ${b.id}: not listed as a layer of the manifest`)
-    const backend: BlobBackend = inS3 ? await loadS3(o.backendConfig) : new RegistryBackend({ host: dst.host, repo: dst.repo, scheme: tc.scheme, skipVerify: o.targetInsecure })
+    for (const b of r.blobs())
+      if (!inS3 && !layerIds.has(`sha256:${b.id}`)) report.problems.push(`blob ${b.id}: not listed as a layer of the manifest`)
+    const backend: BlobBackend = inS3
+      ? await loadS3(o.backendConfig)
+      : new RegistryBackend({ host: dst.host, repo: dst.repo, scheme: tc.scheme, skipVerify: o.targetInsecure })
     try {
       await checkRemoteBlobs(r, backend, report)
     } finally {
@@ -56,7 +59,7 @@ export async function checkRemote (o: RemoteCheckOptions): Promise<RemoteCheckRe
 }
 
 /** Every chunk read by range (neighbours merged up to 8 MiB, so memory stays bounded) and checked against its digest. */
-async function checkRemoteBlobs (r: BootstrapReader, backend: BlobBackend, report: CheckReport): Promise<void> {
+async function checkRemoteBlobs(r: BootstrapReader, backend: BlobBackend, report: CheckReport): Promise<void> {
   const digester = await loadDigester(r.sb.digester)
   const blobs = r.blobs()
   const byBlob = blobs.map(() => new Map<number, ChunkRef>())
@@ -67,9 +70,10 @@ async function checkRemoteBlobs (r: BootstrapReader, backend: BlobBackend, repor
   for (const [i, blob] of blobs.entries()) {
     try {
       const size = await backend.size(blob.id)
-      if (size !== blob.compressedSize) throw new ConverterError('ERR_BLOB_CORRUPT', `is ${size} bytes, the bootstrap says ${blob.compressedSize}`)
+      if (size !== blob.compressedSize)
+        throw new ConverterError('ERR_BLOB_CORRUPT', `is ${size} bytes, the bootstrap says ${blob.compressedSize}`)
       const chunks = [...byBlob[i].values()].sort((a, b) => a.compressedOffset - b.compressedOffset)
-      for (let k = 0; k < chunks.length;) {
+      for (let k = 0; k < chunks.length; ) {
         const start = chunks[k].compressedOffset
         let end = k
         while (end + 1 < chunks.length && chunks[end + 1].compressedOffset + chunks[end + 1].compressedSize - start <= MAX_RANGE) end++
@@ -85,12 +89,12 @@ async function checkRemoteBlobs (r: BootstrapReader, backend: BlobBackend, repor
   }
 }
 
-function verifyAt (raw: Buffer, c: ChunkRef, base: number, blobId: string, digester: Digester, report: CheckReport): void {
+function verifyAt(raw: Buffer, c: ChunkRef, base: number, blobId: string, digester: Digester, report: CheckReport): void {
   verifyChunk(raw.subarray(c.compressedOffset - base, c.compressedOffset - base + c.compressedSize), c, blobId, digester)
   report.chunksChecked++
 }
 
-async function compareWithSource (regs: Registries, o: RemoteCheckOptions, platform: string, r: BootstrapReader): Promise<string[]> {
+async function compareWithSource(regs: Registries, o: RemoteCheckOptions, platform: string, r: BootstrapReader): Promise<string[]> {
   const src = parseImageRef(o.source!)
   const sc: RegistryClient = await regs.client(src.host, o.sourceInsecure === true)
   const img = await resolveImage(sc, src.repo, src.ref, platform, false)
@@ -98,7 +102,8 @@ async function compareWithSource (regs: Registries, o: RemoteCheckOptions, platf
   for (const [i, l] of img.manifest.layers.entries()) {
     const where = `source ${o.source} layer ${i + 1} (${l.digest})`
     const type = LAYER_TYPES[l.mediaType]
-    if (type === undefined) throw new ConverterError('ERR_OCI_LAYOUT', `${where}: unsupported layer media type ${JSON.stringify(l.mediaType)}`)
+    if (type === undefined)
+      throw new ConverterError('ERR_OCI_LAYOUT', `${where}: unsupported layer media type ${JSON.stringify(l.mediaType)}`)
     const source = streamedLayerSource(await sc.blobStream(src.repo, l.digest), l, type, where)
     await want.applyLayer(source)
     await source.verified

@@ -33,7 +33,7 @@ export interface RemoteConvertOptions {
    * are checked with a HEAD before any byte is sent).
    */
   streamPush?: boolean
-  onProgress?: (p: { image: number, layer: number, layers: number, phase: 'pull' | 'push', bytes: number }) => void
+  onProgress?: (p: { image: number; layer: number; layers: number; phase: 'pull' | 'push'; bytes: number }) => void
 }
 
 export interface LayerReport {
@@ -70,8 +70,8 @@ export interface ImageReport {
 }
 
 export interface RemoteConvertReport {
-  source: { ref: string, digest: string }
-  target: { ref: string, digest: string, media_type: string }
+  source: { ref: string; digest: string }
+  target: { ref: string; digest: string; media_type: string }
   backend: 'registry' | 's3'
   images: ImageReport[]
   pushed_bytes: number

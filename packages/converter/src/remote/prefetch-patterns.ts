@@ -4,9 +4,15 @@ import { walkTree, type RafsTree } from '@nydusjs/rafs'
 import { ConverterError } from '../errors.js'
 
 /** One path or glob per line (`/usr/bin/python3`, `/usr/lib/**\/*.so`); blank lines and `#` comments skipped. */
-export async function readPrefetchPatterns (path: string): Promise<string[]> {
-  const text = await readFile(path, 'utf8').catch((err: Error) => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `prefetch patterns ${path}: ${err.message}`) })
-  return text.split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('#')).map(l => l.replace(/^\/+/, ''))
+export async function readPrefetchPatterns(path: string): Promise<string[]> {
+  const text = await readFile(path, 'utf8').catch((err: Error) => {
+    throw new ConverterError('ERR_SOURCE_NOT_FOUND', `prefetch patterns ${path}: ${err.message}`)
+  })
+  return text
+    .split('\n')
+    .map(l => l.trim())
+    .filter(l => l !== '' && !l.startsWith('#'))
+    .map(l => l.replace(/^\/+/, ''))
 }
 
 /**
@@ -14,7 +20,7 @@ export async function readPrefetchPatterns (path: string): Promise<string[]> {
  * (a directory stands for everything under it, as in the original), a glob
  * expanded against every path in the image. Unmatched patterns are returned.
  */
-export function expandPrefetch (tree: RafsTree, patterns: string[]): { paths: Buffer[], unmatched: string[] } {
+export function expandPrefetch(tree: RafsTree, patterns: string[]): { paths: Buffer[]; unmatched: string[] } {
   const all = [...walkTree(tree.root)].map(e => e.path.toString('latin1'))
   const exists = new Set(all)
   const out: string[] = []
@@ -23,13 +29,16 @@ export function expandPrefetch (tree: RafsTree, patterns: string[]): { paths: Bu
   for (const p of patterns) {
     const hits = picomatch.scan(p).isGlob ? matching(all, p) : exists.has(p) ? [p] : []
     if (hits.length === 0) unmatched.push(p)
-    for (const h of hits) if (!seen.has(h)) { seen.add(h); out.push(h) }
+    for (const h of hits)
+      if (!seen.has(h)) {
+        seen.add(h)
+        out.push(h)
+      }
   }
   return { paths: out.map(p => Buffer.from(p, 'latin1')), unmatched }
 }
 
-
-function matching (paths: string[], glob: string): string[] {
+function matching(paths: string[], glob: string): string[] {
   const m = picomatch(glob, { dot: true })
   return paths.filter(p => m(p))
 }

@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { S3Backend } from '@nydusjs/storage'
+import type { S3Backend } from '@nydusjs/storage'
 import { RegistryClient, StreamedBlobUpload, insecureScheme, type PushResult } from '@nydusjs/registry'
 import { ConverterError } from '../errors.js'
 
@@ -16,9 +16,9 @@ import { ConverterError } from '../errors.js'
 export class Registries {
   private readonly clients = new Map<string, Promise<RegistryClient>>()
 
-  constructor (private readonly o: { dockerConfig?: string, retries?: number } = {}) {}
+  constructor(private readonly o: { dockerConfig?: string; retries?: number } = {}) {}
 
-  async client (host: string, insecure: boolean): Promise<RegistryClient> {
+  async client(host: string, insecure: boolean): Promise<RegistryClient> {
     const key = `${host} ${insecure}`
     let c = this.clients.get(key)
     if (c === undefined) {
@@ -28,11 +28,11 @@ export class Registries {
     return await c
   }
 
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     for (const c of this.clients.values()) await (await c.catch(() => undefined))?.close()
   }
 
-  private async make (host: string, insecure: boolean): Promise<RegistryClient> {
+  private async make(host: string, insecure: boolean): Promise<RegistryClient> {
     const base = { host, dockerConfig: this.o.dockerConfig, retries: this.o.retries }
     if (!insecure) return new RegistryClient({ ...base, scheme: 'https' })
     return new RegistryClient({ ...base, scheme: await insecureScheme(host), skipVerify: true })
@@ -54,24 +54,44 @@ export interface BlobTarget {
   /** Makes the blob at `path` (named by its sha256 `id`) available to readers of the converted image. */
   put: (id: string, size: number, path: string, onBytes?: (n: number) => void) => Promise<PushResult>
   /** A blob converted earlier (a chunk dictionary's), present here or fetched from its own repository. */
-  putForeign: (id: string, size: number, from: { client: RegistryClient, repo: string } | undefined, workDir: string) => Promise<PushResult>
+  putForeign: (id: string, size: number, from: { client: RegistryClient; repo: string } | undefined, workDir: string) => Promise<PushResult>
 }
 
 export class RegistryBlobTarget implements BlobTarget {
   readonly kind = 'registry'
-  constructor (private readonly client: RegistryClient, private readonly repo: string) {}
+  constructor(
+    private readonly client: RegistryClient,
+    private readonly repo: string
+  ) {}
 
-  async put (id: string, size: number, path: string, onBytes?: (n: number) => void): Promise<PushResult> {
-    return await this.client.pushBlob(this.repo, { digest: `sha256:${id}`, size }, (start, end) => createReadStream(path, { start, end, highWaterMark: 1 << 20 }), [], onBytes)
+  async put(id: string, size: number, path: string, onBytes?: (n: number) => void): Promise<PushResult> {
+    return await this.client.pushBlob(
+      this.repo,
+      { digest: `sha256:${id}`, size },
+      (start, end) => createReadStream(path, { start, end, highWaterMark: 1 << 20 }),
+      [],
+      onBytes
+    )
   }
 
-  openStream (): BlobStream { return new StreamedBlobUpload(this.client, this.repo) }
+  openStream(): BlobStream {
+    return new StreamedBlobUpload(this.client, this.repo)
+  }
 
-  async putForeign (id: string, size: number, from: { client: RegistryClient, repo: string } | undefined, workDir: string): Promise<PushResult> {
+  async putForeign(
+    id: string,
+    size: number,
+    from: { client: RegistryClient; repo: string } | undefined,
+    workDir: string
+  ): Promise<PushResult> {
     const digest = `sha256:${id}`
     if (await this.client.hasBlob(this.repo, digest)) return 'exists'
-    if (from === undefined) throw new ConverterError('ERR_BLOB_MISSING', `chunk dict blob ${id} is not in ${this.client.host}/${this.repo}; give the dictionary as an image reference so it can be copied`)
-    if (from.client === this.client && await this.client.mountBlob(this.repo, digest, from.repo)) return 'mounted'
+    if (from === undefined)
+      throw new ConverterError(
+        'ERR_BLOB_MISSING',
+        `chunk dict blob ${id} is not in ${this.client.host}/${this.repo}; give the dictionary as an image reference so it can be copied`
+      )
+    if (from.client === this.client && (await this.client.mountBlob(this.repo, digest, from.repo))) return 'mounted'
     const path = await download(from.client, from.repo, id, workDir)
     try {
       return await this.put(id, size, path)
@@ -83,23 +103,26 @@ export class RegistryBlobTarget implements BlobTarget {
 
 export class S3BlobTarget implements BlobTarget {
   readonly kind = 's3'
-  constructor (private readonly s3: S3Backend) {}
+  constructor(private readonly s3: S3Backend) {}
 
-  async put (id: string, size: number, path: string, onBytes?: (n: number) => void): Promise<PushResult> {
+  async put(id: string, size: number, path: string, onBytes?: (n: number) => void): Promise<PushResult> {
     if (await this.s3.has(id)) return 'exists'
     await this.s3.put(id, size, () => createReadStream(path, { highWaterMark: 1 << 20 }))
     onBytes?.(size)
     return 'pushed'
   }
 
-  async putForeign (id: string): Promise<PushResult> {
+  async putForeign(id: string): Promise<PushResult> {
     if (await this.s3.has(id)) return 'exists'
-    throw new ConverterError('ERR_BLOB_MISSING', `chunk dict blob ${id} is not in the S3 bucket; convert the dictionary image with the same --backend-config`)
+    throw new ConverterError(
+      'ERR_BLOB_MISSING',
+      `chunk dict blob ${id} is not in the S3 bucket; convert the dictionary image with the same --backend-config`
+    )
   }
 }
 
 /** A blob to a temporary file, checked against its id. */
-async function download (client: RegistryClient, repo: string, id: string, dir: string): Promise<string> {
+async function download(client: RegistryClient, repo: string, id: string, dir: string): Promise<string> {
   const path = join(dir, `foreign-${id}`)
   const h = createHash('sha256')
   const body = await client.blobStream(repo, `sha256:${id}`)

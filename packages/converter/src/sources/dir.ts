@@ -8,9 +8,9 @@ import type { EntrySource, EntryType, LayerEntry } from '@nydusjs/tar'
  * directory source carries no xattrs (convert a tar made with `tar --xattrs` to keep them).
  */
 export class DirSource implements EntrySource {
-  constructor (readonly where: string) {}
+  constructor(readonly where: string) {}
 
-  async * entries (): AsyncGenerator<LayerEntry> {
+  async *entries(): AsyncGenerator<LayerEntry> {
     const links = new Map<string, Buffer>()
     const stack: Buffer[] = [Buffer.alloc(0)]
     while (stack.length > 0) {
@@ -31,7 +31,7 @@ export class DirSource implements EntrySource {
     }
   }
 
-  private async entry (path: Buffer, links: Map<string, Buffer>): Promise<{ entry: LayerEntry, close: () => Promise<void> } | undefined> {
+  private async entry(path: Buffer, links: Map<string, Buffer>): Promise<{ entry: LayerEntry; close: () => Promise<void> } | undefined> {
     const abs = Buffer.concat([Buffer.from(this.where + '/', 'latin1'), path])
     const st = await lstat(abs, { bigint: true })
     const type = typeOf(st.mode)
@@ -67,18 +67,30 @@ export class DirSource implements EntrySource {
       if (bytesRead !== n) throw new ConverterError('ERR_TAR_TRUNCATED', `${abs.toString()} changed size while it was read`)
       pos += n
     }
-    return { entry: base, close: async () => { await fh?.close() } }
+    return {
+      entry: base,
+      close: async () => {
+        await fh?.close()
+      }
+    }
   }
 }
 
-function typeOf (mode: bigint): EntryType | undefined {
+function typeOf(mode: bigint): EntryType | undefined {
   switch (Number(mode & 0o170000n)) {
-    case 0o100000: return 'file'
-    case 0o040000: return 'dir'
-    case 0o120000: return 'symlink'
-    case 0o020000: return 'char'
-    case 0o060000: return 'block'
-    case 0o010000: return 'fifo'
-    default: return undefined
+    case 0o100000:
+      return 'file'
+    case 0o040000:
+      return 'dir'
+    case 0o120000:
+      return 'symlink'
+    case 0o020000:
+      return 'char'
+    case 0o060000:
+      return 'block'
+    case 0o010000:
+      return 'fifo'
+    default:
+      return undefined
   }
 }

@@ -13,7 +13,7 @@ export const SOURCE_TYPES: readonly SourceType[] = ['tar', 'targz', 'tarzst', 'd
 const READ_CHUNK = 1024 * 1024
 
 /** Guesses the type by magic: gzip, zstd, a ustar header, or a directory. */
-export async function detectType (path: string): Promise<SourceType> {
+export async function detectType(path: string): Promise<SourceType> {
   const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
     throw new ConverterError('ERR_SOURCE_NOT_FOUND', `source ${path}: ${err.code === 'ENOENT' ? 'no such file or directory' : err.message}`)
   })
@@ -28,16 +28,19 @@ export async function detectType (path: string): Promise<SourceType> {
   }
 }
 
-export function sniff (head: Buffer, where: string): SourceType {
+export function sniff(head: Buffer, where: string): SourceType {
   if (head[0] === 0x1f && head[1] === 0x8b) return 'targz'
   if (head.readUInt32LE(0) === 0xfd2fb528) return 'tarzst'
   if (head.length >= 263 && head.subarray(257, 262).toString('latin1') === 'ustar') return 'tar'
   if (head.length === 0) return 'tar'
-  throw new ConverterError('ERR_SOURCE_UNKNOWN_TYPE', `${where}: not a tar, gzip or zstd stream and not a directory (use --type to say which)`)
+  throw new ConverterError(
+    'ERR_SOURCE_UNKNOWN_TYPE',
+    `${where}: not a tar, gzip or zstd stream and not a directory (use --type to say which)`
+  )
 }
 
 /** A decompressing stream over raw bytes, with errors turned into one clear message. */
-export function decompressed (raw: AsyncIterable<Uint8Array> & Readable, type: SourceType, where: string): AsyncIterable<Uint8Array> {
+export function decompressed(raw: AsyncIterable<Uint8Array> & Readable, type: SourceType, where: string): AsyncIterable<Uint8Array> {
   if (type === 'tar') return raw
   const d: Readable = type === 'targz' ? createGunzip({ chunkSize: READ_CHUNK }) : new DecompressStream()
   // pipeline, not pipe: an error on either side reaches the reader, never an unhandled 'error' event.
@@ -45,7 +48,7 @@ export function decompressed (raw: AsyncIterable<Uint8Array> & Readable, type: S
   return wrapErrors(d, `${where}: corrupt ${type === 'targz' ? 'gzip' : 'zstd'} stream`)
 }
 
-async function * wrapErrors (s: AsyncIterable<Uint8Array> & Readable, prefix: string): AsyncGenerator<Uint8Array> {
+async function* wrapErrors(s: AsyncIterable<Uint8Array> & Readable, prefix: string): AsyncGenerator<Uint8Array> {
   try {
     for await (const b of s) yield b
   } catch (err) {
@@ -57,14 +60,16 @@ async function * wrapErrors (s: AsyncIterable<Uint8Array> & Readable, prefix: st
 }
 
 /** A layer from a path, or from standard input when the path is `-` (then `type` defaults to tar). */
-export async function openSource (path: string, type?: SourceType): Promise<EntrySource> {
+export async function openSource(path: string, type?: SourceType): Promise<EntrySource> {
   if (path === '-') {
     if (type === 'dir') throw new ConverterError('ERR_BAD_ARGUMENT', 'standard input cannot be a directory source')
     return new TarSource(decompressed(process.stdin, type ?? 'tar', 'standard input'), 'standard input')
   }
-  const t = type ?? await detectType(path)
+  const t = type ?? (await detectType(path))
   if (t === 'dir') return new DirSource(path)
-  const st = await stat(path).catch(() => { throw new ConverterError('ERR_SOURCE_NOT_FOUND', `source ${path}: no such file`) })
+  const st = await stat(path).catch(() => {
+    throw new ConverterError('ERR_SOURCE_NOT_FOUND', `source ${path}: no such file`)
+  })
   // A plain tar in a regular file is read with positional reads straight into the chunk buffers.
   if (t === 'tar' && st.isFile()) return new TarSource(await open(path, 'r'), path, st.size)
   const raw = createReadStream(path, { highWaterMark: READ_CHUNK })
