@@ -1,3 +1,4 @@
+import { statusOf } from '@nydusjs/errors'
 import { createServer, type Server } from 'node:http'
 import { rm } from 'node:fs/promises'
 import type { Logger } from 'pino'
@@ -36,10 +37,14 @@ export async function startApi(sock: string, h: ApiHandlers, log: Logger): Promi
       send(404, { code: 'NOT_FOUND', message: `no API at ${path}` })
       return
     }
-    Promise.resolve(fn()).catch((err: Error) => {
-      log.error({ err: err.message, path }, 'API request failed')
-      send(500, { code: 'INTERNAL', message: err.message })
-    })
+    Promise.resolve()
+      .then(fn)
+      .catch((err: Error) => {
+        // The status comes from the one error table; the body keeps the project's code.
+        const { http, code } = statusOf(err)
+        log.error({ err: err.message, code, path }, 'API request failed')
+        send(http, { code, message: err.message })
+      })
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -2,22 +2,21 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { layerFixture, mountImage, pushBlob, startFaultProxy, startRegistry, startS3, tempDir, type Fault } from '@nydusjs/testkit'
+import {
+  layerFixture,
+  listFiles,
+  mountImage,
+  pushBlob,
+  startFaultProxy,
+  startRegistry,
+  startS3,
+  tempDir,
+  type Fault
+} from '@nydusjs/testkit'
 import { buildImage } from './helpers.js'
 
 const REPO = 'nydusjs/image'
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
-
-async function files(root: string, rel = ''): Promise<string[]> {
-  const out: string[] = []
-  for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
-    const p = rel === '' ? e.name : `${rel}/${e.name}`
-    if (e.isDirectory()) out.push(...(await files(root, p)))
-    else if (e.isFile()) out.push(p)
-  }
-  return out.sort()
-}
 
 test.serial(
   'nydusd over [registry behind a faulty proxy, s3, localfs] reads every file right under every fault; all failing gives quick EIO; it recovers',
@@ -70,7 +69,7 @@ test.serial(
     }
     const ref = new Map<string, string>()
     const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config })
-    for (const f of await files(m.mnt)) ref.set(f, sha(await readFile(join(m.mnt, f))))
+    for (const f of await listFiles(m.mnt)) ref.set(f, sha(await readFile(join(m.mnt, f))))
     t.true(ref.size > 5)
     await m.stop()
 
@@ -96,12 +95,11 @@ test.serial(
     await s3.put(`nydus/${blob}`, Buffer.from('not the blob'))
     await (await import('node:fs/promises')).rm(join(local, blob))
     const down = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config })
-    const t0 = Date.now()
     await t.throwsAsync(readFile(join(down.mnt, 'text.txt')), { code: 'EIO' })
-    t.true(Date.now() - t0 < 6000, `EIO after ${Date.now() - t0} ms`)
+    // The stalled registry was given up on by its enforced timeout, not waited on.
+    t.regex(down.logs(), /registry: blob \w+ \d+\+\d+: no answer within 1000 ms/)
     t.is((await down.api('/api/v1/daemon')).state, 'RUNNING')
     proxy.set('pass')
-    await sleep(100)
     t.is(sha(await readFile(join(down.mnt, 'text.txt'))), ref.get('text.txt') ?? 'missing')
   }
 )

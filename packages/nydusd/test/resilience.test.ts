@@ -2,26 +2,16 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { copyFile, readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { layerFixture, mountImage, pushBlob, startFaultProxy, startRegistry, tempDir } from '@nydusjs/testkit'
+import { layerFixture, listFiles, mountImage, pushBlob, startFaultProxy, startRegistry, tempDir } from '@nydusjs/testkit'
 import { buildImage, localConfig } from './helpers.js'
 import { startHangingFs } from './hanging-fs.js'
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-async function files(root: string, rel = ''): Promise<string[]> {
-  const out: string[] = []
-  for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
-    const p = rel === '' ? e.name : `${rel}/${e.name}`
-    if (e.isDirectory()) out.push(...(await files(root, p)))
-    else if (e.isFile()) out.push(p)
-  }
-  return out.sort()
-}
-
 async function reference(t: Parameters<typeof buildImage>[0], img: Awaited<ReturnType<typeof buildImage>>): Promise<Map<string, string>> {
   const ref = new Map<string, string>()
   const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config: localConfig(img) })
-  for (const f of await files(m.mnt)) ref.set(f, sha(await readFile(join(m.mnt, f))))
+  for (const f of await listFiles(m.mnt)) ref.set(f, sha(await readFile(join(m.mnt, f))))
   await m.stop()
   return ref
 }

@@ -1,20 +1,9 @@
 import type { FileHandle } from 'node:fs/promises'
 import { TarError } from './errors.js'
-import type { EntrySource, EntryType, LayerEntry } from './entry.js'
+import type { EntrySource, LayerEntry } from './entry.js'
 import { ByteReader } from './byte-reader.js'
-import { BLOCK, cstr, headerSize, isZero, makeEntry, mergePax, parsePax, verifyChecksum, type Pax } from './header.js'
+import { BLOCK, cstr, headerSize, isZero, makeEntry, mergePax, parsePax, TYPES, verifyChecksum, type Pax } from './header.js'
 
-const TYPES: Record<string, EntryType> = {
-  0: 'file',
-  '\0': 'file',
-  7: 'file',
-  1: 'link',
-  2: 'symlink',
-  3: 'char',
-  4: 'block',
-  5: 'dir',
-  6: 'fifo'
-}
 const TYPE_NAMES: Record<string, string> = {
   S: 'GNU sparse file',
   V: 'GNU volume header',

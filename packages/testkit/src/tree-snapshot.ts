@@ -158,3 +158,14 @@ export const nonUtf8 = (path: string): boolean => {
   const b = Buffer.from(path, 'latin1')
   return !Buffer.from(b.toString('utf8'), 'utf8').equals(b) || b.toString('utf8').includes('\ufffd')
 }
+
+/** Regular files under `root`, as sorted relative paths. */
+export async function listFiles(root: string, rel = ''): Promise<string[]> {
+  const out: string[] = []
+  for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
+    const p = rel === '' ? e.name : `${rel}/${e.name}`
+    if (e.isDirectory()) out.push(...(await listFiles(root, p)))
+    else if (e.isFile()) out.push(p)
+  }
+  return out.sort()
+}
