@@ -60,6 +60,10 @@ export const CODE_KIND = {
   ERR_MOUNTPOINT_BUSY: 'failed-precondition',
   ERR_MOUNTPOINT_STALE: 'failed-precondition',
   ERR_FUSE_MISSING: 'unavailable',
+  // snapshots (containerd's snapshotter semantics)
+  ERR_SNAPSHOT_NOT_FOUND: 'not-found',
+  ERR_SNAPSHOT_EXISTS: 'already-exists',
+  ERR_SNAPSHOT_IN_USE: 'failed-precondition',
   ERR_INTERNAL: 'internal'
 } as const satisfies Record<string, ErrorKind>
 

@@ -14,6 +14,9 @@ const ROWS: Array<[ErrorCode, number, string, number, number]> = [
   ['ERR_BACKEND_HTTP', 69, 'EIO', 503, 14],
   ['ERR_MOUNTPOINT_BUSY', 75, 'EBUSY', 409, 9],
   ['ERR_RAFS_UNSUPPORTED', 69, 'ENOSYS', 501, 12],
+  ['ERR_SNAPSHOT_NOT_FOUND', 66, 'ENOENT', 404, 5],
+  ['ERR_SNAPSHOT_EXISTS', 73, 'EEXIST', 409, 6],
+  ['ERR_SNAPSHOT_IN_USE', 75, 'EBUSY', 409, 9],
   ['ERR_INTERNAL', 70, 'EIO', 500, 13]
 ]
 

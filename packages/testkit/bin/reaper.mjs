@@ -1,19 +1,21 @@
 #!/usr/bin/env node
-// The test worker's reaper: reads `pid N`, `mount PATH`, `dir PATH` (and `un…` to drop
-// one) on stdin; when stdin ends (the worker exited, timed out or was SIGKILLed) it
+// The test worker's reaper: reads `pid N`, `mount PATH`, `dir PATH`, `under PATH` (and
+// `un…` to drop one) on stdin; when stdin ends (the worker exited, timed out or was SIGKILLed) it
 // kills what is left, detaches the mounts and removes the directories, then exits.
 import { spawnSync } from 'node:child_process'
-import { rmSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 
 const pids = new Set()
 const mounts = new Set()
 const dirs = new Set()
-const sets = { pid: pids, mount: mounts, dir: dirs }
+// Trees whose every process (by command line) and mount go too: a containerd with its shims.
+const unders = new Set()
+const sets = { pid: pids, mount: mounts, dir: dirs, under: unders }
 
 createInterface({ input: process.stdin })
   .on('line', line => {
-    const m = /^(un)?(pid|mount|dir) (.+)$/.exec(line)
+    const m = /^(un)?(pid|mount|dir|under) (.+)$/.exec(line)
     if (m === null) return
     if (m[1] === 'un') sets[m[2]].delete(m[3])
     else sets[m[2]].add(m[3])
@@ -30,6 +32,24 @@ function reap() {
     try {
       process.kill(Number(pid), 'SIGKILL')
     } catch {}
+  }
+  for (const root of unders) {
+    for (const p of readdirSync('/proc')) {
+      if (!/^\d+$/.test(p) || Number(p) === process.pid) continue
+      let cmd = ''
+      try {
+        cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8')
+      } catch {}
+      if (cmd.includes(root))
+        try {
+          process.kill(Number(p), 'SIGKILL')
+        } catch {}
+    }
+    const inside = readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .map(l => l.split(' ')[1])
+      .filter(m => m !== undefined && (m === root || m.startsWith(root + '/')))
+    for (const m of inside.reverse()) spawnSync('umount', ['-l', '--', m], { stdio: 'ignore', timeout: 5000 })
   }
   for (const mnt of mounts) {
     spawnSync('fusermount', ['-uz', '--', mnt], { stdio: 'ignore', timeout: 5000 })

@@ -39,6 +39,10 @@ export const reaper = {
   unmount: (path: string): void => {
     say(`unmount ${path}`)
   },
+  /** Every process whose command line names `path`, and every mount under it. */
+  under: (path: string): void => {
+    say(`under ${path}`)
+  },
   dir: (path: string): void => {
     say(`dir ${path}`)
   },

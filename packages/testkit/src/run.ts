@@ -1,6 +1,7 @@
-import { execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { nydusImageBin } from './paths.js'
+import { spawnOwned } from './reaper.js'
 
 const exec = promisify(execFile)
 
@@ -14,17 +15,26 @@ export interface RunResult {
 export async function run(
   cmd: string,
   args: string[],
-  opts: { cwd?: string; input?: Buffer; env?: NodeJS.ProcessEnv } = {}
+  opts: { cwd?: string; input?: Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}
 ): Promise<RunResult> {
   return await new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] })
+    const p = spawnOwned(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] })
+    // A bounded command is killed at its limit; its result then says so on stderr.
+    const timer =
+      opts.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            err.push(Buffer.from(`\n${cmd}: killed after ${opts.timeoutMs} ms`))
+            p.kill('SIGKILL')
+          }, opts.timeoutMs)
     const out: Buffer[] = []
     const err: Buffer[] = []
-    p.stdout.on('data', (b: Buffer) => out.push(b))
-    p.stderr.on('data', (b: Buffer) => err.push(b))
+    p.stdout!.on('data', (b: Buffer) => out.push(b))
+    p.stderr!.on('data', (b: Buffer) => err.push(b))
     p.on('error', reject)
+    p.on('close', () => clearTimeout(timer))
     p.on('close', code => resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }))
-    p.stdin.end(opts.input)
+    p.stdin!.end(opts.input)
   })
 }
 

@@ -1,0 +1,5 @@
+export { OverlaySnapshotter, type Info, type Mount } from './snapshotter.js'
+export { SnapshotStore, type Kind, type SnapshotRecord } from './store.js'
+export { compileFilters, type Filterable } from './filters.js'
+export { serveSnapshots } from './server.js'
+export { SnapshotterError, type SnapshotterErrorCode } from './errors.js'

@@ -1,0 +1,74 @@
+import test from 'ava'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { exitCodeOf } from '@nydusjs/errors'
+import { busyboxFixture, repoRoot, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
+
+const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
+
+test.serial('a plain OCI image through the snapshotter: containerd pulls it, runc runs it, and removing it leaves no snapshot', async t => {
+  const { oci } = await busyboxFixture()
+  const reg = await startRegistry(t)
+  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
+  const sn = await startSnapshotter(t, BIN)
+  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+  const ref = `${reg.host}/library/busybox:1`
+  const pull = await cd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref])
+  t.is(pull.code, 0, pull.stderr)
+  const snaps = await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])
+  t.regex(snaps.stdout, /sha256:[0-9a-f]{64}\s+Committed/, 'the layer is a committed snapshot')
+  const run = await cd.ctr([
+    'run',
+    '--rm',
+    '--snapshotter',
+    'nydus',
+    ref,
+    'c1',
+    '/bin/sh',
+    '-c',
+    'echo hello from $(uname -s) > /tmp/x && cat /tmp/x /etc/passwd | head -2'
+  ])
+  t.is(run.code, 0, run.stderr + cd.logs() + sn.logs())
+  t.regex(run.stdout, /^hello from Linux\nroot:x:0:0:/)
+  // A second container sees the image, not the first one's writes.
+  const again = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'c2', '/bin/sh', '-c', 'test ! -e /tmp/x && echo clean'])
+  t.is(again.stdout.trim(), 'clean', again.stderr)
+  t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
+  const left = await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])
+  t.is(left.stdout.trim().split('\n').length, 1, `only the header is left: ${left.stdout}`)
+  t.false(/"level":50/.test(sn.logs()), 'no error logged')
+})
+
+test.serial('the snapshotter keeps its snapshots across a restart; a start on an unusable root fails with one line', async t => {
+  const { oci } = await busyboxFixture()
+  const reg = await startRegistry(t)
+  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:2`)
+  const sn = await startSnapshotter(t, BIN)
+  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+  const ref = `${reg.host}/library/busybox:2`
+  t.is((await cd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref])).code, 0)
+  await sn.stop()
+  // While it is down, containerd cannot reach it: a clear failure, not a hang.
+  const down = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'd1', '/bin/true'])
+  t.not(down.code, 0)
+  const again = await startSnapshotter(t, BIN, { root: sn.root, address: sn.address })
+  // containerd redials a proxy plugin with gRPC's backoff: the next container starts once it has.
+  let run1 = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'r1', '/bin/echo', 'back'])
+  for (let i = 0; i < 60 && run1.code !== 0 && /connection error/.test(run1.stderr); i++) {
+    await new Promise(resolve => setTimeout(resolve, 500))
+    run1 = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'r1', '/bin/echo', 'back'])
+  }
+  t.is(run1.stdout.trim(), 'back', run1.stderr + again.logs())
+  const { run } = await import('@nydusjs/testkit')
+  for (const [root, why] of [
+    ['/proc/nope', /is on \/proc or \/sys/],
+    ['/etc/hostname/root', /ENOTDIR|not a directory/]
+  ] as const) {
+    const bad = await run(process.execPath, [BIN, '--root', root, '--address', join(again.root, 'x.sock')], { timeoutMs: 20_000 })
+    t.is(bad.code, exitCodeOf('ERR_CONFIG'), bad.stderr)
+    t.regex(bad.stderr, /^containerd-nydus-grpc: error: /)
+    t.regex(bad.stderr, why)
+    t.is(bad.stderr.trim().split('\n').length, 1, bad.stderr)
+  }
+  t.false(existsSync(join(again.root, 'x.sock')))
+})

@@ -1,0 +1,105 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { tempDir } from './paths.js'
+import { reaper, spawnOwned } from './reaper.js'
+import { run, type RunResult } from './run.js'
+
+interface Teardown {
+  teardown: (fn: () => Promise<void> | void) => void
+}
+
+export interface TestContainerd {
+  address: string
+  root: string
+  state: string
+  /** `ctr` against this containerd, in namespace `nydustest`. */
+  ctr: (args: string[]) => Promise<RunResult>
+  logs: () => string
+  stop: () => Promise<void>
+}
+
+/**
+ * Debian's containerd 1.6 with its own root, state and socket under a temp
+ * directory, the CRI plugin off, and `proxyPlugins` (name -> socket) as
+ * snapshotters. Stopped, and its leftover mounts detached, when the test ends.
+ */
+export async function startContainerd(t: Teardown, o: { proxyPlugins?: Record<string, string> } = {}): Promise<TestContainerd> {
+  const dir = await tempDir(t, 'containerd-')
+  const root = join(dir, 'root')
+  const state = join(dir, 'state')
+  const address = join(dir, 'containerd.sock')
+  const proxies = Object.entries(o.proxyPlugins ?? {})
+    .map(([name, sock]) => `[proxy_plugins.${name}]\n  type = "snapshot"\n  address = "${sock}"\n`)
+    .join('')
+  const cfg = join(dir, 'config.toml')
+  await writeFile(
+    cfg,
+    `version = 2\nroot = "${root}"\nstate = "${state}"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n` +
+      `[grpc]\n  address = "${address}"\n[ttrpc]\n  address = "${address}.ttrpc"\n[debug]\n  address = ""\n[metrics]\n  address = ""\n${proxies}`
+  )
+  const proc = spawnOwned('containerd', ['--config', cfg, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  // Shims and containers outlive containerd: the reaper stops whatever names this directory and detaches its mounts.
+  reaper.under(dir)
+  let stderr = ''
+  proc.stderr!.on('data', (b: Buffer) => {
+    stderr += b.toString()
+  })
+  const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
+  const ctr = async (args: string[]): Promise<RunResult> =>
+    await run('ctr', ['--address', address, '--namespace', 'nydustest', ...args], { timeoutMs: 60_000 })
+  const stop = async (): Promise<void> => {
+    await run('sh', ['-c', `pkill -9 -f 'containerd-shim.*${address}' || true`])
+    proc.kill('SIGTERM')
+    await Promise.race([exited, sleep(5000)])
+    if (proc.exitCode === null) proc.kill('SIGKILL')
+    await run('sh', ['-c', `grep -o ' ${state}[^ ]*\\| ${root}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l`])
+  }
+  t.teardown(stop)
+  for (let i = 0; ; i++) {
+    if (proc.exitCode !== null) throw new Error(`containerd exited: ${stderr}`)
+    if ((await ctr(['version'])).code === 0) break
+    if (i > 200) throw new Error(`containerd did not answer on ${address}: ${stderr}`)
+    await sleep(50)
+  }
+  return { address, root, state, ctr, logs: () => stderr, stop }
+}
+
+export interface TestSnapshotter {
+  address: string
+  root: string
+  pid?: number
+  logs: () => string
+  stop: () => Promise<void>
+}
+
+/** The real `containerd-nydus-grpc` bin with a fresh root; stopped when the test ends. */
+export async function startSnapshotter(
+  t: Teardown,
+  bin: string,
+  o: { root?: string; address?: string; args?: string[] } = {}
+): Promise<TestSnapshotter> {
+  const dir = await tempDir(t, 'snapshotter-')
+  const root = o.root ?? join(dir, 'root')
+  const address = o.address ?? join(dir, 'snapshotter.sock')
+  const proc = spawnOwned(process.execPath, [bin, '--root', root, '--address', address, '--log-level', 'debug', ...(o.args ?? [])], {
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
+  let stderr = ''
+  proc.stderr!.on('data', (b: Buffer) => {
+    stderr += b.toString()
+  })
+  const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
+  const stop = async (): Promise<void> => {
+    proc.kill('SIGTERM')
+    await Promise.race([exited, sleep(5000)])
+    if (proc.exitCode === null) proc.kill('SIGKILL')
+  }
+  t.teardown(stop)
+  for (let i = 0; !stderr.includes('"serving"'); i++) {
+    if (proc.exitCode !== null) throw new Error(`snapshotter exited ${proc.exitCode}: ${stderr}`)
+    if (i > 200) throw new Error(`snapshotter did not start: ${stderr}`)
+    await sleep(50)
+  }
+  return { address, root, pid: proc.pid, logs: () => stderr, stop }
+}
