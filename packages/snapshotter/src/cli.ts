@@ -1,11 +1,13 @@
 import { mkdir } from 'node:fs/promises'
-import { dirname, resolve } from 'node:path'
+import { createRequire } from 'node:module'
+import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { errorCode, oneLine, statusOf } from '@nydusjs/errors'
 import { pino } from 'pino'
 import { loadConfig } from './config.js'
 import { SnapshotterError } from './errors.js'
 import { serveSnapshots } from './server.js'
+import { NydusdManager } from './nydusd-manager.js'
 import { OverlaySnapshotter } from './snapshotter.js'
 
 const USAGE = `containerd-nydus-grpc: a containerd proxy snapshotter
@@ -17,6 +19,9 @@ Usage: containerd-nydus-grpc [--config FILE] [--root DIR] [--address SOCK] [--lo
   --address SOCK    the gRPC socket containerd's proxy_plugins entry names
                     (default /run/containerd-nydus/containerd-nydus-grpc.sock)
   --log-level L     trace, debug, info, warn, error
+  --nydusd-path P   the nydusd bin for converted images (default: this install's)
+  --nydusd-config F nydusd's JSON config for every image; its backend is filled
+                    in from the image reference (default: registry + blobcache)
 
 SIGINT or SIGTERM stop it; snapshots stay on disk for the next start.`
 
@@ -44,7 +49,13 @@ export async function main(argv: string[]): Promise<number> {
         throw new SnapshotterError('ERR_CONFIG', `cannot create ${d}: ${err.message}`)
       })
     }
-    const sn = await OverlaySnapshotter.open(root)
+    const nydusd = new NydusdManager({
+      root,
+      nydusdPath: flags['nydusd-path'] ?? defaultNydusd(),
+      nydusdConfig: flags['nydusd-config'],
+      log
+    })
+    const sn = await OverlaySnapshotter.open(root, nydusd)
     const server = await serveSnapshots(address, sn, log)
     log.info({ root, address }, 'serving')
     const sig = await new Promise<string>(resolve => {
@@ -68,10 +79,17 @@ function parse(argv: string[]) {
       root: { type: 'string' },
       address: { type: 'string' },
       'log-level': { type: 'string' },
+      'nydusd-path': { type: 'string' },
+      'nydusd-config': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
   }).values
+}
+
+/** The nydusd bin of the @nydusjs/nydusd package installed beside this one. */
+function defaultNydusd(): string {
+  return join(dirname(createRequire(import.meta.url).resolve('@nydusjs/nydusd')), '../../bin/nydusd.cjs')
 }
 
 function fail(msg: string, exit: number): number {

@@ -78,14 +78,15 @@ function field(c: Clause, s: Filterable): string | undefined {
   if (head === 'labels') return rest.length === 0 ? undefined : s.labels[rest.join('.')]
   if (rest.length > 0) return undefined
   if (head === 'name') return s.name
-  if (head === 'parent') return s.parent === '' ? undefined : s.parent
+  if (head === 'parent') return s.parent
   if (head === 'kind') return s.kind.toLowerCase()
   return undefined
 }
 
 function test(c: Clause, s: Filterable): boolean {
   const v = field(c, s)
-  if (c.op === undefined) return v !== undefined
+  // A bare field asks for presence; a snapshot without a parent has none, yet matches `parent==`.
+  if (c.op === undefined) return v !== undefined && (c.path[0] !== 'parent' || v !== '')
   const want = c.path[0] === 'kind' ? (c.value ?? '').toLowerCase() : c.value
   if (c.op === '==') return v === want
   if (c.op === '!=') return v !== want

@@ -39,13 +39,16 @@ export async function serveSnapshots(address: string, sn: OverlaySnapshotter, lo
   const unary =
     (name: string, fn: (req: any) => Promise<unknown> | unknown): Unary =>
     (call, cb) => {
+      log.debug({ method: name, key: call.request?.key, parent: call.request?.parent, labels: call.request?.labels }, 'request')
       Promise.resolve()
         .then(() => fn(call.request))
         .then(
           res => cb(null, res ?? {}),
           (err: Error) => {
             const { grpc: code, code: ours } = statusOf(err)
-            log.warn({ method: name, key: call.request?.key, code: ours, err: err.message }, 'request failed')
+            // ALREADY_EXISTS is also how a remote layer is reported to containerd: not a failure then.
+            const level = ours === 'ERR_SNAPSHOT_EXISTS' ? 'debug' : 'warn'
+            log[level]({ method: name, key: call.request?.key, code: ours, err: err.message }, 'request failed')
             cb({ code, details: `${err.message} [${ours}]` })
           }
         )
@@ -54,7 +57,7 @@ export async function serveSnapshots(address: string, sn: OverlaySnapshotter, lo
   server.addService(service, {
     Prepare: unary('Prepare', async r => ({ mounts: await sn.prepare(r.key, r.parent, r.labels ?? {}) })),
     View: unary('View', async r => ({ mounts: await sn.view(r.key, r.parent, r.labels ?? {}) })),
-    Mounts: unary('Mounts', r => ({ mounts: sn.mounts(r.key) })),
+    Mounts: unary('Mounts', async r => ({ mounts: await sn.mounts(r.key) })),
     Commit: unary('Commit', async r => {
       await sn.commit(r.name, r.key, r.labels ?? {})
     }),

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { SnapshotterError } from './errors.js'
 import { compileFilters } from './filters.js'
 import { SnapshotStore, type Kind, type SnapshotRecord } from './store.js'
+import type { NydusdManager } from './nydusd-manager.js'
 import { diskUsage } from './usage.js'
 
 export interface Mount {
@@ -21,6 +22,12 @@ export interface Info {
   labels: Record<string, string>
 }
 
+/** The labels containerd's remote snapshotter protocol and nydus's converter put on layers. */
+export const LABEL_REF = 'containerd.io/snapshot.ref'
+export const LABEL_NYDUS_BLOB = 'containerd.io/snapshot/nydus-blob'
+export const LABEL_IMAGE_REF = 'containerd.io/snapshot/remote/stargz.reference'
+export const LABEL_NYDUS_BOOTSTRAP = 'containerd.io/snapshot/nydus-bootstrap'
+
 /** Label bytes allowed per key/value pair, as containerd checks them. */
 const MAX_LABEL_BYTES = 4096
 
@@ -34,18 +41,48 @@ export class OverlaySnapshotter {
   readonly store: SnapshotStore
   private readonly dir: string
 
-  private constructor(readonly root: string) {
+  private constructor(
+    readonly root: string,
+    private readonly nydusd?: NydusdManager
+  ) {
     this.dir = join(root, 'snapshots')
     this.store = new SnapshotStore(join(root, 'metadata'))
   }
 
-  static async open(root: string): Promise<OverlaySnapshotter> {
+  /** Without `nydusd`, converted images are refused at mount (nothing can serve them). */
+  static async open(root: string, nydusd?: NydusdManager): Promise<OverlaySnapshotter> {
     await mkdir(join(root, 'snapshots'), { recursive: true })
-    return new OverlaySnapshotter(root)
+    return new OverlaySnapshotter(root, nydusd)
   }
 
   async prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
+    const ref = labels[LABEL_REF]
+    if (labels[LABEL_NYDUS_BLOB] === 'true' && ref !== undefined) {
+      // A data blob of a converted image is never unpacked: it is committed here, empty, under its
+      // chain id, and containerd is told it exists (the remote snapshotter protocol), so it skips the blob.
+      await this.commitRemote(ref, parent, labels)
+      throw new SnapshotterError(
+        'ERR_SNAPSHOT_EXISTS',
+        `target snapshot ${JSON.stringify(ref)} already exists (nydus blob layer, read lazily)`
+      )
+    }
     return await this.create('ACTIVE', key, parent, labels)
+  }
+
+  /** A committed snapshot with no content of its own, unless one of that name exists already. */
+  private async commitRemote(name: string, parent: string, labels: Record<string, string>): Promise<void> {
+    checkKey(name)
+    checkLabels(labels)
+    const now = Date.now()
+    const rec = await this.store.tx(t => {
+      if (t.get(name) !== undefined) return undefined
+      if (parent !== '' && t.get(parent)?.kind !== 'COMMITTED')
+        throw new SnapshotterError('ERR_SNAPSHOT_NOT_FOUND', `parent snapshot ${parent} is not a committed snapshot`)
+      const r: SnapshotRecord = { id: t.nextId(), kind: 'COMMITTED', parent, labels, created: now, updated: now }
+      t.put(name, r)
+      return r
+    })
+    if (rec !== undefined) await mkdir(join(this.path(rec.id), 'fs'), { recursive: true, mode: 0o755 })
   }
 
   async view(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
@@ -53,11 +90,11 @@ export class OverlaySnapshotter {
   }
 
   /** The mounts of an active snapshot or a view; the same answer however often it is asked. */
-  mounts(key: string): Mount[] {
+  async mounts(key: string): Promise<Mount[]> {
     const rec = this.must(key)
     if (rec.kind === 'COMMITTED')
       throw new SnapshotterError('ERR_SNAPSHOT_NOT_FOUND', `snapshot ${key} is committed: it has no mounts (prepare a child of it)`)
-    return this.mountsOf(rec)
+    return await this.mountsOf(rec)
   }
 
   async commit(name: string, key: string, labels: Record<string, string>): Promise<void> {
@@ -87,6 +124,8 @@ export class OverlaySnapshotter {
       t.remove(key)
       return r
     })
+    // A converted image's bootstrap going away takes its nydusd and mount with it.
+    if (rec.labels[LABEL_NYDUS_BOOTSTRAP] === 'true') await this.nydusd?.stop(String(rec.id))
     // After the record: a crash in between leaves a directory that Cleanup removes.
     await rm(this.path(rec.id), { recursive: true, force: true })
   }
@@ -172,13 +211,18 @@ export class OverlaySnapshotter {
       await this.store.tx(t => t.remove(key))
       throw err
     }
-    return this.mountsOf(rec)
+    return await this.mountsOf(rec)
   }
 
-  private mountsOf(rec: SnapshotRecord): Mount[] {
+  private async mountsOf(rec: SnapshotRecord): Promise<Mount[]> {
     const lowers: string[] = []
     for (let p = rec.parent; p !== ''; ) {
       const r = this.must(p)
+      if (r.labels[LABEL_NYDUS_BOOTSTRAP] === 'true') {
+        // A converted image: its bootstrap and everything below are served by its nydusd, lazily.
+        lowers.push(await this.remoteLower(r))
+        break
+      }
       lowers.push(join(this.path(r.id), 'fs'))
       p = r.parent
     }
@@ -196,6 +240,24 @@ export class OverlaySnapshotter {
     if (lowers.length === 0) return [{ type: 'bind', source: own, options: ['ro', 'rbind'] }]
     if (lowers.length === 1) return [{ type: 'bind', source: lowers[0], options: ['ro', 'rbind'] }]
     return [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${lowers.join(':')}`] }]
+  }
+
+  /** The image's nydusd mountpoint, the daemon started if it is not running. */
+  private async remoteLower(boot: SnapshotRecord): Promise<string> {
+    let image = boot.labels[LABEL_IMAGE_REF]
+    for (let p = boot.parent; image === undefined && p !== ''; ) {
+      const r = this.must(p)
+      image = r.labels[LABEL_IMAGE_REF]
+      p = r.parent
+    }
+    if (this.nydusd === undefined) throw new SnapshotterError('ERR_CONFIG', 'a converted image needs nydusd, and none is configured')
+    if (image === undefined) {
+      throw new SnapshotterError(
+        'ERR_BAD_ARGUMENT',
+        "the converted image's layers carry no image reference (pull it with ctr-remote rpull or through CRI)"
+      )
+    }
+    return (await this.nydusd.ensure(String(boot.id), join(this.path(boot.id), 'fs', 'image', 'image.boot'), image)).mountpoint
   }
 
   private must(key: string): SnapshotRecord {

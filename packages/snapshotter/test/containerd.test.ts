@@ -1,8 +1,9 @@
 import test from 'ava'
 import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
-import { busyboxFixture, repoRoot, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
+import { busyboxFixture, nydusImage, repoRoot, run, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
 
 const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
 
@@ -59,7 +60,6 @@ test.serial('the snapshotter keeps its snapshots across a restart; a start on an
     run1 = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'r1', '/bin/echo', 'back'])
   }
   t.is(run1.stdout.trim(), 'back', run1.stderr + again.logs())
-  const { run } = await import('@nydusjs/testkit')
   for (const [root, why] of [
     ['/proc/nope', /is on \/proc or \/sys/],
     ['/etc/hostname/root', /ENOTDIR|not a directory/]
@@ -72,3 +72,58 @@ test.serial('the snapshotter keeps its snapshots across a restart; a start on an
   }
   t.false(existsSync(join(again.root, 'x.sock')))
 })
+
+test.serial(
+  'a converted image: ctr-remote rpull skips its blob, runc runs it from a lazily mounted nydusd, and removing it stops the daemon',
+  async t => {
+    const { oci } = await busyboxFixture()
+    const reg = await startRegistry(t)
+    await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
+    const conv = await nydusImage([
+      'convert',
+      '--source',
+      `${reg.host}/library/busybox:1`,
+      '--target',
+      `${reg.host}/library/busybox:1-nydus`,
+      '--source-insecure',
+      '--target-insecure',
+      '--output-json',
+      '-'
+    ])
+    t.is(conv.code, 0, conv.stderr)
+    const blob = (JSON.parse(conv.stdout.slice(conv.stdout.indexOf('{'))) as { images: Array<{ blobs: string[] }> }).images[0].blobs[0]
+    const sn = await startSnapshotter(t, BIN)
+    const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+    const ref = `${reg.host}/library/busybox:1-nydus`
+    const pull = await run(
+      'ctr-remote',
+      ['--address', cd.address, '--namespace', 'nydustest', 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
+      { timeoutMs: 60_000 }
+    )
+    t.is(pull.code, 0, pull.stderr + sn.logs())
+    const out = await cd.ctr([
+      'run',
+      '--rm',
+      '--snapshotter',
+      'nydus',
+      ref,
+      'n1',
+      '/bin/sh',
+      '-c',
+      'head -1 /etc/passwd; echo written > /tmp/w; cat /tmp/w'
+    ])
+    t.is(out.code, 0, out.stderr + sn.logs())
+    t.is(out.stdout, 'root:x:0:0:root:/root:/bin/sh\nwritten\n')
+    t.false(
+      (await cd.ctr(['content', 'ls', '-q'])).stdout.includes(blob.replace(/^sha256:/, '')),
+      'the nydus blob never entered the content store'
+    )
+    const daemons = (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
+    t.is(daemons.length, 1, 'one nydusd for the image')
+    t.true((await readFile('/proc/mounts', 'utf8')).includes(join(sn.root, 'mnt')), 'its mount is up')
+    t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
+    t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
+    t.is((await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim(), '', 'no nydusd left')
+    t.false((await readFile('/proc/mounts', 'utf8')).includes(join(sn.root, 'mnt')), 'no mount left')
+  }
+)

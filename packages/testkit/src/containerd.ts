@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { tempDir } from './paths.js'
-import { reaper, spawnOwned } from './reaper.js'
+import { killUnder, reaper, spawnOwned } from './reaper.js'
 import { run, type RunResult } from './run.js'
 
 interface Teardown {
@@ -82,6 +82,11 @@ export async function startSnapshotter(
   const dir = await tempDir(t, 'snapshotter-')
   const root = o.root ?? join(dir, 'root')
   const address = o.address ?? join(dir, 'snapshotter.sock')
+  // The nydusd daemons it starts are detached on purpose (they outlive a snapshotter restart); they name the root.
+  reaper.under(root)
+  t.teardown(async () => {
+    await killUnder(root)
+  })
   const proc = spawnOwned(process.execPath, [bin, '--root', root, '--address', address, '--log-level', 'debug', ...(o.args ?? [])], {
     stdio: ['ignore', 'ignore', 'pipe']
   })

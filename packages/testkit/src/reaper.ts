@@ -62,3 +62,21 @@ export function spawnOwned(cmd: string, args: string[], opts: SpawnOptions = {})
   child.once('exit', () => reaper.unpid(child.pid))
   return child
 }
+
+/** Now, in this process: what the reaper's `under` does when the worker dies. */
+export async function killUnder(path: string): Promise<void> {
+  const { readdir, readFile } = await import('node:fs/promises')
+  const { run } = await import('./run.js')
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue
+    const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')
+    if (cmd.includes(path)) {
+      try {
+        process.kill(Number(p), 'SIGKILL')
+      } catch {}
+    }
+  }
+  const mounts = (await readFile('/proc/mounts', 'utf8')).split('\n').map(l => l.split(' ')[1])
+  for (const m of mounts.filter(m => m !== undefined && (m === path || m.startsWith(`${path}/`))).reverse())
+    await run('umount', ['-l', '--', m])
+}

@@ -1,0 +1,117 @@
+import { spawn } from 'node:child_process'
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { insecureScheme, parseImageRef } from '@nydusjs/registry'
+import type { Logger } from 'pino'
+import { SnapshotterError } from './errors.js'
+
+export interface NydusdManagerOptions {
+  root: string
+  /** The nydusd bin (`--nydusd-path`). */
+  nydusdPath: string
+  /** A nydusd JSON config used for every image; its backend is filled in from the image reference. */
+  nydusdConfig?: string
+  log: Logger
+}
+
+export interface ImageMount {
+  /** The directory nydusd serves the image at: an overlay's lower layer. */
+  mountpoint: string
+  pid: number
+}
+
+const LOOPBACK = /^(127\.|localhost(:|$)|\[::1\])/
+
+/**
+ * One nydusd per converted image, started detached (it outlives a snapshotter
+ * restart), with its API socket and blob cache under the root. A mount that
+ * is already up is reused; one whose daemon is gone is started again.
+ */
+export class NydusdManager {
+  constructor(private readonly o: NydusdManagerOptions) {}
+
+  async ensure(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
+    const mountpoint = join(this.o.root, 'mnt', id)
+    const pidFile = join(this.o.root, 'daemons', `${id}.pid`)
+    const running = await readPid(pidFile)
+    if (running !== undefined && alive(running) && (await isMounted(mountpoint))) return { mountpoint, pid: running }
+    await mkdir(mountpoint, { recursive: true })
+    await mkdir(join(this.o.root, 'daemons'), { recursive: true })
+    const config = join(this.o.root, 'daemons', `${id}.json`)
+    await writeFile(config, JSON.stringify(await this.configFor(imageRef, join(this.o.root, 'cache'))))
+    const logFile = await open(join(this.o.root, 'daemons', `${id}.log`), 'a')
+    const child = spawn(
+      process.execPath,
+      [
+        this.o.nydusdPath,
+        '--config',
+        config,
+        '--bootstrap',
+        bootstrap,
+        '--mountpoint',
+        mountpoint,
+        '--apisock',
+        join(this.o.root, 'daemons', `${id}.sock`)
+      ],
+      { detached: true, stdio: ['ignore', logFile.fd, logFile.fd] }
+    )
+    await logFile.close()
+    child.unref()
+    if (child.pid === undefined) throw new SnapshotterError('ERR_CONFIG', `nydusd ${this.o.nydusdPath} could not be started`)
+    await writeFile(pidFile, String(child.pid))
+    for (let i = 0; !(await isMounted(mountpoint)); i++) {
+      if (child.exitCode !== null || !alive(child.pid) || i > 400) {
+        const tail = (await readFile(join(this.o.root, 'daemons', `${id}.log`), 'utf8').catch(() => '')).trim().split('\n').at(-1)
+        throw new SnapshotterError('ERR_CONFIG', `nydusd for ${imageRef} did not mount: ${tail ?? 'no output'}`)
+      }
+      await sleep(25)
+    }
+    this.o.log.info({ image: imageRef, mountpoint, pid: child.pid }, 'nydusd started')
+    return { mountpoint, pid: child.pid }
+  }
+
+  /** Stops the image's nydusd (it unmounts on SIGTERM). */
+  async stop(id: string): Promise<void> {
+    const pid = await readPid(join(this.o.root, 'daemons', `${id}.pid`))
+    if (pid === undefined || !alive(pid)) return
+    process.kill(pid, 'SIGTERM')
+    for (let i = 0; i < 200 && alive(pid); i++) await sleep(25)
+    if (alive(pid)) process.kill(pid, 'SIGKILL')
+  }
+
+  private async configFor(imageRef: string, cacheDir: string): Promise<unknown> {
+    const ref = parseImageRef(imageRef)
+    // Loopback registries are the test and development case: plain HTTP when TLS does not answer, as containerd's resolver does.
+    const scheme = LOOPBACK.test(ref.host) ? await insecureScheme(ref.host) : 'https'
+    const base = this.o.nydusdConfig === undefined ? {} : (JSON.parse(await readFile(this.o.nydusdConfig, 'utf8')) as Record<string, any>)
+    const backendConfig = { ...(base.device?.backend?.config ?? {}), scheme, host: ref.host, repo: ref.repo }
+    return {
+      ...base,
+      device: {
+        ...(base.device ?? {}),
+        backend: { ...(base.device?.backend ?? {}), type: 'registry', config: backendConfig },
+        cache: base.device?.cache ?? { type: 'blobcache', config: { work_dir: cacheDir } }
+      }
+    }
+  }
+}
+
+async function readPid(path: string): Promise<number | undefined> {
+  const n = Number((await readFile(path, 'utf8').catch(() => '')).trim())
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function isMounted(mnt: string): Promise<boolean> {
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
+  return mounts.split('\n').some(l => l.split(' ')[4] === mnt)
+}
