@@ -56,6 +56,12 @@ export async function main(argv: string[]): Promise<number> {
       log
     })
     const sn = await OverlaySnapshotter.open(root, nydusd)
+    await sn.reconcile()
+    // recover_policy "restart": dead daemons come back within a second.
+    const watch = setInterval(() => {
+      nydusd.recover().catch(() => {})
+    }, 1000)
+    watch.unref()
     const server = await serveSnapshots(address, sn, log)
     log.info({ root, address }, 'serving')
     const sig = await new Promise<string>(resolve => {

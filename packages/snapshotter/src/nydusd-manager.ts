@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -31,11 +32,64 @@ const LOOPBACK = /^(127\.|localhost(:|$)|\[::1\])/
 export class NydusdManager {
   constructor(private readonly o: NydusdManagerOptions) {}
 
+  /** Daemons started again after they died (recover_policy "restart"). */
+  restarts = 0
+  private readonly known = new Map<string, { bootstrap: string; imageRef: string }>()
+  private readonly starting = new Map<string, Promise<ImageMount>>()
+
+  /** The image's nydusd and its mount: the running one, else a new one (one start at a time per image). */
   async ensure(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
+    this.known.set(id, { bootstrap, imageRef })
+    let p = this.starting.get(id)
+    if (p === undefined) {
+      p = this.start(id, bootstrap, imageRef).finally(() => this.starting.delete(id))
+      this.starting.set(id, p)
+    }
+    return await p
+  }
+
+  /**
+   * nydus-snapshotter's recover_policy "restart": a daemon that died is
+   * started again on the same mountpoint (its dead mount detached first), so
+   * new containers of the image start; those that ran on the dead mount see
+   * ENOTCONN (keeping them alive takes failover, issue #17). Returns the ids restarted.
+   */
+  async recover(): Promise<string[]> {
+    const done: string[] = []
+    for (const [id, img] of this.known) {
+      const pid = await readPid(join(this.o.root, 'daemons', `${id}.pid`))
+      if (pid !== undefined && alive(pid)) continue
+      try {
+        await this.ensure(id, img.bootstrap, img.imageRef)
+        this.restarts++
+        done.push(id)
+        this.o.log.warn({ image: img.imageRef, pid }, 'nydusd had died: restarted')
+      } catch (err) {
+        this.o.log.error({ image: img.imageRef, err: (err as Error).message }, 'nydusd restart failed')
+      }
+    }
+    return done
+  }
+
+  /** Knows an image whose daemon an earlier run of the snapshotter started. */
+  adopt(id: string, bootstrap: string, imageRef: string): void {
+    this.o.log.debug({ id, image: imageRef }, 'image adopted from an earlier run')
+    this.known.set(id, { bootstrap, imageRef })
+  }
+
+  /** Forgets an image (its bootstrap snapshot is gone) after stopping its daemon. */
+  async forget(id: string): Promise<void> {
+    this.known.delete(id)
+    await this.stop(id)
+  }
+
+  private async start(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
     const mountpoint = join(this.o.root, 'mnt', id)
     const pidFile = join(this.o.root, 'daemons', `${id}.pid`)
     const running = await readPid(pidFile)
     if (running !== undefined && alive(running) && (await isMounted(mountpoint))) return { mountpoint, pid: running }
+    // A daemon that died leaves its mount behind, dead (ENOTCONN): detach it, as fusermount -uz would.
+    if (await isMounted(mountpoint)) spawnSync('fusermount', ['-uz', '--', mountpoint], { stdio: 'ignore', timeout: 5000 })
     await mkdir(mountpoint, { recursive: true })
     await mkdir(join(this.o.root, 'daemons'), { recursive: true })
     const config = join(this.o.root, 'daemons', `${id}.json`)
@@ -72,7 +126,7 @@ export class NydusdManager {
   }
 
   /** Stops the image's nydusd (it unmounts on SIGTERM). */
-  async stop(id: string): Promise<void> {
+  private async stop(id: string): Promise<void> {
     const pid = await readPid(join(this.o.root, 'daemons', `${id}.pid`))
     if (pid === undefined || !alive(pid)) return
     process.kill(pid, 'SIGTERM')
@@ -102,10 +156,11 @@ async function readPid(path: string): Promise<number | undefined> {
   return Number.isSafeInteger(n) && n > 0 ? n : undefined
 }
 
+/** Running, and not a zombie: a daemon whose parent died is reaped only if init does so. */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0)
-    return true
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
   } catch {
     return false
   }

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SnapshotterError } from './errors.js'
@@ -53,6 +54,20 @@ export class OverlaySnapshotter {
   static async open(root: string, nydusd?: NydusdManager): Promise<OverlaySnapshotter> {
     await mkdir(join(root, 'snapshots'), { recursive: true })
     return new OverlaySnapshotter(root, nydusd)
+  }
+
+  /**
+   * After a (re)start: the images whose daemons were started before are
+   * reconciled: a daemon still running is kept, one that died is restarted.
+   */
+  async reconcile(): Promise<void> {
+    if (this.nydusd === undefined) return
+    for (const [, rec] of this.store.all()) {
+      if (rec.labels[LABEL_NYDUS_BOOTSTRAP] !== 'true' || !existsSync(join(this.root, 'daemons', `${rec.id}.pid`))) continue
+      const image = this.imageOf(rec)
+      if (image !== undefined) this.nydusd.adopt(String(rec.id), join(this.path(rec.id), 'fs', 'image', 'image.boot'), image)
+    }
+    await this.nydusd.recover()
   }
 
   async prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
@@ -125,7 +140,7 @@ export class OverlaySnapshotter {
       return r
     })
     // A converted image's bootstrap going away takes its nydusd and mount with it.
-    if (rec.labels[LABEL_NYDUS_BOOTSTRAP] === 'true') await this.nydusd?.stop(String(rec.id))
+    if (rec.labels[LABEL_NYDUS_BOOTSTRAP] === 'true') await this.nydusd?.forget(String(rec.id))
     // After the record: a crash in between leaves a directory that Cleanup removes.
     await rm(this.path(rec.id), { recursive: true, force: true })
   }
@@ -243,13 +258,18 @@ export class OverlaySnapshotter {
   }
 
   /** The image's nydusd mountpoint, the daemon started if it is not running. */
-  private async remoteLower(boot: SnapshotRecord): Promise<string> {
+  private imageOf(boot: SnapshotRecord): string | undefined {
     let image = boot.labels[LABEL_IMAGE_REF]
     for (let p = boot.parent; image === undefined && p !== ''; ) {
       const r = this.must(p)
       image = r.labels[LABEL_IMAGE_REF]
       p = r.parent
     }
+    return image
+  }
+
+  private async remoteLower(boot: SnapshotRecord): Promise<string> {
+    const image = this.imageOf(boot)
     if (this.nydusd === undefined) throw new SnapshotterError('ERR_CONFIG', 'a converted image needs nydusd, and none is configured')
     if (image === undefined) {
       throw new SnapshotterError(

@@ -97,7 +97,7 @@ test.serial(
     const ref = `${reg.host}/library/busybox:1-nydus`
     const pull = await run(
       'ctr-remote',
-      ['--address', cd.address, '--namespace', 'nydustest', 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
+      ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
       { timeoutMs: 60_000 }
     )
     t.is(pull.code, 0, pull.stderr + sn.logs())
@@ -125,5 +125,71 @@ test.serial(
     t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
     t.is((await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim(), '', 'no nydusd left')
     t.false((await readFile('/proc/mounts', 'utf8')).includes(join(sn.root, 'mnt')), 'no mount left')
+  }
+)
+
+test.serial(
+  'a running container keeps reading while the snapshotter is killed; the restarted snapshotter adopts the running nydusd',
+  async t => {
+    const { oci } = await busyboxFixture()
+    const reg = await startRegistry(t)
+    await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
+    const conv = await nydusImage([
+      'convert',
+      '--source',
+      `${reg.host}/library/busybox:1`,
+      '--target',
+      `${reg.host}/library/busybox:1-nydus`,
+      '--source-insecure',
+      '--target-insecure'
+    ])
+    t.is(conv.code, 0, conv.stderr)
+    const sn = await startSnapshotter(t, BIN)
+    const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+    const ref = `${reg.host}/library/busybox:1-nydus`
+    t.is(
+      (
+        await run(
+          'ctr-remote',
+          ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
+          { timeoutMs: 60_000 }
+        )
+      ).code,
+      0
+    )
+    const loop = 'while :; do md5sum /bin/busybox /etc/passwd > /tmp/sum 2>/tmp/err || echo FAIL >> /tmp/fails; sleep 0.1; done'
+    const started = await cd.ctr(['run', '-d', '--snapshotter', 'nydus', ref, 'reader', '/bin/sh', '-c', loop])
+    t.is(started.code, 0, started.stderr + sn.logs())
+    const sums = async (): Promise<string> =>
+      (await cd.ctr(['task', 'exec', '--exec-id', `e${Date.now()}`, 'reader', '/bin/cat', '/tmp/sum'])).stdout
+    let before = ''
+    for (let i = 0; i < 100 && !before.includes('/etc/passwd'); i++) before = await sums()
+    t.regex(before, /^[0-9a-f]{32} {2}\/bin\/busybox\n[0-9a-f]{32} {2}\/etc\/passwd\n$/)
+    // The snapshotter dies; the image's nydusd was started detached and keeps serving.
+    process.kill(sn.pid!, 'SIGKILL')
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    t.is(await sums(), before, 'same bytes while the snapshotter is gone')
+    t.is(
+      (await cd.ctr(['task', 'exec', '--exec-id', 'f1', 'reader', '/bin/sh', '-c', 'cat /tmp/fails 2>/dev/null; true'])).stdout,
+      '',
+      'no read failed'
+    )
+    const again = await startSnapshotter(t, BIN, { root: sn.root, address: sn.address })
+    // The restarted snapshotter adopts the running daemon: the same one serves the next container.
+    const daemons = (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
+    t.is(daemons.length, 1, again.logs())
+    // containerd redials the proxy plugin with gRPC's backoff after the restart.
+    let next = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'next', '/bin/cat', '/etc/passwd'])
+    for (let i = 0; i < 60 && next.code !== 0 && /connection error/.test(next.stderr); i++) {
+      await new Promise(resolve => setTimeout(resolve, 500))
+      next = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, `next${i}`, '/bin/cat', '/etc/passwd'])
+    }
+    t.regex(next.stdout, /^root:x:0:0:/, next.stderr + again.logs())
+    t.deepEqual(
+      (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean),
+      daemons,
+      'no second daemon'
+    )
+    t.regex(again.logs(), /image adopted from an earlier run/)
   }
 )

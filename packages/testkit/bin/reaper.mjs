@@ -11,11 +11,13 @@ const mounts = new Set()
 const dirs = new Set()
 // Trees whose every process (by command line) and mount go too: a containerd with its shims.
 const unders = new Set()
-const sets = { pid: pids, mount: mounts, dir: dirs, under: unders }
+// cgroup names (containerd namespaces): every process in them, in any controller, is killed.
+const cgroups = new Set()
+const sets = { pid: pids, mount: mounts, dir: dirs, under: unders, cgroup: cgroups }
 
 createInterface({ input: process.stdin })
   .on('line', line => {
-    const m = /^(un)?(pid|mount|dir|under) (.+)$/.exec(line)
+    const m = /^(un)?(pid|mount|dir|under|cgroup) (.+)$/.exec(line)
     if (m === null) return
     if (m[1] === 'un') sets[m[2]].delete(m[3])
     else sets[m[2]].add(m[3])
@@ -33,6 +35,7 @@ function reap() {
       process.kill(Number(pid), 'SIGKILL')
     } catch {}
   }
+  for (const name of cgroups) killCgroup(name)
   for (const root of unders) {
     for (const p of readdirSync('/proc')) {
       if (!/^\d+$/.test(p) || Number(p) === process.pid) continue
@@ -61,4 +64,28 @@ function reap() {
     } catch {}
   }
   process.exit(0)
+}
+
+/** Kills every process in cgroup NAME (and below) of every v1 controller and the v2 tree. */
+function killCgroup(name) {
+  const bases = ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']
+  try {
+    for (const c of readdirSync('/sys/fs/cgroup')) bases.push(`/sys/fs/cgroup/${c}`)
+  } catch {}
+  const walk = dir => {
+    let entries = []
+    try {
+      entries = readdirSync(dir, { withFileTypes: true })
+    } catch {
+      return
+    }
+    for (const e of entries) if (e.isDirectory()) walk(`${dir}/${e.name}`)
+    try {
+      for (const pid of readFileSync(`${dir}/cgroup.procs`, 'utf8').split('\n').filter(Boolean))
+        try {
+          process.kill(Number(pid), 'SIGKILL')
+        } catch {}
+    } catch {}
+  }
+  for (const b of new Set(bases)) walk(`${b}/${name}`)
 }

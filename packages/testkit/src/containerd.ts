@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -11,9 +12,11 @@ interface Teardown {
 
 export interface TestContainerd {
   address: string
+  /** A namespace of its own: runc's state (/run/containerd/runc/NS) and the containers' cgroups (/NS/ID) are per namespace. */
+  namespace: string
   root: string
   state: string
-  /** `ctr` against this containerd, in namespace `nydustest`. */
+  /** `ctr` against this containerd, in its namespace. */
   ctr: (args: string[]) => Promise<RunResult>
   logs: () => string
   stop: () => Promise<void>
@@ -29,6 +32,7 @@ export async function startContainerd(t: Teardown, o: { proxyPlugins?: Record<st
   const root = join(dir, 'root')
   const state = join(dir, 'state')
   const address = join(dir, 'containerd.sock')
+  const namespace = `nydustest-${randomBytes(4).toString('hex')}`
   const proxies = Object.entries(o.proxyPlugins ?? {})
     .map(([name, sock]) => `[proxy_plugins.${name}]\n  type = "snapshot"\n  address = "${sock}"\n`)
     .join('')
@@ -41,19 +45,30 @@ export async function startContainerd(t: Teardown, o: { proxyPlugins?: Record<st
   const proc = spawnOwned('containerd', ['--config', cfg, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] })
   // Shims and containers outlive containerd: the reaper stops whatever names this directory and detaches its mounts.
   reaper.under(dir)
+  reaper.cgroup(namespace)
+  reaper.dir(join('/run/containerd/runc', namespace))
   let stderr = ''
   proc.stderr!.on('data', (b: Buffer) => {
     stderr += b.toString()
   })
   const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
   const ctr = async (args: string[]): Promise<RunResult> =>
-    await run('ctr', ['--address', address, '--namespace', 'nydustest', ...args], { timeoutMs: 60_000 })
+    await run('ctr', ['--address', address, '--namespace', namespace, ...args], { timeoutMs: 60_000 })
   const stop = async (): Promise<void> => {
+    // Containers first (they are not children of anything here), then their shims, then containerd.
+    await run('sh', [
+      '-c',
+      `cat /sys/fs/cgroup/*/${namespace}/*/cgroup.procs /sys/fs/cgroup/*/${namespace}/cgroup.procs 2>/dev/null | xargs -r kill -9`
+    ])
     await run('sh', ['-c', `pkill -9 -f 'containerd-shim.*${address}' || true`])
     proc.kill('SIGTERM')
     await Promise.race([exited, sleep(5000)])
     if (proc.exitCode === null) proc.kill('SIGKILL')
     await run('sh', ['-c', `grep -o ' ${state}[^ ]*\\| ${root}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l`])
+    await run('sh', [
+      '-c',
+      `rm -rf /run/containerd/runc/${namespace}; rmdir /sys/fs/cgroup/*/${namespace}/* /sys/fs/cgroup/*/${namespace} 2>/dev/null; true`
+    ])
   }
   t.teardown(stop)
   for (let i = 0; ; i++) {
@@ -62,7 +77,7 @@ export async function startContainerd(t: Teardown, o: { proxyPlugins?: Record<st
     if (i > 200) throw new Error(`containerd did not answer on ${address}: ${stderr}`)
     await sleep(50)
   }
-  return { address, root, state, ctr, logs: () => stderr, stop }
+  return { address, namespace, root, state, ctr, logs: () => stderr, stop }
 }
 
 export interface TestSnapshotter {

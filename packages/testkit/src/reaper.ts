@@ -43,6 +43,10 @@ export const reaper = {
   under: (path: string): void => {
     say(`under ${path}`)
   },
+  /** Every process in cgroup `name` (a containerd namespace's containers). */
+  cgroup: (name: string): void => {
+    say(`cgroup ${name}`)
+  },
   dir: (path: string): void => {
     say(`dir ${path}`)
   },
