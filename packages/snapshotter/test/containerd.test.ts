@@ -1,6 +1,6 @@
 import test from 'ava'
 import { existsSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
 import { busyboxFixture, nydusImage, repoRoot, run, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
@@ -191,5 +191,47 @@ test.serial(
       'no second daemon'
     )
     t.regex(again.logs(), /image adopted from an earlier run/)
+  }
+)
+
+test.serial(
+  "a corrupt bootstrap: the container start fails with nydusd's one-line reason in containerd's answer, and nothing stays mounted",
+  async t => {
+    const { oci } = await busyboxFixture()
+    const reg = await startRegistry(t)
+    await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
+    const conv = await nydusImage([
+      'convert',
+      '--source',
+      `${reg.host}/library/busybox:1`,
+      '--target',
+      `${reg.host}/library/busybox:1-nydus`,
+      '--source-insecure',
+      '--target-insecure'
+    ])
+    t.is(conv.code, 0, conv.stderr)
+    const sn = await startSnapshotter(t, BIN)
+    const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+    const ref = `${reg.host}/library/busybox:1-nydus`
+    t.is(
+      (
+        await run(
+          'ctr-remote',
+          ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
+          { timeoutMs: 60_000 }
+        )
+      ).code,
+      0
+    )
+    // The bootstrap as unpacked by containerd, flipped in place: what a bad disk or a bad layer would give.
+    const boot = (await run('sh', ['-c', `ls ${sn.root}/snapshots/*/fs/image/image.boot`])).stdout.trim()
+    const buf = await readFile(boot)
+    buf[buf.length - 10] ^= 0xff
+    await writeFile(boot, buf)
+    const r = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'bad', '/bin/true'])
+    t.not(r.code, 0)
+    t.regex(r.stderr, /nydusd for .* did not mount: .*checksum mismatch.*\[ERR_RAFS_CHECKSUM\]/)
+    t.is((await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim(), '', 'no daemon left')
+    t.false((await readFile('/proc/mounts', 'utf8')).includes(sn.root), 'nothing mounted')
   }
 )
