@@ -1,4 +1,4 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -6,6 +6,33 @@ import { exitCodeOf } from '@nydusjs/errors'
 import { busyboxFixture, nydusImage, repoRoot, run, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
 
 const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
+
+/** busybox converted in a fresh registry, a snapshotter, a containerd using it, and the image pulled lazily with ctr-remote. */
+async function convertedImage(t: ExecutionContext) {
+  const { oci } = await busyboxFixture()
+  const reg = await startRegistry(t)
+  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
+  const ref = `${reg.host}/library/busybox:1-nydus`
+  const conv = await nydusImage([
+    'convert',
+    '--source',
+    `${reg.host}/library/busybox:1`,
+    '--target',
+    ref,
+    '--source-insecure',
+    '--target-insecure',
+    '--output-json',
+    '-'
+  ])
+  if (conv.code !== 0) throw new Error(`convert: ${conv.stderr}`)
+  const blob = (JSON.parse(conv.stdout.slice(conv.stdout.indexOf('{'))) as { images: Array<{ blobs: string[] }> }).images[0].blobs[0]
+  const sn = await startSnapshotter(t, BIN)
+  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+  const rpull = ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]
+  const pull = await run('ctr-remote', rpull, { timeoutMs: 60_000 })
+  if (pull.code !== 0) throw new Error(`rpull: ${pull.stderr}${sn.logs()}`)
+  return { reg, ref, blob, sn, cd }
+}
 
 test.serial('a plain OCI image through the snapshotter: containerd pulls it, runc runs it, and removing it leaves no snapshot', async t => {
   const { oci } = await busyboxFixture()
@@ -76,31 +103,7 @@ test.serial('the snapshotter keeps its snapshots across a restart; a start on an
 test.serial(
   'a converted image: ctr-remote rpull skips its blob, runc runs it from a lazily mounted nydusd, and removing it stops the daemon',
   async t => {
-    const { oci } = await busyboxFixture()
-    const reg = await startRegistry(t)
-    await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
-    const conv = await nydusImage([
-      'convert',
-      '--source',
-      `${reg.host}/library/busybox:1`,
-      '--target',
-      `${reg.host}/library/busybox:1-nydus`,
-      '--source-insecure',
-      '--target-insecure',
-      '--output-json',
-      '-'
-    ])
-    t.is(conv.code, 0, conv.stderr)
-    const blob = (JSON.parse(conv.stdout.slice(conv.stdout.indexOf('{'))) as { images: Array<{ blobs: string[] }> }).images[0].blobs[0]
-    const sn = await startSnapshotter(t, BIN)
-    const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
-    const ref = `${reg.host}/library/busybox:1-nydus`
-    const pull = await run(
-      'ctr-remote',
-      ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
-      { timeoutMs: 60_000 }
-    )
-    t.is(pull.code, 0, pull.stderr + sn.logs())
+    const { ref, blob, sn, cd } = await convertedImage(t)
     const out = await cd.ctr([
       'run',
       '--rm',
@@ -131,32 +134,7 @@ test.serial(
 test.serial(
   'a running container keeps reading while the snapshotter is killed; the restarted snapshotter adopts the running nydusd',
   async t => {
-    const { oci } = await busyboxFixture()
-    const reg = await startRegistry(t)
-    await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
-    const conv = await nydusImage([
-      'convert',
-      '--source',
-      `${reg.host}/library/busybox:1`,
-      '--target',
-      `${reg.host}/library/busybox:1-nydus`,
-      '--source-insecure',
-      '--target-insecure'
-    ])
-    t.is(conv.code, 0, conv.stderr)
-    const sn = await startSnapshotter(t, BIN)
-    const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
-    const ref = `${reg.host}/library/busybox:1-nydus`
-    t.is(
-      (
-        await run(
-          'ctr-remote',
-          ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
-          { timeoutMs: 60_000 }
-        )
-      ).code,
-      0
-    )
+    const { ref, sn, cd } = await convertedImage(t)
     const loop = 'while :; do md5sum /bin/busybox /etc/passwd > /tmp/sum 2>/tmp/err || echo FAIL >> /tmp/fails; sleep 0.1; done'
     const started = await cd.ctr(['run', '-d', '--snapshotter', 'nydus', ref, 'reader', '/bin/sh', '-c', loop])
     t.is(started.code, 0, started.stderr + sn.logs())
@@ -197,32 +175,7 @@ test.serial(
 test.serial(
   "a corrupt bootstrap: the container start fails with nydusd's one-line reason in containerd's answer, and nothing stays mounted",
   async t => {
-    const { oci } = await busyboxFixture()
-    const reg = await startRegistry(t)
-    await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
-    const conv = await nydusImage([
-      'convert',
-      '--source',
-      `${reg.host}/library/busybox:1`,
-      '--target',
-      `${reg.host}/library/busybox:1-nydus`,
-      '--source-insecure',
-      '--target-insecure'
-    ])
-    t.is(conv.code, 0, conv.stderr)
-    const sn = await startSnapshotter(t, BIN)
-    const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
-    const ref = `${reg.host}/library/busybox:1-nydus`
-    t.is(
-      (
-        await run(
-          'ctr-remote',
-          ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
-          { timeoutMs: 60_000 }
-        )
-      ).code,
-      0
-    )
+    const { ref, sn, cd } = await convertedImage(t)
     // The bootstrap as unpacked by containerd, flipped in place: what a bad disk or a bad layer would give.
     const boot = (await run('sh', ['-c', `ls ${sn.root}/snapshots/*/fs/image/image.boot`])).stdout.trim()
     const buf = await readFile(boot)
