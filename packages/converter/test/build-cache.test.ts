@@ -1,5 +1,5 @@
 import { exitCodeOf } from '@nydusjs/errors'
-import test, { type ExecutionContext } from 'ava'
+import test from 'ava'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -15,7 +15,8 @@ import {
   startS3,
   tempDir,
   umociImage,
-  type TestRegistry
+  type TestRegistry,
+  convertImage
 } from '@nydusjs/testkit'
 
 interface CacheReport {
@@ -32,21 +33,9 @@ interface Report {
   images: Array<{ blobs: string[]; layers: Array<{ source_digest: string; push: string; build_cache?: string; files: number }> }>
 }
 
-async function convert(t: ExecutionContext, src: string, dst: string, extra: string[] = []): Promise<Report & { stderr: string }> {
-  const r = await nydusImage([
-    'convert',
-    '--source',
-    src,
-    '--target',
-    dst,
-    '--source-insecure',
-    '--target-insecure',
-    '--output-json',
-    '-',
-    ...extra
-  ])
-  t.is(r.code, 0, r.stderr)
-  return { ...(JSON.parse(r.stdout) as Report), stderr: r.stderr }
+async function convert(src: string, dst: string, extra: string[] = []): Promise<Report & { stderr: string }> {
+  const { report, stderr } = await convertImage<Report>(src, dst, extra)
+  return { ...report, stderr }
 }
 
 async function manifest(ref: string): Promise<any> {
@@ -86,7 +75,7 @@ test('--build-cache: an image sharing lower layers pulls and converts only its n
   const layers = await images(reg, dir)
   t.deepEqual(layers.app.slice(0, 2), layers.base, 'the fixtures share their two lower layers')
   const cache = ['--build-cache', `${reg.host}/cache/c:1`]
-  const base = await convert(t, `${reg.host}/src/base:1`, `${reg.host}/dst/base:1`, cache)
+  const base = await convert(`${reg.host}/src/base:1`, `${reg.host}/dst/base:1`, cache)
   t.like(base.build_cache, { hits: 0, misses: 2, records: 2, exported: true, warnings: [] })
   const cm = await manifest(`${reg.host}/cache/c:1`)
   t.is(cm.annotations['containerd.io/snapshot/nydus-cache'], 'nydusjs.v1')
@@ -97,7 +86,7 @@ test('--build-cache: an image sharing lower layers pulls and converts only its n
 
   // The source through a proxy that logs which blobs are read.
   const proxy = await startFaultProxy(t, reg.url)
-  const app = await convert(t, `${proxy.host}/src/app:1`, `${reg.host}/dst/app:1`, cache)
+  const app = await convert(`${proxy.host}/src/app:1`, `${reg.host}/dst/app:1`, cache)
   t.like(app.build_cache, { hits: 2, misses: 1, records: 3, exported: true, warnings: [] })
   t.deepEqual(
     app.images[0].layers.map(l => l.build_cache),
@@ -119,12 +108,12 @@ test('--build-cache: an image sharing lower layers pulls and converts only its n
     'only the new layer is pulled'
   )
 
-  const plain = await convert(t, `${reg.host}/src/app:1`, `${reg.host}/dst/app-plain:1`)
+  const plain = await convert(`${reg.host}/src/app:1`, `${reg.host}/dst/app-plain:1`)
   t.is(app.target.digest, plain.target.digest, 'byte-identical to a conversion without the cache')
   await check(reg, 'dst/app:1', 'src/app:1')
   t.is((await manifest(`${reg.host}/cache/c:1`)).layers.length, 6)
 
-  const again = await convert(t, `${reg.host}/src/app:1`, `${reg.host}/dst/app:2`, cache)
+  const again = await convert(`${reg.host}/src/app:1`, `${reg.host}/dst/app:2`, cache)
   t.like(again.build_cache, { hits: 3, misses: 0, exported: false })
   t.is(again.target.digest, plain.target.digest)
 })
@@ -134,14 +123,14 @@ test('--build-cache never changes the image: a broken record is a warning, other
   const dir = await tempDir(t)
   await images(reg, dir)
   const cache = ['--build-cache', `${reg.host}/cache/c:1`]
-  const first = await convert(t, `${reg.host}/src/base:1`, `${reg.host}/dst/base:1`, cache)
+  const first = await convert(`${reg.host}/src/base:1`, `${reg.host}/dst/base:1`, cache)
 
   // The first record's layer bootstrap replaced by bytes that are not one.
   const cm = await manifest(`${reg.host}/cache/c:1`)
   const junk = randomBytes(4096)
   cm.layers[0] = { ...cm.layers[0], digest: await pushBlob(reg, 'cache/c', junk), size: junk.length }
   await putManifest(reg, 'cache/c', '1', cm)
-  const broken = await convert(t, `${reg.host}/src/base:1`, `${reg.host}/dst/base:2`, cache)
+  const broken = await convert(`${reg.host}/src/base:1`, `${reg.host}/dst/base:2`, cache)
   t.is(broken.target.digest, first.target.digest)
   t.like(broken.build_cache, { hits: 1, misses: 1 })
   t.deepEqual(
@@ -154,17 +143,17 @@ test('--build-cache never changes the image: a broken record is a warning, other
   )
 
   // Another chunk size: nothing in the cache applies.
-  const other = await convert(t, `${reg.host}/src/base:1`, `${reg.host}/dst/base-4k:1`, [...cache, '--chunk-size', '0x4000'])
+  const other = await convert(`${reg.host}/src/base:1`, `${reg.host}/dst/base-4k:1`, [...cache, '--chunk-size', '0x4000'])
   t.like(other.build_cache, { hits: 0, misses: 2 })
   await check(reg, 'dst/base-4k:1', 'src/base:1')
 
   // The same layer over other lower layers is another key: its blob depends on what it deduplicates against.
   await skopeoPush(await umociImage(join(dir, 'oci'), 'alone', [fixture('layers', 'ml-2.tar')]), `${reg.host}/src/alone:1`)
-  const alone = await convert(t, `${reg.host}/src/alone:1`, `${reg.host}/dst/alone:1`, cache)
+  const alone = await convert(`${reg.host}/src/alone:1`, `${reg.host}/dst/alone:1`, cache)
   t.like(alone.build_cache, { hits: 0, misses: 1, warnings: [] })
 
   // --build-cache-max-records 1 keeps one record.
-  await convert(t, `${reg.host}/src/app:1`, `${reg.host}/dst/app:1`, [...cache, '--build-cache-max-records', '1'])
+  await convert(`${reg.host}/src/app:1`, `${reg.host}/dst/app:1`, [...cache, '--build-cache-max-records', '1'])
   t.is((await manifest(`${reg.host}/cache/c:1`)).layers.length, 2)
 
   // A tag that holds an image, not a cache: refused before anything is written.
@@ -221,14 +210,14 @@ test('--build-cache with --backend-type s3: records name their blobs in S3; a se
     })
   )
   const args = ['--backend-type', 's3', '--backend-config', cfgFile, '--build-cache', `${reg.host}/cache/s3:1`]
-  const first = await convert(t, `${reg.host}/src/app:1`, `${reg.host}/dst/s3:1`, args)
+  const first = await convert(`${reg.host}/src/app:1`, `${reg.host}/dst/s3:1`, args)
   const cm = await manifest(`${reg.host}/cache/s3:1`)
   t.is(cm.layers.length, 3, 'bootstrap layers only')
   t.deepEqual(
     cm.layers.map((l: any) => l.annotations['containerd.io/snapshot/nydus-blob-digest']),
     first.images[0].blobs.map(b => `sha256:${b}`)
   )
-  const second = await convert(t, `${reg.host}/src/app:1`, `${reg.host}/dst/s3:2`, args)
+  const second = await convert(`${reg.host}/src/app:1`, `${reg.host}/dst/s3:2`, args)
   t.like(second.build_cache, { hits: 3, misses: 0 })
   t.deepEqual(
     second.images[0].layers.map(l => l.push),

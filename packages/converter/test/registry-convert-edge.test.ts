@@ -19,7 +19,8 @@ import {
   startS3,
   tempDir,
   umociImage,
-  type TestRegistry
+  type TestRegistry,
+  convertImage
 } from '@nydusjs/testkit'
 
 interface Report {
@@ -29,21 +30,8 @@ interface Report {
   images: Array<{ blobs: string[]; prefetch_files: number; prefetch_unmatched: string[] }>
 }
 
-async function convert(t: ExecutionContext, src: string, dst: string, extra: string[] = []): Promise<Report> {
-  const r = await nydusImage([
-    'convert',
-    '--source',
-    src,
-    '--target',
-    dst,
-    '--source-insecure',
-    '--target-insecure',
-    '--output-json',
-    '-',
-    ...extra
-  ])
-  t.is(r.code, 0, r.stderr)
-  return JSON.parse(r.stdout) as Report
+async function convert(src: string, dst: string, extra: string[] = []): Promise<Report> {
+  return (await convertImage<Report>(src, dst, extra)).report
 }
 
 /** A failed conversion: one error line naming what went wrong, a non-zero exit, and no target tag. */
@@ -67,9 +55,9 @@ test('--chunk-dict REF: a second image sharing a base pushes fewer bytes and sti
     await umociImage(oci, 'app', [fixture('layers', 'ml-1.tar'), fixture('layers', 'ml-2.tar'), fixture('layers', 'pax.tar')]),
     `${reg.host}/src/app:1`
   )
-  await convert(t, `${reg.host}/src/base:1`, `${reg.host}/dst/base:1`)
-  const plain = await convert(t, `${reg.host}/src/app:1`, `${reg.host}/dst/app-plain:1`)
-  const withDict = await convert(t, `${reg.host}/src/app:1`, `${reg.host}/dst/app:1`, ['--chunk-dict', `${reg.host}/dst/base:1`])
+  await convert(`${reg.host}/src/base:1`, `${reg.host}/dst/base:1`)
+  const plain = await convert(`${reg.host}/src/app:1`, `${reg.host}/dst/app-plain:1`)
+  const withDict = await convert(`${reg.host}/src/app:1`, `${reg.host}/dst/app:1`, ['--chunk-dict', `${reg.host}/dst/base:1`])
   t.true(withDict.pushed_bytes < plain.pushed_bytes, `${withDict.pushed_bytes} >= ${plain.pushed_bytes}`)
   t.true(withDict.dict_saved_bytes > 0)
   const c = await nydusImage([
@@ -97,7 +85,7 @@ test('--prefetch-patterns: paths and globs go into the prefetch table; unmatched
   )
   const list = join(dir, 'prefetch.txt')
   await writeFile(list, '# hot files\n/etc/*.conf\n/opaque\n/not/there\n')
-  const r = await convert(t, `${reg.host}/src/m:1`, `${reg.host}/dst/m:1`, ['--prefetch-patterns', list])
+  const r = await convert(`${reg.host}/src/m:1`, `${reg.host}/dst/m:1`, ['--prefetch-patterns', list])
   t.is(r.images[0].prefetch_files, 3)
   t.deepEqual(r.images[0].prefetch_unmatched, ['not/there'])
 })
@@ -343,7 +331,7 @@ test('--backend-type s3: data blobs go to S3, the registry gets the bootstrap; n
   }
   const cfgFile = join(dir, 's3.json')
   await writeFile(cfgFile, JSON.stringify(s3config))
-  const r = await convert(t, `${reg.host}/src/s3:1`, `${reg.host}/dst/s3:1`, ['--backend-type', 's3', '--backend-config', cfgFile])
+  const r = await convert(`${reg.host}/src/s3:1`, `${reg.host}/dst/s3:1`, ['--backend-type', 's3', '--backend-config', cfgFile])
   const man = JSON.parse((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/dst/s3:1`])).stdout)
   t.is(man.layers.length, 1)
   t.deepEqual(JSON.parse(man.layers[0].annotations['containerd.io/snapshot/nydus-blob-ids']), r.images[0].blobs)

@@ -17,7 +17,8 @@ import {
   uncompressedCopy,
   pushLayoutAsIs,
   nonUtf8,
-  type TestRegistry
+  type TestRegistry,
+  convertImage
 } from '@nydusjs/testkit'
 
 interface Report {
@@ -33,21 +34,8 @@ interface Report {
   }>
 }
 
-async function convert(t: ExecutionContext, reg: TestRegistry, src: string, dst: string, extra: string[] = []): Promise<Report> {
-  const r = await nydusImage([
-    'convert',
-    '--source',
-    `${reg.host}/${src}`,
-    '--target',
-    `${reg.host}/${dst}`,
-    '--source-insecure',
-    '--target-insecure',
-    '--output-json',
-    '-',
-    ...extra
-  ])
-  t.is(r.code, 0, r.stderr)
-  return JSON.parse(r.stdout) as Report
+async function convert(reg: TestRegistry, src: string, dst: string, extra: string[] = []): Promise<Report> {
+  return (await convertImage<Report>(`${reg.host}/${src}`, `${reg.host}/${dst}`, extra)).report
 }
 
 async function check(
@@ -96,7 +84,7 @@ test('a single-layer image converts; check --source passes; the mount equals the
   const reg = await startRegistry(t)
   const dir = await tempDir(t)
   await skopeoPush(await umociImage(join(dir, 'oci'), 'v1', [fixture('layers', 'gnu.tar')]), `${reg.host}/src/one:v1`)
-  const first = await convert(t, reg, 'src/one:v1', 'dst/one:v1')
+  const first = await convert(reg, 'src/one:v1', 'dst/one:v1')
   t.true(first.pushed_bytes > 0)
   t.deepEqual(
     first.images[0].layers.map(l => l.streamed),
@@ -115,7 +103,7 @@ test('a single-layer image converts; check --source passes; the mount equals the
   const c = await check(reg, 'dst/one:v1', 'src/one:v1')
   t.is(c.code, 0, c.stdout + c.stderr)
   await mountEqualsSource(t, reg, dir, 'src/one:v1', 'dst/one:v1')
-  const again = await convert(t, reg, 'src/one:v1', 'dst/one:v1')
+  const again = await convert(reg, 'src/one:v1', 'dst/one:v1')
   t.is(again.target.digest, first.target.digest)
   t.deepEqual(again.images[0].blobs, first.images[0].blobs)
   t.is(again.pushed_bytes, 0)
@@ -135,7 +123,7 @@ test('a multi-layer image with whiteouts and opaque dirs converts and mounts lik
   const dir = await tempDir(t)
   const layers = ['ml-1.tar', 'ml-2.tar', 'ml-3.tar'].map(l => fixture('layers', l))
   await skopeoPush(await umociImage(join(dir, 'oci'), 'v1', layers), `${reg.host}/src/multi:v1`)
-  const r = await convert(t, reg, 'src/multi:v1', 'dst/multi:v1')
+  const r = await convert(reg, 'src/multi:v1', 'dst/multi:v1')
   t.is(r.images[0].layers.length, 3)
   const c = await check(reg, 'dst/multi:v1', 'src/multi:v1')
   t.is(c.code, 0, c.stdout + c.stderr)
@@ -150,7 +138,7 @@ test('check --source lists the differences when the converted image is not the s
     `${reg.host}/src/a:1`
   )
   await skopeoPush(await umociImage(join(dir, 'oci'), 'b', [fixture('layers', 'ml-1.tar')]), `${reg.host}/src/b:1`)
-  await convert(t, reg, 'src/a:1', 'dst/a:1')
+  await convert(reg, 'src/a:1', 'dst/a:1')
   const c = await check(reg, 'dst/a:1', 'src/b:1')
   t.not(c.code, 0)
   t.regex(c.stderr, /check: error: .*dst\/a:1: 0 problem\(s\), \d+ difference\(s\) from the source \[ERR_CHECK_FAILED\]\n$/)
@@ -170,7 +158,7 @@ test('a two-platform index: one platform, all platforms, and --merge-platform ke
   ])
   await skopeoPush(idx, `${reg.host}/src/plat:1`, ['--all'])
 
-  const arm = await convert(t, reg, 'src/plat:1', 'dst/plat:arm', ['--platform', 'linux/arm64'])
+  const arm = await convert(reg, 'src/plat:1', 'dst/plat:arm', ['--platform', 'linux/arm64'])
   t.deepEqual(
     arm.images.map(i => i.platform),
     ['linux/arm64']
@@ -179,13 +167,13 @@ test('a two-platform index: one platform, all platforms, and --merge-platform ke
   const c = await check(reg, 'dst/plat:arm', 'src/plat:1', ['--platform', 'linux/arm64'])
   t.is(c.code, 0, c.stdout + c.stderr)
 
-  const all = await convert(t, reg, 'src/plat:1', 'dst/plat:all', ['--all-platforms'])
+  const all = await convert(reg, 'src/plat:1', 'dst/plat:all', ['--all-platforms'])
   t.deepEqual(all.images.map(i => i.platform).sort(), ['linux/amd64', 'linux/arm64'])
   const idxAll = await manifest(reg, 'dst/plat:all')
   t.is(idxAll.mediaType, 'application/vnd.oci.image.index.v1+json')
   t.true(idxAll.manifests.every((m: any) => m.platform['os.features'].includes('nydus.remoteimage.v1')))
 
-  const merged = await convert(t, reg, 'src/plat:1', 'dst/plat:merged', ['--all-platforms', '--merge-platform'])
+  const merged = await convert(reg, 'src/plat:1', 'dst/plat:merged', ['--all-platforms', '--merge-platform'])
   const src = await manifest(reg, 'src/plat:1')
   const idxMerged = await manifest(reg, 'dst/plat:merged')
   t.is(idxMerged.manifests.length, 4)
@@ -228,7 +216,7 @@ test('uncompressed and zstd source layers convert to the same image as gzip ones
   t.is((await manifest(reg, 'src/zst:1')).layers[0].mediaType, 'application/vnd.oci.image.layer.v1.tar+zstd')
   const roots = new Set<string>()
   for (const s of ['gz', 'raw', 'zst']) {
-    const r = await convert(t, reg, `src/${s}:1`, `dst/${s}:1`)
+    const r = await convert(reg, `src/${s}:1`, `dst/${s}:1`)
     roots.add(r.images[0].blobs.join())
     const c = await check(reg, `dst/${s}:1`, `src/${s}:1`)
     t.is(c.code, 0, c.stdout + c.stderr)

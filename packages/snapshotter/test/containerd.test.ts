@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
-import { busyboxFixture, nydusImage, repoRoot, run, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
+import { busyboxFixture, repoRoot, run, skopeoPush, startContainerd, startRegistry, startSnapshotter, convertImage } from '@nydusjs/testkit'
 
 const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
 
@@ -13,19 +13,8 @@ async function convertedImage(t: ExecutionContext) {
   const reg = await startRegistry(t)
   await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
   const ref = `${reg.host}/library/busybox:1-nydus`
-  const conv = await nydusImage([
-    'convert',
-    '--source',
-    `${reg.host}/library/busybox:1`,
-    '--target',
-    ref,
-    '--source-insecure',
-    '--target-insecure',
-    '--output-json',
-    '-'
-  ])
-  if (conv.code !== 0) throw new Error(`convert: ${conv.stderr}`)
-  const blob = (JSON.parse(conv.stdout.slice(conv.stdout.indexOf('{'))) as { images: Array<{ blobs: string[] }> }).images[0].blobs[0]
+  const { report } = await convertImage<{ images: Array<{ blobs: string[] }> }>(`${reg.host}/library/busybox:1`, ref)
+  const blob = report.images[0].blobs[0]
   const sn = await startSnapshotter(t, BIN)
   const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
   const rpull = ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]

@@ -58,3 +58,24 @@ export async function which(cmd: string): Promise<boolean> {
     return false
   }
 }
+
+/**
+ * `nydus-image convert` between plain-HTTP registries on loopback, with its
+ * JSON report; throws with stderr when it fails.
+ */
+export async function convertImage<R>(source: string, target: string, extra: string[] = []): Promise<{ report: R; stderr: string }> {
+  const r = await nydusImage([
+    'convert',
+    '--source',
+    source,
+    '--target',
+    target,
+    '--source-insecure',
+    '--target-insecure',
+    '--output-json',
+    '-',
+    ...extra
+  ])
+  if (r.code !== 0) throw new Error(`nydus-image convert ${source} -> ${target} exited ${r.code}: ${r.stderr.trim()}`)
+  return { report: JSON.parse(r.stdout) as R, stderr: r.stderr }
+}
