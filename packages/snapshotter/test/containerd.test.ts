@@ -177,3 +177,24 @@ test.serial(
     t.false((await readFile('/proc/mounts', 'utf8')).includes(sn.root), 'nothing mounted')
   }
 )
+
+test.serial('a nydusd that dies is restarted by the snapshotter on the same mountpoint, and new containers start', async t => {
+  const { ref, sn, cd } = await convertedImage(t)
+  const first = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'k1', '/bin/cat', '/etc/passwd'])
+  t.is(first.code, 0, first.stderr + sn.logs())
+  const pids = async (): Promise<string[]> =>
+    (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
+  const [dead] = await pids()
+  process.kill(Number(dead), 'SIGKILL')
+  let now: string[] = []
+  for (let i = 0; i < 200 && (now.length === 0 || now.includes(dead)); i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    now = await pids()
+  }
+  t.is(now.length, 1, sn.logs())
+  t.not(now[0], dead, 'a new daemon')
+  const next = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'k2', '/bin/sh', '-c', 'md5sum /bin/busybox | cut -c1-32'])
+  t.is(next.code, 0, next.stderr + sn.logs())
+  t.regex(next.stdout, /^[0-9a-f]{32}\n$/)
+  t.regex(sn.logs(), /nydusd had died: restarted/)
+})
