@@ -4,7 +4,9 @@ import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { errorCode, oneLine, statusOf } from '@nydusjs/errors'
 import { pino } from 'pino'
-import { loadConfig } from './config.js'
+import { loadConfig, parseListenAddress, type SnapshotterConfig } from './config.js'
+import { SnapshotterMetrics } from './metrics.js'
+import { listen, systemApi } from './system-api.js'
 import { SnapshotterError } from './errors.js'
 import { serveSnapshots } from './server.js'
 import { NydusdManager } from './nydusd-manager.js'
@@ -22,6 +24,11 @@ Usage: containerd-nydus-grpc [--config FILE] [--root DIR] [--address SOCK] [--lo
   --nydusd-path P   the nydusd bin for converted images (default: this install's)
   --nydusd-config F nydusd's JSON config for every image; its backend is filled
                     in from the image reference (default: registry + blobcache)
+  --recover-policy P  restart (a dead nydusd is started again) or none
+  --enable-nydus-overlayfs  Kata's mounts: fuse.nydus-overlayfs with extraoption=
+
+config.toml also takes [metrics] address ("127.0.0.1:9110": GET /metrics)
+and [system] enable, address (GET /api/v1/daemons, /metrics on a unix socket).
 
 SIGINT or SIGTERM stop it; snapshots stay on disk for the next start.`
 
@@ -51,18 +58,27 @@ export async function main(argv: string[]): Promise<number> {
     }
     const nydusd = new NydusdManager({
       root,
-      nydusdPath: flags['nydusd-path'] ?? defaultNydusd(),
-      nydusdConfig: flags['nydusd-config'],
+      nydusdPath: flags['nydusd-path'] ?? cfg.daemon.nydusd_path ?? defaultNydusd(),
+      nydusdConfig: flags['nydusd-config'] ?? cfg.daemon.nydusd_config,
       log
     })
-    const sn = await OverlaySnapshotter.open(root, nydusd)
+    const sn = await OverlaySnapshotter.open(root, nydusd, {
+      nydusOverlayfs: flags['enable-nydus-overlayfs'] ?? cfg.snapshot.enable_nydus_overlayfs
+    })
     await sn.reconcile()
-    // recover_policy "restart": dead daemons come back within a second.
-    const watch = setInterval(() => {
-      nydusd.recover().catch(() => {})
-    }, 1000)
-    watch.unref()
-    const server = await serveSnapshots(address, sn, log)
+    const policy = flags['recover-policy'] ?? cfg.daemon.recover_policy
+    if (policy !== 'restart' && policy !== 'none')
+      throw new SnapshotterError('ERR_CONFIG', `--recover-policy ${JSON.stringify(policy)}: want restart or none`)
+    if (policy === 'restart') {
+      // Dead daemons come back within a second.
+      const watch = setInterval(() => {
+        nydusd.recover().catch(() => {})
+      }, 1000)
+      watch.unref()
+    }
+    const metrics = new SnapshotterMetrics(sn, nydusd)
+    const apis = await startApis(cfg, address, metrics, nydusd)
+    const server = await serveSnapshots(address, sn, log, metrics)
     log.info({ root, address }, 'serving')
     const sig = await new Promise<string>(resolve => {
       process.once('SIGINT', () => resolve('SIGINT'))
@@ -70,6 +86,7 @@ export async function main(argv: string[]): Promise<number> {
     })
     log.info({ sig }, 'stopping')
     await new Promise<void>(resolve => server.tryShutdown(() => resolve()))
+    for (const a of apis) a.close()
     await sn.close()
     return 0
   } catch (err) {
@@ -87,10 +104,32 @@ function parse(argv: string[]) {
       'log-level': { type: 'string' },
       'nydusd-path': { type: 'string' },
       'nydusd-config': { type: 'string' },
+      'recover-policy': { type: 'string' },
+      'enable-nydus-overlayfs': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
   }).values
+}
+
+/** The system API on its unix socket, and /metrics on TCP when [metrics] address is set. */
+async function startApis(cfg: SnapshotterConfig, address: string, metrics: SnapshotterMetrics, nydusd: NydusdManager) {
+  const out = []
+  if (cfg.system.enable) {
+    const api = systemApi(metrics, nydusd)
+    await listen(api, cfg.system.address || join(dirname(address), 'system.sock')).catch((err: Error) => {
+      throw new SnapshotterError('ERR_CONFIG', `system API: ${err.message}`)
+    })
+    out.push(api)
+  }
+  if (cfg.metrics.address !== '') {
+    const api = systemApi(metrics, nydusd)
+    await listen(api, parseListenAddress(cfg.metrics.address)).catch((err: Error) => {
+      throw new SnapshotterError('ERR_CONFIG', `metrics address ${cfg.metrics.address}: ${err.message}`)
+    })
+    out.push(api)
+  }
+  return out
 }
 
 /** The nydusd bin of the @nydusjs/nydusd package installed beside this one. */

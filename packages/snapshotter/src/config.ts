@@ -3,12 +3,30 @@ import { parse } from 'smol-toml'
 import { z } from 'zod'
 import { SnapshotterError } from './errors.js'
 
-/** nydus-snapshotter's config.toml keys, those this snapshotter has so far. */
+/** nydus-snapshotter's config.toml keys, those this snapshotter has so far (same names and sections). */
 const Schema = z.strictObject({
   version: z.literal(1).default(1),
   root: z.string().min(1).default('/var/lib/containerd-nydus'),
   address: z.string().min(1).default('/run/containerd-nydus/containerd-nydus-grpc.sock'),
-  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info') }).prefault({})
+  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
+  daemon: z
+    .strictObject({
+      nydusd_path: z.string().min(1).optional(),
+      nydusd_config: z.string().min(1).optional(),
+      /** "restart": a dead nydusd is started again on its mountpoint; "none": it stays dead. */
+      recover_policy: z.enum(['restart', 'none']).default('restart')
+    })
+    .prefault({}),
+  snapshot: z.strictObject({ enable_nydus_overlayfs: z.boolean().default(false) }).prefault({}),
+  /** Prometheus text at GET /metrics on host:port (nydus-snapshotter's default port is 9110); empty: off. */
+  metrics: z.strictObject({ address: z.string().default('') }).prefault({}),
+  /** The system API (GET /api/v1/daemons, /metrics) on a unix socket; empty address: system.sock beside the gRPC socket. */
+  system: z
+    .strictObject({
+      enable: z.boolean().default(true),
+      address: z.string().default('')
+    })
+    .prefault({})
 })
 
 export type SnapshotterConfig = z.infer<typeof Schema>
@@ -30,4 +48,12 @@ export async function loadConfig(path: string | undefined): Promise<SnapshotterC
   if (r.success) return r.data
   const issues = r.error.issues.map(i => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ')
   throw new SnapshotterError('ERR_CONFIG', `config ${path ?? '(defaults)'}: ${issues}`)
+}
+
+/** "host:port" or ":port" (all interfaces, as Go's net.Listen reads it) to a listen address. */
+export function parseListenAddress(addr: string): { host: string; port: number } {
+  const m = /^(.*):(\d{1,5})$/.exec(addr)
+  const port = Number(m?.[2])
+  if (m === null || port > 65535) throw new SnapshotterError('ERR_CONFIG', `metrics address ${JSON.stringify(addr)} is not host:port`)
+  return { host: m[1] === '' ? '0.0.0.0' : m[1].replace(/^\[(.*)\]$/, '$1'), port }
 }

@@ -20,6 +20,19 @@ export interface ImageMount {
   /** The directory nydusd serves the image at: an overlay's lower layer. */
   mountpoint: string
   pid: number
+  /** The nydusd JSON config it runs with (Kata's extraoption carries it). */
+  config: string
+}
+
+/** One image's daemon, as the system API and the metrics report it. */
+export interface DaemonInfo {
+  id: string
+  image: string
+  pid?: number
+  mountpoint: string
+  apisock: string
+  alive: boolean
+  mounted: boolean
 }
 
 const LOOPBACK = /^(127\.|localhost(:|$)|\[::1\])/
@@ -71,6 +84,21 @@ export class NydusdManager {
     return done
   }
 
+  /** Every image this snapshotter serves through a nydusd, with its daemon's state. */
+  list(): DaemonInfo[] {
+    const mounts = new Set(
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .map(l => l.split(' ')[4])
+    )
+    return [...this.known].map(([id, img]) => {
+      const pid = pidOf(readText(join(this.o.root, 'daemons', `${id}.pid`)))
+      const mountpoint = join(this.o.root, 'mnt', id)
+      const apisock = join(this.o.root, 'daemons', `${id}.sock`)
+      return { id, image: img.imageRef, pid, mountpoint, apisock, alive: pid !== undefined && alive(pid), mounted: mounts.has(mountpoint) }
+    })
+  }
+
   /** Knows an image whose daemon an earlier run of the snapshotter started. */
   adopt(id: string, bootstrap: string, imageRef: string): void {
     this.o.log.debug({ id, image: imageRef }, 'image adopted from an earlier run')
@@ -86,13 +114,13 @@ export class NydusdManager {
   private async start(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
     const mountpoint = join(this.o.root, 'mnt', id)
     const pidFile = join(this.o.root, 'daemons', `${id}.pid`)
+    const config = join(this.o.root, 'daemons', `${id}.json`)
     const running = await readPid(pidFile)
-    if (running !== undefined && alive(running) && (await isMounted(mountpoint))) return { mountpoint, pid: running }
+    if (running !== undefined && alive(running) && (await isMounted(mountpoint))) return { mountpoint, pid: running, config }
     // A daemon that died leaves its mount behind, dead (ENOTCONN): detach it, as fusermount -uz would.
     if (await isMounted(mountpoint)) spawnSync('fusermount', ['-uz', '--', mountpoint], { stdio: 'ignore', timeout: 5000 })
     await mkdir(mountpoint, { recursive: true })
     await mkdir(join(this.o.root, 'daemons'), { recursive: true })
-    const config = join(this.o.root, 'daemons', `${id}.json`)
     await writeFile(config, JSON.stringify(await this.configFor(imageRef, join(this.o.root, 'cache'))))
     const logFile = await open(join(this.o.root, 'daemons', `${id}.log`), 'a')
     const child = spawn(
@@ -122,7 +150,7 @@ export class NydusdManager {
       await sleep(25)
     }
     this.o.log.info({ image: imageRef, mountpoint, pid: child.pid }, 'nydusd started')
-    return { mountpoint, pid: child.pid }
+    return { mountpoint, pid: child.pid, config }
   }
 
   /** Stops the image's nydusd (it unmounts on SIGTERM). */
@@ -152,8 +180,20 @@ export class NydusdManager {
 }
 
 async function readPid(path: string): Promise<number | undefined> {
-  const n = Number((await readFile(path, 'utf8').catch(() => '')).trim())
+  return pidOf(await readFile(path, 'utf8').catch(() => ''))
+}
+
+function pidOf(text: string): number | undefined {
+  const n = Number(text.trim())
   return Number.isSafeInteger(n) && n > 0 ? n : undefined
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
 }
 
 /** Running, and not a zombie: a daemon whose parent died is reaped only if init does so. */

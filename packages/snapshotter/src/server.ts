@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js'
 import { loadSync } from '@grpc/proto-loader'
 import { statusOf } from '@nydusjs/errors'
 import type { Logger } from 'pino'
+import type { SnapshotterMetrics } from './metrics.js'
 import type { Info, OverlaySnapshotter } from './snapshotter.js'
 
 const PROTO = join(dirname(fileURLToPath(import.meta.url)), '../../proto/snapshots.proto')
@@ -32,7 +33,12 @@ type Unary = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>)
  * gives its code (NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, ...) and a
  * one-line message.
  */
-export async function serveSnapshots(address: string, sn: OverlaySnapshotter, log: Logger): Promise<grpc.Server> {
+export async function serveSnapshots(
+  address: string,
+  sn: OverlaySnapshotter,
+  log: Logger,
+  metrics?: SnapshotterMetrics
+): Promise<grpc.Server> {
   const def = loadSync(PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true })
   const pkg = grpc.loadPackageDefinition(def) as any
   const service = pkg.containerd.services.snapshots.v1.Snapshots.service as grpc.ServiceDefinition
@@ -40,12 +46,17 @@ export async function serveSnapshots(address: string, sn: OverlaySnapshotter, lo
     (name: string, fn: (req: any) => Promise<unknown> | unknown): Unary =>
     (call, cb) => {
       log.debug({ method: name, key: call.request?.key, parent: call.request?.parent, labels: call.request?.labels }, 'request')
+      const done = metrics?.observe(name)
       Promise.resolve()
         .then(() => fn(call.request))
         .then(
-          res => cb(null, res ?? {}),
+          res => {
+            done?.()
+            cb(null, res ?? {})
+          },
           (err: Error) => {
             const { grpc: code, code: ours } = statusOf(err)
+            done?.(ours)
             // ALREADY_EXISTS is also how a remote layer is reported to containerd: not a failure then.
             const level = ours === 'ERR_SNAPSHOT_EXISTS' ? 'debug' : 'warn'
             log[level]({ method: name, key: call.request?.key, code: ours, err: err.message }, 'request failed')
@@ -73,6 +84,7 @@ export async function serveSnapshots(address: string, sn: OverlaySnapshotter, lo
       await sn.cleanup()
     }),
     List: (call: grpc.ServerWritableStream<any, any>) => {
+      metrics?.observe('List')()
       try {
         const all = sn.list(call.request.filters ?? [])
         // containerd reads pages; 100 infos a message keeps each one small.

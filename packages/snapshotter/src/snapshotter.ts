@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
+import { FORMAT_VERSION } from '@nydusjs/rafs'
 import { join } from 'node:path'
 import { SnapshotterError } from './errors.js'
 import { compileFilters } from './filters.js'
 import { SnapshotStore, type Kind, type SnapshotRecord } from './store.js'
-import type { NydusdManager } from './nydusd-manager.js'
+import type { ImageMount, NydusdManager } from './nydusd-manager.js'
 import { diskUsage } from './usage.js'
 
 export interface Mount {
@@ -29,6 +30,11 @@ export const LABEL_NYDUS_BLOB = 'containerd.io/snapshot/nydus-blob'
 export const LABEL_IMAGE_REF = 'containerd.io/snapshot/remote/stargz.reference'
 export const LABEL_NYDUS_BOOTSTRAP = 'containerd.io/snapshot/nydus-bootstrap'
 
+export interface SnapshotterOptions {
+  /** Kata's mount: type fuse.nydus-overlayfs with the image in an `extraoption=` (nydus-snapshotter's enable_nydus_overlayfs). */
+  nydusOverlayfs?: boolean
+}
+
 /** Label bytes allowed per key/value pair, as containerd checks them. */
 const MAX_LABEL_BYTES = 4096
 
@@ -44,16 +50,17 @@ export class OverlaySnapshotter {
 
   private constructor(
     readonly root: string,
-    private readonly nydusd?: NydusdManager
+    private readonly nydusd?: NydusdManager,
+    private readonly o: SnapshotterOptions = {}
   ) {
     this.dir = join(root, 'snapshots')
     this.store = new SnapshotStore(join(root, 'metadata'))
   }
 
   /** Without `nydusd`, converted images are refused at mount (nothing can serve them). */
-  static async open(root: string, nydusd?: NydusdManager): Promise<OverlaySnapshotter> {
+  static async open(root: string, nydusd?: NydusdManager, o: SnapshotterOptions = {}): Promise<OverlaySnapshotter> {
     await mkdir(join(root, 'snapshots'), { recursive: true })
-    return new OverlaySnapshotter(root, nydusd)
+    return new OverlaySnapshotter(root, nydusd, o)
   }
 
   /**
@@ -231,11 +238,13 @@ export class OverlaySnapshotter {
 
   private async mountsOf(rec: SnapshotRecord): Promise<Mount[]> {
     const lowers: string[] = []
+    let remote: { boot: SnapshotRecord; mount: ImageMount } | undefined
     for (let p = rec.parent; p !== ''; ) {
       const r = this.must(p)
       if (r.labels[LABEL_NYDUS_BOOTSTRAP] === 'true') {
         // A converted image: its bootstrap and everything below are served by its nydusd, lazily.
-        lowers.push(await this.remoteLower(r))
+        remote = { boot: r, mount: await this.remoteLower(r) }
+        lowers.push(remote.mount.mountpoint)
         break
       }
       lowers.push(join(this.path(r.id), 'fs'))
@@ -244,13 +253,12 @@ export class OverlaySnapshotter {
     const own = join(this.path(rec.id), 'fs')
     if (rec.kind === 'ACTIVE') {
       if (lowers.length === 0) return [{ type: 'bind', source: own, options: ['rw', 'rbind'] }]
-      return [
-        {
-          type: 'overlay',
-          source: 'overlay',
-          options: [`workdir=${join(this.path(rec.id), 'work')}`, `upperdir=${own}`, `lowerdir=${lowers.join(':')}`]
-        }
-      ]
+      const options = [`workdir=${join(this.path(rec.id), 'work')}`, `upperdir=${own}`, `lowerdir=${lowers.join(':')}`]
+      if (remote !== undefined && this.o.nydusOverlayfs === true)
+        return [
+          { type: 'fuse.nydus-overlayfs', source: 'overlay', options: [...options, await this.extraOption(remote.boot, remote.mount)] }
+        ]
+      return [{ type: 'overlay', source: 'overlay', options }]
     }
     if (lowers.length === 0) return [{ type: 'bind', source: own, options: ['ro', 'rbind'] }]
     if (lowers.length === 1) return [{ type: 'bind', source: lowers[0], options: ['ro', 'rbind'] }]
@@ -268,7 +276,18 @@ export class OverlaySnapshotter {
     return image
   }
 
-  private async remoteLower(boot: SnapshotRecord): Promise<string> {
+  /** What Kata's agent needs to run the image's nydusd in the guest, as nydus-snapshotter encodes it. */
+  private async extraOption(boot: SnapshotRecord, m: ImageMount): Promise<string> {
+    const extra = {
+      source: join(this.path(boot.id), 'fs', 'image', 'image.boot'),
+      config: await readFile(m.config, 'utf8'),
+      snapshotdir: this.path(boot.id),
+      fs_version: `rafs-js-v${FORMAT_VERSION}`
+    }
+    return `extraoption=${Buffer.from(JSON.stringify(extra)).toString('base64')}`
+  }
+
+  private async remoteLower(boot: SnapshotRecord): Promise<ImageMount> {
     const image = this.imageOf(boot)
     if (this.nydusd === undefined) throw new SnapshotterError('ERR_CONFIG', 'a converted image needs nydusd, and none is configured')
     if (image === undefined) {
@@ -277,7 +296,7 @@ export class OverlaySnapshotter {
         "the converted image's layers carry no image reference (pull it with ctr-remote rpull or through CRI)"
       )
     }
-    return (await this.nydusd.ensure(String(boot.id), join(this.path(boot.id), 'fs', 'image', 'image.boot'), image)).mountpoint
+    return await this.nydusd.ensure(String(boot.id), join(this.path(boot.id), 'fs', 'image', 'image.boot'), image)
   }
 
   private must(key: string): SnapshotRecord {

@@ -1,22 +1,51 @@
 import test, { type ExecutionContext } from 'ava'
 import { existsSync } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises'
+import { get } from 'node:http'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
-import { busyboxFixture, repoRoot, run, skopeoPush, startContainerd, startRegistry, startSnapshotter, convertImage } from '@nydusjs/testkit'
+import {
+  busyboxFixture,
+  convertImage,
+  freePort,
+  repoRoot,
+  run,
+  skopeoPush,
+  startContainerd,
+  startRegistry,
+  startSnapshotter
+} from '@nydusjs/testkit'
 
 const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
 
+/** GET on a unix socket (the system API) or a TCP URL (metrics). */
+async function httpGet(where: { socketPath: string } | string, path = ''): Promise<{ status: number; body: string }> {
+  return await new Promise((resolve, reject) => {
+    const req = typeof where === 'string' ? get(where + path) : get({ socketPath: where.socketPath, path })
+    req.on('response', res => {
+      let body = ''
+      res.on('data', (b: Buffer) => {
+        body += b.toString()
+      })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+  })
+}
+
+const metric = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
+
 /** busybox converted in a fresh registry, a snapshotter, a containerd using it, and the image pulled lazily with ctr-remote. */
-async function convertedImage(t: ExecutionContext) {
+async function convertedImage(t: ExecutionContext, o: { args?: string[]; path?: string[] } = {}) {
   const { oci } = await busyboxFixture()
   const reg = await startRegistry(t)
   await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
   const ref = `${reg.host}/library/busybox:1-nydus`
   const { report } = await convertImage<{ images: Array<{ blobs: string[] }> }>(`${reg.host}/library/busybox:1`, ref)
   const blob = report.images[0].blobs[0]
-  const sn = await startSnapshotter(t, BIN)
-  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+  const sn = await startSnapshotter(t, BIN, { args: o.args })
+  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address }, path: o.path })
   const rpull = ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]
   const pull = await run('ctr-remote', rpull, { timeoutMs: 60_000 })
   if (pull.code !== 0) throw new Error(`rpull: ${pull.stderr}${sn.logs()}`)
@@ -113,6 +142,14 @@ test.serial(
     const daemons = (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
     t.is(daemons.length, 1, 'one nydusd for the image')
     t.true((await readFile('/proc/mounts', 'utf8')).includes(join(sn.root, 'mnt')), 'its mount is up')
+    const sys = { socketPath: join(dirname(sn.address), 'system.sock') }
+    const listed = JSON.parse((await httpGet(sys, '/api/v1/daemons')).body) as Array<Record<string, unknown>>
+    t.like(listed, [{ image: ref, pid: Number(daemons[0]), alive: true, mounted: true }])
+    const text = (await httpGet(sys, '/metrics')).body
+    t.is(metric(text, 'snapshotter_nydusd_count'), 1)
+    t.is(metric(text, 'snapshotter_remote_mounts'), 1)
+    t.true(metric(text, 'snapshotter_requests_total\\{method="Prepare"\\}') >= 3, text)
+    t.is((await httpGet(sys, '/nope')).status, 404)
     t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
     t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
     t.is((await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim(), '', 'no nydusd left')
@@ -179,7 +216,11 @@ test.serial(
 )
 
 test.serial('a nydusd that dies is restarted by the snapshotter on the same mountpoint, and new containers start', async t => {
-  const { ref, sn, cd } = await convertedImage(t)
+  const dir = await mkdtemp(join(tmpdir(), 'sncfg-'))
+  t.teardown(() => run('rm', ['-rf', dir]).then(() => undefined))
+  const port = await freePort()
+  await writeFile(join(dir, 'config.toml'), `version = 1\n[metrics]\naddress = "127.0.0.1:${port}"\n[daemon]\nrecover_policy = "restart"\n`)
+  const { ref, sn, cd } = await convertedImage(t, { args: ['--config', join(dir, 'config.toml')] })
   const first = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'k1', '/bin/cat', '/etc/passwd'])
   t.is(first.code, 0, first.stderr + sn.logs())
   const pids = async (): Promise<string[]> =>
@@ -197,4 +238,61 @@ test.serial('a nydusd that dies is restarted by the snapshotter on the same moun
   t.is(next.code, 0, next.stderr + sn.logs())
   t.regex(next.stdout, /^[0-9a-f]{32}\n$/)
   t.regex(sn.logs(), /nydusd had died: restarted/)
+  const text = (await httpGet(`http://127.0.0.1:${port}/metrics`)).body
+  t.is(metric(text, 'snapshotter_nydusd_restarts_total'), 1, text)
+  t.is(metric(text, 'snapshotter_nydusd_count'), 1, text)
 })
+
+test.serial(
+  "Kata's mount: with --enable-nydus-overlayfs the rootfs is fuse.nydus-overlayfs with the image in extraoption=, and the helper mounts it for runc",
+  async t => {
+    // containerd's shim runs mount.fuse, which runs nydus-overlayfs from PATH.
+    const helpers = await mkdtemp(join(tmpdir(), 'helpers-'))
+    t.teardown(() => run('rm', ['-rf', helpers]).then(() => undefined))
+    await symlink(join(repoRoot, 'packages/snapshotter/bin/nydus-overlayfs.cjs'), join(helpers, 'nydus-overlayfs'))
+    await symlink(process.execPath, join(helpers, 'node'))
+    const { ref, sn, cd } = await convertedImage(t, { args: ['--enable-nydus-overlayfs'], path: [helpers] })
+    const out = await cd.ctr([
+      'run',
+      '--rm',
+      '--snapshotter',
+      'nydus',
+      ref,
+      'kata1',
+      '/bin/sh',
+      '-c',
+      'head -1 /etc/passwd; echo w > /w; cat /w'
+    ])
+    t.is(out.code, 0, out.stderr + sn.logs() + cd.logs())
+    t.is(out.stdout, 'root:x:0:0:root:/root:/bin/sh\nw\n')
+    const image = (await cd.ctr(['images', 'ls', '-q'])).stdout.trim()
+    t.is(image, ref)
+    const prep = await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])
+    const parent = /^(\S+)\s+\S+\s+Committed/m.exec(
+      prep.stdout
+        .split('\n')
+        .filter(l => l.includes('sha256:'))
+        .at(-1) ?? ''
+    )?.[1]
+    t.truthy(parent, prep.stdout)
+    const m = await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'prepare', '--mounts', 'kata-view', parent!])
+    const [mount] = JSON.parse(m.stdout) as Array<{ Type: string; Options: string[] }>
+    t.is(mount.Type, 'fuse.nydus-overlayfs', m.stdout + m.stderr)
+    t.true(mount.Options.some(o => o.startsWith('lowerdir=')))
+    const encoded = mount.Options.find(o => o.startsWith('extraoption='))?.slice('extraoption='.length) ?? ''
+    const extra = JSON.parse(Buffer.from(encoded, 'base64').toString()) as Record<string, string>
+    t.regex(extra.source, /\/image\/image\.boot$/)
+    t.is(JSON.parse(extra.config).device.backend.type, 'registry')
+    t.regex(extra.fs_version, /^rafs-js-v\d+$/)
+    // The helper on its own: bad arguments get one line and a non-zero exit.
+    const bad = await run(process.execPath, [
+      join(repoRoot, 'packages/snapshotter/bin/nydus-overlayfs.cjs'),
+      'overlay',
+      '/mnt/x',
+      '-o',
+      'extraoption=e30='
+    ])
+    t.is(bad.code, 1)
+    t.is(bad.stderr, 'nydus-overlayfs: error: mount of /mnt/x: no lowerdir= among the options\n')
+  }
+)

@@ -27,7 +27,10 @@ export interface TestContainerd {
  * directory, the CRI plugin off, and `proxyPlugins` (name -> socket) as
  * snapshotters. Stopped, and its leftover mounts detached, when the test ends.
  */
-export async function startContainerd(t: Teardown, o: { proxyPlugins?: Record<string, string> } = {}): Promise<TestContainerd> {
+export async function startContainerd(
+  t: Teardown,
+  o: { proxyPlugins?: Record<string, string> /** Directories put first on PATH (mount helpers the shims run). */; path?: string[] } = {}
+): Promise<TestContainerd> {
   const dir = await tempDir(t, 'containerd-')
   const root = join(dir, 'root')
   const state = join(dir, 'state')
@@ -42,7 +45,8 @@ export async function startContainerd(t: Teardown, o: { proxyPlugins?: Record<st
     `version = 2\nroot = "${root}"\nstate = "${state}"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n` +
       `[grpc]\n  address = "${address}"\n[ttrpc]\n  address = "${address}.ttrpc"\n[debug]\n  address = ""\n[metrics]\n  address = ""\n${proxies}`
   )
-  const proc = spawnOwned('containerd', ['--config', cfg, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const env = { ...process.env, PATH: [...(o.path ?? []), process.env.PATH].join(':') }
+  const proc = spawnOwned('containerd', ['--config', cfg, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env })
   // Shims and containers outlive containerd: the reaper stops whatever names this directory and detaches its mounts.
   reaper.under(dir)
   reaper.cgroup(namespace)
@@ -53,7 +57,8 @@ export async function startContainerd(t: Teardown, o: { proxyPlugins?: Record<st
   })
   const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
   const ctr = async (args: string[]): Promise<RunResult> =>
-    await run('ctr', ['--address', address, '--namespace', namespace, ...args], { timeoutMs: 60_000 })
+    // The same PATH as containerd's: ctr mounts a rootfs itself to read the image's /etc/passwd.
+    await run('ctr', ['--address', address, '--namespace', namespace, ...args], { timeoutMs: 60_000, env })
   const stop = async (): Promise<void> => {
     // Containers first (they are not children of anything here), then their shims, then containerd.
     await run('sh', [

@@ -26,6 +26,8 @@ export interface FaultProxy {
   counts: () => Record<Fault, number>
   /** Blob requests seen, in order: method, path without the query, and the fault applied. */
   requests: () => Array<{ method: string; path: string; fault: Fault }>
+  /** Blob body bytes sent to clients, by blob digest: what the registry served. */
+  blobBytes: () => Map<string, number>
   close: () => Promise<void>
 }
 
@@ -45,6 +47,7 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
   ) as Record<Fault, number>
   const stalled = new Set<ServerResponse>()
   const log: Array<{ method: string; path: string; fault: Fault }> = []
+  const served = new Map<string, number>()
   const server: Server = createServer((req, res) => {
     const f: Fault = (req.url ?? '').includes('/blobs/') ? (queue.shift() ?? firstTry(req) ?? mode) : 'pass'
     counts[f]++
@@ -125,6 +128,9 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
           headers.location = `http://127.0.0.1:${port}${headers.location.slice(up.origin.length)}`
         res.writeHead(upRes.statusCode ?? 502, headers)
         if (f === 'pass') {
+          const digest = /\/blobs\/(sha256:[0-9a-f]{64})/.exec(req.url ?? '')?.[1]
+          if (digest !== undefined && req.method === 'GET')
+            upRes.on('data', (b: Buffer) => served.set(digest, (served.get(digest) ?? 0) + b.length))
           upRes.pipe(res)
           return
         }
@@ -171,6 +177,7 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
     },
     counts: () => ({ ...counts }),
     requests: () => [...log],
+    blobBytes: () => new Map(served),
     close
   }
 }
