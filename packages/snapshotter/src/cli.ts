@@ -62,6 +62,7 @@ export async function main(argv: string[]): Promise<number> {
       nydusdConfig: flags['nydusd-config'] ?? cfg.daemon.nydusd_config,
       log
     })
+    await nydusd.baseConfig()
     const sn = await OverlaySnapshotter.open(root, nydusd, {
       nydusOverlayfs: flags['enable-nydus-overlayfs'] ?? cfg.snapshot.enable_nydus_overlayfs
     })

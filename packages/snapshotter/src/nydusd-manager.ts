@@ -162,11 +162,26 @@ export class NydusdManager {
     if (alive(pid)) process.kill(pid, 'SIGKILL')
   }
 
+  /** The --nydusd-config JSON (an object), or a one-line ERR_CONFIG naming the file; checked at start too. */
+  async baseConfig(): Promise<Record<string, any>> {
+    const path = this.o.nydusdConfig
+    if (path === undefined) return {}
+    let value: unknown
+    try {
+      value = JSON.parse(await readFile(path, 'utf8'))
+    } catch (err) {
+      throw new SnapshotterError('ERR_CONFIG', `nydusd config ${path}: ${(err as Error).message.split('\n')[0]}`)
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw new SnapshotterError('ERR_CONFIG', `nydusd config ${path}: not a JSON object`)
+    return value as Record<string, any>
+  }
+
   private async configFor(imageRef: string, cacheDir: string): Promise<unknown> {
     const ref = parseImageRef(imageRef)
-    // Loopback registries are the test and development case: plain HTTP when TLS does not answer, as containerd's resolver does.
-    const scheme = LOOPBACK.test(ref.host) ? await insecureScheme(ref.host) : 'https'
-    const base = this.o.nydusdConfig === undefined ? {} : (JSON.parse(await readFile(this.o.nydusdConfig, 'utf8')) as Record<string, any>)
+    const base = await this.baseConfig()
+    // The config's scheme wins (plain HTTP registries); else loopback is probed, as containerd's resolver does, and TLS is the rule.
+    const scheme = base.device?.backend?.config?.scheme ?? (LOOPBACK.test(ref.host) ? await insecureScheme(ref.host) : 'https')
     const backendConfig = { ...(base.device?.backend?.config ?? {}), scheme, host: ref.host, repo: ref.repo }
     return {
       ...base,

@@ -28,6 +28,8 @@ export interface Info {
 export const LABEL_REF = 'containerd.io/snapshot.ref'
 export const LABEL_NYDUS_BLOB = 'containerd.io/snapshot/nydus-blob'
 export const LABEL_IMAGE_REF = 'containerd.io/snapshot/remote/stargz.reference'
+/** What CRI puts on every layer's Prepare when disable_snapshot_annotations = false. */
+export const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref'
 export const LABEL_NYDUS_BOOTSTRAP = 'containerd.io/snapshot/nydus-bootstrap'
 
 export interface SnapshotterOptions {
@@ -265,12 +267,13 @@ export class OverlaySnapshotter {
     return [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${lowers.join(':')}`] }]
   }
 
-  /** The image's nydusd mountpoint, the daemon started if it is not running. */
+  /** The image reference the layers were pulled with (ctr-remote's label or CRI's). */
   private imageOf(boot: SnapshotRecord): string | undefined {
-    let image = boot.labels[LABEL_IMAGE_REF]
+    const ref = (r: SnapshotRecord): string | undefined => r.labels[LABEL_IMAGE_REF] ?? r.labels[LABEL_CRI_IMAGE_REF]
+    let image = ref(boot)
     for (let p = boot.parent; image === undefined && p !== ''; ) {
       const r = this.must(p)
-      image = r.labels[LABEL_IMAGE_REF]
+      image = ref(r)
       p = r.parent
     }
     return image
@@ -287,6 +290,7 @@ export class OverlaySnapshotter {
     return `extraoption=${Buffer.from(JSON.stringify(extra)).toString('base64')}`
   }
 
+  /** The image's nydusd mount, the daemon started if it is not running. */
   private async remoteLower(boot: SnapshotRecord): Promise<ImageMount> {
     const image = this.imageOf(boot)
     if (this.nydusd === undefined) throw new SnapshotterError('ERR_CONFIG', 'a converted image needs nydusd, and none is configured')

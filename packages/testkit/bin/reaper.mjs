@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The test worker's reaper: reads `pid N`, `mount PATH`, `dir PATH`, `under PATH` (and
+// The test worker's reaper: reads `pid N`, `mount PATH`, `dir PATH`, `under PATH`, `netns NAME` (and
 // `un…` to drop one) on stdin; when stdin ends (the worker exited, timed out or was SIGKILLed) it
 // kills what is left, detaches the mounts and removes the directories, then exits.
 import { spawnSync } from 'node:child_process'
@@ -13,11 +13,13 @@ const dirs = new Set()
 const unders = new Set()
 // cgroup names (containerd namespaces): every process in them, in any controller, is killed.
 const cgroups = new Set()
-const sets = { pid: pids, mount: mounts, dir: dirs, under: unders, cgroup: cgroups }
+// Network namespaces: their processes are killed and the namespace (with its veth pair) deleted.
+const netnses = new Set()
+const sets = { pid: pids, mount: mounts, dir: dirs, under: unders, cgroup: cgroups, netns: netnses }
 
 createInterface({ input: process.stdin })
   .on('line', line => {
-    const m = /^(un)?(pid|mount|dir|under|cgroup) (.+)$/.exec(line)
+    const m = /^(un)?(pid|mount|dir|under|cgroup|netns) (.+)$/.exec(line)
     if (m === null) return
     if (m[1] === 'un') sets[m[2]].delete(m[3])
     else sets[m[2]].add(m[3])
@@ -36,6 +38,14 @@ function reap() {
     } catch {}
   }
   for (const name of cgroups) killCgroup(name)
+  for (const ns of netnses) {
+    const inside = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', timeout: 5000 }).stdout ?? ''
+    for (const pid of inside.split('\n').filter(Boolean))
+      try {
+        process.kill(Number(pid), 'SIGKILL')
+      } catch {}
+    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore', timeout: 5000 })
+  }
   for (const root of unders) {
     for (const p of readdirSync('/proc')) {
       if (!/^\d+$/.test(p) || Number(p) === process.pid) continue

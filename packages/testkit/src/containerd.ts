@@ -27,10 +27,18 @@ export interface TestContainerd {
  * directory, the CRI plugin off, and `proxyPlugins` (name -> socket) as
  * snapshotters. Stopped, and its leftover mounts detached, when the test ends.
  */
-export async function startContainerd(
-  t: Teardown,
-  o: { proxyPlugins?: Record<string, string> /** Directories put first on PATH (mount helpers the shims run). */; path?: string[] } = {}
-): Promise<TestContainerd> {
+export interface ContainerdOptions {
+  proxyPlugins?: Record<string, string>
+  /** Directories put first on PATH (mount helpers the shims run). */
+  path?: string[]
+  /**
+   * The CRI plugin on (namespace k8s.io, host-network pods only: no CNI here):
+   * its sandbox image, its snapshotter, and registries it reaches over plain HTTP.
+   */
+  cri?: { sandboxImage: string; snapshotter: string; plainHttp: string[] }
+}
+
+export async function startContainerd(t: Teardown, o: ContainerdOptions = {}): Promise<TestContainerd> {
   const dir = await tempDir(t, 'containerd-')
   const root = join(dir, 'root')
   const state = join(dir, 'state')
@@ -40,10 +48,12 @@ export async function startContainerd(
     .map(([name, sock]) => `[proxy_plugins.${name}]\n  type = "snapshot"\n  address = "${sock}"\n`)
     .join('')
   const cfg = join(dir, 'config.toml')
+  const plugins = o.cri === undefined ? 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n' : ''
   await writeFile(
     cfg,
-    `version = 2\nroot = "${root}"\nstate = "${state}"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n` +
-      `[grpc]\n  address = "${address}"\n[ttrpc]\n  address = "${address}.ttrpc"\n[debug]\n  address = ""\n[metrics]\n  address = ""\n${proxies}`
+    `version = 2\nroot = "${root}"\nstate = "${state}"\n${plugins}` +
+      `[grpc]\n  address = "${address}"\n[ttrpc]\n  address = "${address}.ttrpc"\n[debug]\n  address = ""\n[metrics]\n  address = ""\n${proxies}` +
+      (o.cri === undefined ? '' : criConfig(o.cri, dir))
   )
   const env = { ...process.env, PATH: [...(o.path ?? []), process.env.PATH].join(':') }
   const proc = spawnOwned('containerd', ['--config', cfg, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env })
@@ -66,6 +76,13 @@ export async function startContainerd(
       `cat /sys/fs/cgroup/*/${namespace}/*/cgroup.procs /sys/fs/cgroup/*/${namespace}/cgroup.procs 2>/dev/null | xargs -r kill -9`
     ])
     await run('sh', ['-c', `pkill -9 -f 'containerd-shim.*${address}' || true`])
+    // CRI's containers live in namespace k8s.io, shared by every containerd: only this one's runc state goes.
+    if (o.cri !== undefined) {
+      const ids = (await run('ctr', ['--address', address, '--namespace', 'k8s.io', 'containers', 'ls', '-q'], { timeoutMs: 10_000 }))
+        .stdout
+      for (const id of ids.split('\n').filter(Boolean)) await run('rm', ['-rf', join('/run/containerd/runc/k8s.io', id)])
+      await run('rmdir', ['/run/containerd/runc/k8s.io'])
+    }
     proc.kill('SIGTERM')
     await Promise.race([exited, sleep(5000)])
     if (proc.exitCode === null) proc.kill('SIGKILL')
@@ -127,4 +144,16 @@ export async function startSnapshotter(
     await sleep(50)
   }
   return { address, root, pid: proc.pid, logs: () => stderr, stop }
+}
+
+/** CRI's section: kubelet-like defaults that work here (root lacks CAP_SYS_RESOURCE; no CNI; no fixed ports). */
+function criConfig(cri: NonNullable<ContainerdOptions['cri']>, dir: string): string {
+  const p = '[plugins."io.containerd.grpc.v1.cri"]'
+  const mirrors = cri.plainHttp.map(h => `${p.slice(0, -1)}.registry.mirrors."${h}"]\n  endpoint = ["http://${h}"]\n`).join('')
+  return (
+    `${p}\n  sandbox_image = "${cri.sandboxImage}"\n  restrict_oom_score_adj = true\n` +
+    `  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n  enable_selinux = false\n` +
+    `${p.slice(0, -1)}.containerd]\n  snapshotter = "${cri.snapshotter}"\n  disable_snapshot_annotations = false\n` +
+    `${p.slice(0, -1)}.cni]\n  bin_dir = "${join(dir, 'cni-bin')}"\n  conf_dir = "${join(dir, 'cni-conf')}"\n${mirrors}`
+  )
 }

@@ -50,6 +50,13 @@ export const reaper = {
   dir: (path: string): void => {
     say(`dir ${path}`)
   },
+  /** A network namespace: its processes, then it (and so its veth pair). */
+  netns: (name: string): void => {
+    say(`netns ${name}`)
+  },
+  unnetns: (name: string): void => {
+    say(`unnetns ${name}`)
+  },
   undir: (path: string): void => {
     say(`undir ${path}`)
   },

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { SignJWT, importPKCS8 } from 'jose'
 import { mustRun } from './run.js'
 import { spawnOwned } from './reaper.js'
+import type { TestNetns } from './netns.js'
 import { tempDir } from './paths.js'
 
 interface Teardown {
@@ -114,7 +115,11 @@ export interface TestRegistry {
  * token auth (a token server here signs JWTs with a test key) or none, and
  * optionally TLS from a test CA. Stopped when the test ends.
  */
-export async function startRegistry(t: Teardown, o: { auth?: RegistryAuth; tls?: boolean } = {}): Promise<TestRegistry> {
+export async function startRegistry(
+  t: Teardown,
+  o: { auth?: RegistryAuth; tls?: boolean /** Serve from inside this namespace, on its address. */; netns?: TestNetns } = {}
+): Promise<TestRegistry> {
+  const ip = o.netns?.nsIp ?? '127.0.0.1'
   const dir = await tempDir(t, 'registry-')
   const port = await freePort()
   const auth = o.auth ?? { type: 'none' }
@@ -133,9 +138,10 @@ export async function startRegistry(t: Teardown, o: { auth?: RegistryAuth; tls?:
   const tlsYaml = o.tls === true ? `  tls:\n    certificate: ${ca!.certFile}\n    key: ${ca!.keyFile}\n` : ''
   await writeFile(
     join(dir, 'config.yml'),
-    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${tlsYaml}${authYaml}`
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${ip}:${port}\n${tlsYaml}${authYaml}`
   )
-  const proc = spawnOwned('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const cmd = [...(o.netns?.prefix ?? []), 'docker-registry', 'serve', join(dir, 'config.yml')]
+  const proc = spawnOwned(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   proc.stderr!.on('data', (b: Buffer) => {
     stderr += b.toString()
@@ -150,7 +156,7 @@ export async function startRegistry(t: Teardown, o: { auth?: RegistryAuth; tls?:
   for (let i = 0; ; i++) {
     if (proc.exitCode !== null) throw new Error(`docker-registry exited: ${stderr}`)
     const up = await new Promise<boolean>(resolve => {
-      const c = connect(port, '127.0.0.1', () => {
+      const c = connect(port, ip, () => {
         c.end()
         resolve(true)
       })
@@ -160,7 +166,7 @@ export async function startRegistry(t: Teardown, o: { auth?: RegistryAuth; tls?:
     if (i > 100) throw new Error(`docker-registry did not listen on ${port}: ${stderr}`)
     await sleep(50)
   }
-  return { host: `127.0.0.1:${port}`, scheme, url: `${scheme}://127.0.0.1:${port}`, ca, token, dir, pid: proc.pid, stop }
+  return { host: `${ip}:${port}`, scheme, url: `${scheme}://${ip}:${port}`, ca, token, dir, pid: proc.pid, stop }
 }
 
 async function startTokenServer(t: Teardown, ca: TestCa, auth: Extract<RegistryAuth, { type: 'token' }>): Promise<TokenServer> {
