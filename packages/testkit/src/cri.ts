@@ -30,7 +30,10 @@ export function criClient(address: string): CriClient {
         err === null ? resolve(res) : reject(err)
       )
     })
-  return { call, close: () => Object.values(clients).forEach(c => c.close()) }
+  const close = (): void => {
+    for (const c of Object.values(clients)) c.close()
+  }
+  return { call, close }
 }
 
 export interface PodRun {
