@@ -101,7 +101,13 @@ async function coldStart(ns, ref, mode) {
             'nydus',
             ref
           ])
-        : await cd.ctr(['image', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ref])
+        : await run(
+            'ctr',
+            ['--address', cd.address, '--namespace', cd.namespace, 'image', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ref],
+            {
+              timeoutMs: 1_800_000
+            }
+          )
     if (pull.code !== 0) throw new Error(`pull ${ref}: ${pull.stderr}`)
     const pullSecs = Number(process.hrtime.bigint() - t0) / 1e9
     const snapshotter = mode === 'lazy' ? 'nydus' : 'overlayfs'

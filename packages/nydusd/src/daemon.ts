@@ -9,6 +9,7 @@ import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
 import { ChainBackend, ChunkCache, LocalFsBackend, type ChainLink } from '@nydusjs/storage/local'
 import { startApi } from './api.js'
+import { checkBlobs } from './blob-check.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
 import type { BackendConfig, NydusdConfig } from './config.js'
 import { NydusdError } from './errors.js'
@@ -81,6 +82,10 @@ export class Nydusd {
     const metrics = new DaemonMetrics()
     const backend = await makeBackend(o.config, metrics, log).catch((err: unknown) => {
       throw err instanceof NydusError ? withContext(err, 'backend') : err
+    })
+    await checkBlobs(reader.blobs(), backend).catch(async (err: unknown) => {
+      await backend.close()
+      throw err
     })
     const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
     const fetcher = new ChunkFetcher({

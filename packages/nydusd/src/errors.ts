@@ -9,6 +9,7 @@ export type NydusdErrorCode =
   | 'ERR_FUSE_MISSING'
   | 'ERR_CHUNK_VERIFY'
   | 'ERR_CHUNK_FETCH'
+  | 'ERR_BLOB_CORRUPT'
   | 'ERR_INTERNAL'
 
 export class NydusdError extends NydusError<NydusdErrorCode> {

@@ -1,11 +1,11 @@
 import test, { type ExecutionContext } from 'ava'
 import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises'
-import { get } from 'node:http'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
 import {
+  apiGet,
   busyboxFixture,
   convertImage,
   freePort,
@@ -18,21 +18,6 @@ import {
 } from '@nydusjs/testkit'
 
 const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
-
-/** GET on a unix socket (the system API) or a TCP URL (metrics). */
-async function httpGet(where: { socketPath: string } | string, path = ''): Promise<{ status: number; body: string }> {
-  return await new Promise((resolve, reject) => {
-    const req = typeof where === 'string' ? get(where + path) : get({ socketPath: where.socketPath, path })
-    req.on('response', res => {
-      let body = ''
-      res.on('data', (b: Buffer) => {
-        body += b.toString()
-      })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.on('error', reject)
-  })
-}
 
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
 
@@ -142,14 +127,14 @@ test.serial(
     const daemons = (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
     t.is(daemons.length, 1, 'one nydusd for the image')
     t.true((await readFile('/proc/mounts', 'utf8')).includes(join(sn.root, 'mnt')), 'its mount is up')
-    const sys = { socketPath: join(dirname(sn.address), 'system.sock') }
-    const listed = JSON.parse((await httpGet(sys, '/api/v1/daemons')).body) as Array<Record<string, unknown>>
+    const sys = join(dirname(sn.address), 'system.sock')
+    const listed = JSON.parse((await apiGet(sys, '/api/v1/daemons')).body) as Array<Record<string, unknown>>
     t.like(listed, [{ image: ref, pid: Number(daemons[0]), alive: true, mounted: true }])
-    const text = (await httpGet(sys, '/metrics')).body
+    const text = (await apiGet(sys, '/metrics')).body
     t.is(metric(text, 'snapshotter_nydusd_count'), 1)
     t.is(metric(text, 'snapshotter_remote_mounts'), 1)
     t.true(metric(text, 'snapshotter_requests_total\\{method="Prepare"\\}') >= 3, text)
-    t.is((await httpGet(sys, '/nope')).status, 404)
+    t.is((await apiGet(sys, '/nope')).status, 404)
     t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
     t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
     t.is((await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim(), '', 'no nydusd left')
@@ -238,7 +223,7 @@ test.serial('a nydusd that dies is restarted by the snapshotter on the same moun
   t.is(next.code, 0, next.stderr + sn.logs())
   t.regex(next.stdout, /^[0-9a-f]{32}\n$/)
   t.regex(sn.logs(), /nydusd had died: restarted/)
-  const text = (await httpGet(`http://127.0.0.1:${port}/metrics`)).body
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
   t.is(metric(text, 'snapshotter_nydusd_restarts_total'), 1, text)
   t.is(metric(text, 'snapshotter_nydusd_count'), 1, text)
 })

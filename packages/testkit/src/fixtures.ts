@@ -49,3 +49,22 @@ export async function busyboxFixture(): Promise<{ tar: string; oci: string }> {
   if (!(await exists(join(oci, 'index.json')))) await mustRun('bash', [join(fixturesDir, 'scripts', 'build-busybox.sh')])
   return { tar, oci }
 }
+
+/**
+ * The Debian/python3 image (debootstrap minbase + python3, one layer) as an
+ * OCI layout, built by fixtures/scripts/build-debian.sh into fixtures/.cache
+ * (about a minute on a fresh clone: it needs Debian's package mirror).
+ */
+export async function debianFixture(): Promise<{ tar: string; oci: string }> {
+  const dir = join(fixtureCache, 'debian-python3')
+  const tar = join(dir, 'rootfs.tar')
+  const oci = join(dir, 'oci')
+  if (!(await exists(join(oci, 'index.json')))) {
+    await mustRun('bash', [join(fixturesDir, 'scripts', 'build-debian.sh')])
+    const tmp = `${oci}.${process.pid}.tmp`
+    await mustRun('bash', [join(fixturesDir, 'scripts', 'make-oci-layout.sh'), tmp, 'latest', tar])
+    await mustRun('rm', ['-rf', oci])
+    await mustRun('mv', [tmp, oci])
+  }
+  return { tar, oci }
+}

@@ -1,0 +1,163 @@
+import test, { type ExecutionContext } from 'ava'
+import { readFile, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import {
+  apiGet,
+  busyboxFixture,
+  convertImage,
+  fixture,
+  mustRun,
+  repoRoot,
+  run,
+  skopeoPush,
+  startContainerd,
+  startRegistry,
+  startSnapshotter,
+  tempDir
+} from '@nydusjs/testkit'
+
+const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
+
+const nydusds = async (root: string): Promise<string[]> =>
+  (await run('pgrep', ['-f', `nydusd.cjs.*${root}`])).stdout.trim().split('\n').filter(Boolean)
+const mountsUnder = async (root: string): Promise<string[]> =>
+  (await readFile('/proc/mounts', 'utf8')).split('\n').filter(l => l.includes(root))
+
+/** busybox converted, a snapshotter and a containerd; the image not pulled yet. */
+async function converted(t: ExecutionContext, convertArgs: string[] = []) {
+  const { oci } = await busyboxFixture()
+  const reg = await startRegistry(t)
+  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
+  const ref = `${reg.host}/library/busybox:1-nydus`
+  const { report } = await convertImage<{ images: Array<{ blobs: string[] }> }>(`${reg.host}/library/busybox:1`, ref, convertArgs)
+  const sn = await startSnapshotter(t, BIN)
+  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+  const rpull = async () =>
+    await run(
+      'ctr-remote',
+      ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
+      {
+        timeoutMs: 60_000
+      }
+    )
+  const manifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`])) as {
+    layers: Array<{ digest: string }>
+  }
+  // The report names blobs by bare hex; registries and errors by digest.
+  return {
+    reg,
+    ref,
+    blob: `sha256:${report.images[0].blobs[0].replace(/^sha256:/, '')}`,
+    bootstrapLayer: manifest.layers.at(-1)!.digest,
+    sn,
+    cd,
+    rpull
+  }
+}
+
+/** The file docker-registry keeps a blob's bytes in. */
+const blobFile = (regDir: string, digest: string): string =>
+  join(regDir, 'data/docker/registry/v2/blobs/sha256', digest.slice(7, 9), digest.slice(7), 'data')
+
+test.serial('a blob missing from the registry: the container start fails naming the blob, and nothing stays mounted', async t => {
+  const { reg, ref, blob, sn, cd, rpull } = await converted(t)
+  t.is((await rpull()).code, 0)
+  await mustRun('rm', [blobFile(reg.dir, blob)])
+  const r = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'gone', '/bin/true'])
+  t.not(r.code, 0)
+  t.regex(r.stderr, new RegExp(`did not mount: .*blob ${blob}: .*\\[ERR_BLOB_NOT_FOUND\\]`), r.stderr + sn.logs())
+  t.deepEqual(await nydusds(sn.root), [], 'no daemon left')
+  t.deepEqual(await mountsUnder(sn.root), [], 'nothing mounted')
+})
+
+test.serial("a bootstrap layer whose bytes do not match its digest: containerd's pull fails, nothing is mounted or started", async t => {
+  const { reg, bootstrapLayer, sn, rpull } = await converted(t)
+  const file = blobFile(reg.dir, bootstrapLayer)
+  const buf = await readFile(file)
+  buf[buf.length >> 1] ^= 0xff
+  await writeFile(file, buf)
+  const r = await rpull()
+  t.not(r.code, 0)
+  t.regex(r.stderr, /digest/i, r.stderr)
+  t.deepEqual(await nydusds(sn.root), [])
+  t.deepEqual(await mountsUnder(sn.root), [])
+})
+
+test.serial('images sharing layers share snapshots; removing one keeps the other runnable; removing both leaves nothing', async t => {
+  const { oci, tar } = await busyboxFixture()
+  const reg = await startRegistry(t)
+  const work = await tempDir(t, 'shared-')
+  // A second image: busybox's layer plus one of its own.
+  await mustRun('bash', [
+    join(repoRoot, 'fixtures/scripts/make-oci-layout.sh'),
+    join(work, 'oci'),
+    'latest',
+    tar,
+    fixture('layers', 'pax.tar')
+  ])
+  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
+  await skopeoPush(`${join(work, 'oci')}:latest`, `${reg.host}/library/derived:1`)
+  const refs = [`${reg.host}/library/busybox:1`, `${reg.host}/library/derived:1`]
+  const sn = await startSnapshotter(t, BIN)
+  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+  for (const ref of refs) t.is((await cd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref])).code, 0)
+  const committed = async (): Promise<number> =>
+    (await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.split('\n').filter(l => /\sCommitted$/.test(l.trim())).length
+  t.is(await committed(), 2, 'the shared base layer is one snapshot')
+  t.is((await cd.ctr(['images', 'rm', '--sync', refs[0]])).code, 0)
+  t.is(await committed(), 2, 'still used by the second image')
+  const r = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', refs[1], 'd1', '/bin/sh', '-c', 'head -1 /etc/passwd'])
+  t.is(r.stdout, 'root:x:0:0:root:/root:/bin/sh\n', r.stderr)
+  t.is((await cd.ctr(['images', 'rm', '--sync', refs[1]])).code, 0)
+  t.is(await committed(), 0)
+  t.deepEqual(await mountsUnder(sn.root), [])
+})
+
+test.serial('two references to one converted image share one nydusd; removing both stops it', async t => {
+  const { reg, ref, sn, cd, rpull } = await converted(t)
+  t.is((await rpull()).code, 0)
+  const other = `${reg.host}/library/busybox:other-nydus`
+  await mustRun('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${ref}`, `docker://${other}`])
+  const pull2 = await run('ctr-remote', [
+    '--address',
+    cd.address,
+    '--namespace',
+    cd.namespace,
+    'image',
+    'rpull',
+    '--plain-http',
+    '--snapshotter',
+    'nydus',
+    other
+  ])
+  t.is(pull2.code, 0, pull2.stderr)
+  for (const [i, r] of [ref, other].entries()) {
+    const out = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', r, `s${i}`, '/bin/sh', '-c', 'head -1 /etc/passwd'])
+    t.is(out.stdout, 'root:x:0:0:root:/root:/bin/sh\n', out.stderr + sn.logs())
+  }
+  t.is((await nydusds(sn.root)).length, 1, 'one daemon for the one image')
+  t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
+  t.is((await nydusds(sn.root)).length, 1, 'the other reference still holds it')
+  t.is((await cd.ctr(['images', 'rm', '--sync', other])).code, 0)
+  t.deepEqual(await nydusds(sn.root), [])
+  t.deepEqual(await mountsUnder(sn.root), [])
+})
+
+test.serial("the bootstrap's prefetch table is fetched in the background once the image is mounted", async t => {
+  const dir = await tempDir(t, 'prefetch-')
+  await writeFile(join(dir, 'patterns'), '/bin/busybox\n')
+  const { ref, sn, cd, rpull } = await converted(t, ['--prefetch-patterns', join(dir, 'patterns')])
+  t.is((await rpull()).code, 0)
+  t.is((await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'p1', '/bin/true'])).code, 0)
+  const [daemon] = JSON.parse((await apiGet(join(dirname(sn.address), 'system.sock'), '/api/v1/daemons')).body) as Array<{
+    apisock: string
+  }>
+  let status: { state: string; totalChunks: number; doneChunks: number } = { state: '', totalChunks: 0, doneChunks: 0 }
+  for (let i = 0; i < 100 && status.state !== 'done'; i++) {
+    status = JSON.parse((await apiGet(daemon.apisock, '/api/v1/daemon/prefetch')).body)
+    await sleep(100)
+  }
+  t.is(status.state, 'done', JSON.stringify(status))
+  t.true(status.totalChunks > 0 && status.doneChunks === status.totalChunks, JSON.stringify(status))
+})
