@@ -79,6 +79,8 @@ export const ConfigSchema = z.strictObject({
   }),
   mode: z.literal('direct').default('direct'),
   digest_validate: z.boolean().default(true),
+  /** Ask the backend for every blob's size before mounting: a missing or truncated blob fails the start (ours). */
+  check_blobs: z.boolean().default(false),
   enable_xattr: z.boolean().default(true),
   fs_prefetch: z
     .strictObject({

@@ -83,10 +83,11 @@ export class Nydusd {
     const backend = await makeBackend(o.config, metrics, log).catch((err: unknown) => {
       throw err instanceof NydusError ? withContext(err, 'backend') : err
     })
-    await checkBlobs(reader.blobs(), backend).catch(async (err: unknown) => {
-      await backend.close()
-      throw err
-    })
+    if (o.config.check_blobs)
+      await checkBlobs(reader.blobs(), backend, log).catch(async (err: unknown) => {
+        await backend.close()
+        throw err
+      })
     const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
     const fetcher = new ChunkFetcher({
       backend,

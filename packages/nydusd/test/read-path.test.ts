@@ -180,6 +180,25 @@ test.serial('a missing blob gives EIO on read and a log line naming it', async t
   t.deepEqual((await readdir(m.mnt)).sort(), ['data', 'other.txt', 'small.txt'], 'metadata still works')
 })
 
+test('with check_blobs, a blob missing from the backend or of the wrong size fails the start naming it; nothing is mounted', async t => {
+  const img = await buildImage(t, await bigLayer(t))
+  const [blob] = await readdir(img.blobs)
+  const short = join(img.dir, 'short')
+  await mkdir(short)
+  await writeFile(join(short, blob), (await readFile(join(img.blobs, blob))).subarray(0, 100))
+  for (const [dir, code, pattern] of [
+    [join(img.dir, 'empty'), 'ERR_BLOB_NOT_FOUND', `blob sha256:${blob}: .*not found`],
+    [short, 'ERR_BLOB_CORRUPT', `blob sha256:${blob} is 100 bytes in the backend; the bootstrap records \\d+`]
+  ] as const) {
+    const cfg = join(img.dir, 'check.json')
+    await writeFile(cfg, JSON.stringify(localConfig(img, { check_blobs: true, device: { backend: { type: 'localfs', config: { dir } } } })))
+    const r = await run(process.execPath, [nydusdBin, '--config', cfg, '--bootstrap', img.boot, '--mountpoint', img.mnt])
+    t.is(r.code, exitCodeOf(code), r.stderr)
+    t.regex(r.stderr, new RegExp(`^nydusd: error: ${pattern} \\[${code}\\]\n$`))
+    t.false(await isMounted(img.mnt))
+  }
+})
+
 test('a corrupt or truncated bootstrap is refused at start; nothing is mounted', async t => {
   const img = await buildImage(t, await bigLayer(t))
   const cfg = join(img.dir, 'c.json')

@@ -184,6 +184,8 @@ export class NydusdManager {
     const scheme = base.device?.backend?.config?.scheme ?? (LOOPBACK.test(ref.host) ? await insecureScheme(ref.host) : 'https')
     const backendConfig = { ...(base.device?.backend?.config ?? {}), scheme, host: ref.host, repo: ref.repo }
     return {
+      // A blob missing from the registry fails the container start, not a read inside it.
+      check_blobs: true,
       ...base,
       device: {
         ...(base.device ?? {}),
