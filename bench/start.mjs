@@ -89,18 +89,7 @@ async function coldStart(ns, ref, mode) {
     const t0 = process.hrtime.bigint()
     const pull =
       mode === 'lazy'
-        ? await run('ctr-remote', [
-            '--address',
-            cd.address,
-            '--namespace',
-            cd.namespace,
-            'image',
-            'rpull',
-            '--plain-http',
-            '--snapshotter',
-            'nydus',
-            ref
-          ])
+        ? await cd.rpull(ref, { timeoutMs: 600_000 })
         : await run(
             'ctr',
             ['--address', cd.address, '--namespace', cd.namespace, 'image', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ref],

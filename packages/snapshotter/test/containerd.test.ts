@@ -4,10 +4,10 @@ import { mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
+import { BIN, convertedBusybox } from './setup.js'
 import {
   apiGet,
   busyboxFixture,
-  convertImage,
   freePort,
   repoRoot,
   run,
@@ -17,24 +17,14 @@ import {
   startSnapshotter
 } from '@nydusjs/testkit'
 
-const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
-
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
 
-/** busybox converted in a fresh registry, a snapshotter, a containerd using it, and the image pulled lazily with ctr-remote. */
+/** busybox converted and pulled lazily with ctr-remote. */
 async function convertedImage(t: ExecutionContext, o: { args?: string[]; path?: string[] } = {}) {
-  const { oci } = await busyboxFixture()
-  const reg = await startRegistry(t)
-  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
-  const ref = `${reg.host}/library/busybox:1-nydus`
-  const { report } = await convertImage<{ images: Array<{ blobs: string[] }> }>(`${reg.host}/library/busybox:1`, ref)
-  const blob = report.images[0].blobs[0]
-  const sn = await startSnapshotter(t, BIN, { args: o.args })
-  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address }, path: o.path })
-  const rpull = ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]
-  const pull = await run('ctr-remote', rpull, { timeoutMs: 60_000 })
-  if (pull.code !== 0) throw new Error(`rpull: ${pull.stderr}${sn.logs()}`)
-  return { reg, ref, blob, sn, cd }
+  const img = await convertedBusybox(t, o)
+  const pull = await img.cd.rpull(img.ref)
+  if (pull.code !== 0) throw new Error(`rpull: ${pull.stderr}${img.sn.logs()}`)
+  return img
 }
 
 test.serial('a plain OCI image through the snapshotter: containerd pulls it, runc runs it, and removing it leaves no snapshot', async t => {

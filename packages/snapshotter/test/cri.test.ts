@@ -2,13 +2,13 @@ import test from 'ava'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { BIN } from './setup.js'
 import {
   busyboxFixture,
   convertImage,
   criClient,
   mustRun,
   removePod,
-  repoRoot,
   run,
   runPod,
   skopeoPush,
@@ -17,8 +17,6 @@ import {
   startSnapshotter,
   tempDir
 } from '@nydusjs/testkit'
-
-const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
 
 test.serial('the CRI path: a kubelet-style pull, sandbox and container of a converted image run from a lazily mounted nydusd', async t => {
   const { oci } = await busyboxFixture()

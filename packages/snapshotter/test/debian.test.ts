@@ -1,9 +1,8 @@
 import test from 'ava'
-import { join } from 'node:path'
+import { BIN } from './setup.js'
 import {
   convertImage,
   debianFixture,
-  repoRoot,
   run,
   skopeoPush,
   startContainerd,
@@ -11,8 +10,6 @@ import {
   startRegistry,
   startSnapshotter
 } from '@nydusjs/testkit'
-
-const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
 
 test('the Debian/python3 image, converted: rpull and python3 run lazily, and the registry serves a small part of the blob', async t => {
   const { oci } = await debianFixture()
@@ -28,11 +25,7 @@ test('the Debian/python3 image, converted: rpull and python3 run lazily, and the
   const ref = `${proxy.host}/library/debian:py3-nydus`
   const sn = await startSnapshotter(t, BIN)
   const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
-  const pull = await run(
-    'ctr-remote',
-    ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
-    { timeoutMs: 120_000 }
-  )
+  const pull = await cd.rpull(ref)
   t.is(pull.code, 0, pull.stderr + sn.logs())
   const out = await cd.ctr([
     'run',

@@ -2,10 +2,10 @@ import test, { type ExecutionContext } from 'ava'
 import { readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { BIN, convertedBusybox } from './setup.js'
 import {
   apiGet,
   busyboxFixture,
-  convertImage,
   fixture,
   mustRun,
   repoRoot,
@@ -17,43 +17,18 @@ import {
   tempDir
 } from '@nydusjs/testkit'
 
-const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
-
 const nydusds = async (root: string): Promise<string[]> =>
   (await run('pgrep', ['-f', `nydusd.cjs.*${root}`])).stdout.trim().split('\n').filter(Boolean)
 const mountsUnder = async (root: string): Promise<string[]> =>
   (await readFile('/proc/mounts', 'utf8')).split('\n').filter(l => l.includes(root))
 
-/** busybox converted, a snapshotter and a containerd; the image not pulled yet. */
+/** busybox converted, with its bootstrap layer's digest; not pulled yet. */
 async function converted(t: ExecutionContext, convertArgs: string[] = []) {
-  const { oci } = await busyboxFixture()
-  const reg = await startRegistry(t)
-  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
-  const ref = `${reg.host}/library/busybox:1-nydus`
-  const { report } = await convertImage<{ images: Array<{ blobs: string[] }> }>(`${reg.host}/library/busybox:1`, ref, convertArgs)
-  const sn = await startSnapshotter(t, BIN)
-  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
-  const rpull = async () =>
-    await run(
-      'ctr-remote',
-      ['--address', cd.address, '--namespace', cd.namespace, 'image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref],
-      {
-        timeoutMs: 60_000
-      }
-    )
-  const manifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`])) as {
+  const img = await convertedBusybox(t, { convertArgs })
+  const manifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${img.ref}`])) as {
     layers: Array<{ digest: string }>
   }
-  // The report names blobs by bare hex; registries and errors by digest.
-  return {
-    reg,
-    ref,
-    blob: `sha256:${report.images[0].blobs[0].replace(/^sha256:/, '')}`,
-    bootstrapLayer: manifest.layers.at(-1)!.digest,
-    sn,
-    cd,
-    rpull
-  }
+  return { ...img, bootstrapLayer: manifest.layers.at(-1)!.digest }
 }
 
 /** The file docker-registry keeps a blob's bytes in. */
@@ -61,8 +36,8 @@ const blobFile = (regDir: string, digest: string): string =>
   join(regDir, 'data/docker/registry/v2/blobs/sha256', digest.slice(7, 9), digest.slice(7), 'data')
 
 test.serial('a blob missing from the registry: the container start fails naming the blob, and nothing stays mounted', async t => {
-  const { reg, ref, blob, sn, cd, rpull } = await converted(t)
-  t.is((await rpull()).code, 0)
+  const { reg, ref, blob, sn, cd } = await converted(t)
+  t.is((await cd.rpull(ref)).code, 0)
   await mustRun('rm', [blobFile(reg.dir, blob)])
   const r = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'gone', '/bin/true'])
   t.not(r.code, 0)
@@ -72,12 +47,12 @@ test.serial('a blob missing from the registry: the container start fails naming 
 })
 
 test.serial("a bootstrap layer whose bytes do not match its digest: containerd's pull fails, nothing is mounted or started", async t => {
-  const { reg, bootstrapLayer, sn, rpull } = await converted(t)
+  const { reg, ref, bootstrapLayer, sn, cd } = await converted(t)
   const file = blobFile(reg.dir, bootstrapLayer)
   const buf = await readFile(file)
   buf[buf.length >> 1] ^= 0xff
   await writeFile(file, buf)
-  const r = await rpull()
+  const r = await cd.rpull(ref)
   t.not(r.code, 0)
   t.regex(r.stderr, /digest/i, r.stderr)
   t.deepEqual(await nydusds(sn.root), [])
@@ -115,22 +90,11 @@ test.serial('images sharing layers share snapshots; removing one keeps the other
 })
 
 test.serial('two references to one converted image share one nydusd; removing both stops it', async t => {
-  const { reg, ref, sn, cd, rpull } = await converted(t)
-  t.is((await rpull()).code, 0)
+  const { reg, ref, sn, cd } = await converted(t)
+  t.is((await cd.rpull(ref)).code, 0)
   const other = `${reg.host}/library/busybox:other-nydus`
   await mustRun('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${ref}`, `docker://${other}`])
-  const pull2 = await run('ctr-remote', [
-    '--address',
-    cd.address,
-    '--namespace',
-    cd.namespace,
-    'image',
-    'rpull',
-    '--plain-http',
-    '--snapshotter',
-    'nydus',
-    other
-  ])
+  const pull2 = await cd.rpull(other)
   t.is(pull2.code, 0, pull2.stderr)
   for (const [i, r] of [ref, other].entries()) {
     const out = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', r, `s${i}`, '/bin/sh', '-c', 'head -1 /etc/passwd'])
@@ -147,8 +111,8 @@ test.serial('two references to one converted image share one nydusd; removing bo
 test.serial("the bootstrap's prefetch table is fetched in the background once the image is mounted", async t => {
   const dir = await tempDir(t, 'prefetch-')
   await writeFile(join(dir, 'patterns'), '/bin/busybox\n')
-  const { ref, sn, cd, rpull } = await converted(t, ['--prefetch-patterns', join(dir, 'patterns')])
-  t.is((await rpull()).code, 0)
+  const { ref, sn, cd } = await converted(t, ['--prefetch-patterns', join(dir, 'patterns')])
+  t.is((await cd.rpull(ref)).code, 0)
   t.is((await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'p1', '/bin/true'])).code, 0)
   const [daemon] = JSON.parse((await apiGet(join(dirname(sn.address), 'system.sock'), '/api/v1/daemons')).body) as Array<{
     apisock: string

@@ -18,6 +18,8 @@ export interface TestContainerd {
   state: string
   /** `ctr` against this containerd, in its namespace. */
   ctr: (args: string[]) => Promise<RunResult>
+  /** `ctr-remote image rpull --plain-http --snapshotter SNAPSHOTTER REF`: a lazy pull (the remote snapshotter labels). */
+  rpull: (ref: string, o?: { snapshotter?: string; timeoutMs?: number }) => Promise<RunResult>
   logs: () => string
   stop: () => Promise<void>
 }
@@ -69,6 +71,12 @@ export async function startContainerd(t: Teardown, o: ContainerdOptions = {}): P
   const ctr = async (args: string[]): Promise<RunResult> =>
     // The same PATH as containerd's: ctr mounts a rootfs itself to read the image's /etc/passwd.
     await run('ctr', ['--address', address, '--namespace', namespace, ...args], { timeoutMs: 60_000, env })
+  const rpull = async (ref: string, ro: { snapshotter?: string; timeoutMs?: number } = {}): Promise<RunResult> =>
+    await run(
+      'ctr-remote',
+      ['--address', address, '--namespace', namespace, 'image', 'rpull', '--plain-http', '--snapshotter', ro.snapshotter ?? 'nydus', ref],
+      { timeoutMs: ro.timeoutMs ?? 120_000, env }
+    )
   const stop = async (): Promise<void> => {
     // Containers first (they are not children of anything here), then their shims, then containerd.
     await run('sh', [
@@ -99,7 +107,7 @@ export async function startContainerd(t: Teardown, o: ContainerdOptions = {}): P
     if (i > 200) throw new Error(`containerd did not answer on ${address}: ${stderr}`)
     await sleep(50)
   }
-  return { address, namespace, root, state, ctr, logs: () => stderr, stop }
+  return { address, namespace, root, state, ctr, rpull, logs: () => stderr, stop }
 }
 
 export interface TestSnapshotter {
