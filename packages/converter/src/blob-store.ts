@@ -1,17 +1,23 @@
 import { NydusError, withContext } from '@nydusjs/errors'
 import { decodeChunk, type BlobInfo, type ChunkRef, type Digester } from '@nydusjs/rafs'
-import { LocalFsBackend } from '@nydusjs/storage/local'
+import { LocalFsBackend, type BlobBackend } from '@nydusjs/storage/local'
 
-/** Verified chunks from blob files in a directory: storage's localfs reads, rafs's one chunk decoder. */
+/**
+ * Verified chunks from blob files in a directory (storage's localfs reads) or
+ * from any backend, through rafs's one chunk decoder.
+ */
 export class LocalBlobStore {
-  private readonly backend: LocalFsBackend
+  private readonly backend: BlobBackend
+  /** A backend passed in stays open: its owner closes it. */
+  private readonly owned: boolean
 
   constructor(
-    dir: string,
+    source: string | BlobBackend,
     private readonly blobs: readonly BlobInfo[],
     private readonly digester: Digester
   ) {
-    this.backend = new LocalFsBackend(dir)
+    this.backend = typeof source === 'string' ? new LocalFsBackend(source) : source
+    this.owned = typeof source === 'string'
   }
 
   async readRaw(blob: BlobInfo, offset: number, size: number): Promise<Buffer> {
@@ -25,7 +31,7 @@ export class LocalBlobStore {
   }
 
   async close(): Promise<void> {
-    await this.backend.close()
+    if (this.owned) await this.backend.close()
   }
 }
 

@@ -13,6 +13,7 @@ import {
   type Inode,
   type RafsTree
 } from '@nydusjs/rafs'
+import type { BlobBackend } from '@nydusjs/storage/local'
 import { LocalBlobStore } from './blob-store.js'
 import { ConverterError } from './errors.js'
 import { tmpName } from './fsutil.js'
@@ -21,10 +22,10 @@ import type { EntryType } from '@nydusjs/tar'
 
 const FLUSH = 4 * 1024 * 1024
 
-/** Writes the tree back as a pax tar; every chunk is verified on the way out. */
+/** Writes the tree back as a pax tar; every chunk is verified on the way out. Blobs from a directory or a backend. */
 export async function unpackToTar(
   tree: RafsTree,
-  blobDir: string,
+  blobDir: string | BlobBackend,
   digester: Digester,
   output: string
 ): Promise<{ entries: number; bytes: number }> {

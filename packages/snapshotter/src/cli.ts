@@ -64,7 +64,9 @@ export async function main(argv: string[]): Promise<number> {
     })
     await nydusd.baseConfig()
     const sn = await OverlaySnapshotter.open(root, nydusd, {
-      nydusOverlayfs: flags['enable-nydus-overlayfs'] ?? cfg.snapshot.enable_nydus_overlayfs
+      nydusOverlayfs: flags['enable-nydus-overlayfs'] ?? cfg.snapshot.enable_nydus_overlayfs,
+      nativeFallback: cfg.snapshot.native_fallback,
+      log
     })
     await sn.reconcile()
     const policy = flags['recover-policy'] ?? cfg.daemon.recover_policy

@@ -17,7 +17,13 @@ const Schema = z.strictObject({
       recover_policy: z.enum(['restart', 'none']).default('restart')
     })
     .prefault({}),
-  snapshot: z.strictObject({ enable_nydus_overlayfs: z.boolean().default(false) }).prefault({}),
+  snapshot: z
+    .strictObject({
+      enable_nydus_overlayfs: z.boolean().default(false),
+      /** Ours: a converted image whose lazy mount fails (FUSE, the daemon; not the image) is copied natively. */
+      native_fallback: z.boolean().default(true)
+    })
+    .prefault({}),
   /** Prometheus text at GET /metrics on host:port (nydus-snapshotter's default port is 9110); empty: off. */
   metrics: z.strictObject({ address: z.string().default('') }).prefault({}),
   /** The system API (GET /api/v1/daemons, /metrics) on a unix socket; empty address: system.sock beside the gRPC socket. */

@@ -6,6 +6,7 @@ export type SnapshotterErrorCode =
   | 'ERR_SNAPSHOT_IN_USE'
   | 'ERR_BAD_ARGUMENT'
   | 'ERR_CONFIG'
+  | 'ERR_INTERNAL'
 
 export class SnapshotterError extends NydusError<SnapshotterErrorCode> {
   constructor(code: SnapshotterErrorCode, message: string, options?: { cause?: unknown }) {

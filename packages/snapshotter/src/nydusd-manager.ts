@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { insecureScheme, parseImageRef } from '@nydusjs/registry'
 import type { Logger } from 'pino'
+import { isErrorCode, NydusError } from '@nydusjs/errors'
 import { SnapshotterError } from './errors.js'
 
 export interface NydusdManagerOptions {
@@ -145,7 +146,11 @@ export class NydusdManager {
     for (let i = 0; !(await isMounted(mountpoint)); i++) {
       if (child.exitCode !== null || !alive(child.pid) || i > 400) {
         const tail = (await readFile(join(this.o.root, 'daemons', `${id}.log`), 'utf8').catch(() => '')).trim().split('\n').at(-1)
-        throw new SnapshotterError('ERR_CONFIG', `nydusd for ${imageRef} did not mount: ${tail ?? 'no output'}`)
+        // nydusd's own code (its last line ends in it) says what kind of failure this is: corrupt, not found, ...
+        const code = /\[(ERR_\w+)\]$/.exec(tail ?? '')?.[1]
+        const msg = `nydusd for ${imageRef} did not mount: ${tail ?? 'no output'}`
+        if (code !== undefined && isErrorCode(code)) throw new NydusError(code, msg.replace(/ \[ERR_\w+\]$/, ''))
+        throw new SnapshotterError('ERR_CONFIG', msg)
       }
       await sleep(25)
     }
@@ -175,6 +180,11 @@ export class NydusdManager {
     if (typeof value !== 'object' || value === null || Array.isArray(value))
       throw new SnapshotterError('ERR_CONFIG', `nydusd config ${path}: not a JSON object`)
     return value as Record<string, any>
+  }
+
+  /** The registry backend config an image's nydusd gets (also what a native copy reads with). */
+  async backendConfig(imageRef: string): Promise<Record<string, any>> {
+    return ((await this.configFor(imageRef, join(this.o.root, 'cache'))) as any).device.backend.config
   }
 
   private async configFor(imageRef: string, cacheDir: string): Promise<unknown> {

@@ -1,11 +1,13 @@
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
-import { FORMAT_VERSION } from '@nydusjs/rafs'
+import { mkdir, readdir, rm } from 'node:fs/promises'
+import { pino, type Logger } from 'pino'
 import { join } from 'node:path'
 import { SnapshotterError } from './errors.js'
+import { checkKey, checkLabels, LABEL_NYDUS_BLOB, LABEL_NYDUS_BOOTSTRAP, LABEL_REF } from './labels.js'
 import { compileFilters } from './filters.js'
 import { SnapshotStore, type Kind, type SnapshotRecord } from './store.js'
-import type { ImageMount, NydusdManager } from './nydusd-manager.js'
+import type { NydusdManager } from './nydusd-manager.js'
+import { RemoteLayers, type RemoteLower } from './remote-layers.js'
 import { diskUsage } from './usage.js'
 
 export interface Mount {
@@ -24,21 +26,13 @@ export interface Info {
   labels: Record<string, string>
 }
 
-/** The labels containerd's remote snapshotter protocol and nydus's converter put on layers. */
-export const LABEL_REF = 'containerd.io/snapshot.ref'
-export const LABEL_NYDUS_BLOB = 'containerd.io/snapshot/nydus-blob'
-export const LABEL_IMAGE_REF = 'containerd.io/snapshot/remote/stargz.reference'
-/** What CRI puts on every layer's Prepare when disable_snapshot_annotations = false. */
-export const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref'
-export const LABEL_NYDUS_BOOTSTRAP = 'containerd.io/snapshot/nydus-bootstrap'
-
 export interface SnapshotterOptions {
   /** Kata's mount: type fuse.nydus-overlayfs with the image in an `extraoption=` (nydus-snapshotter's enable_nydus_overlayfs). */
   nydusOverlayfs?: boolean
+  /** A converted image whose lazy mount fails (not for its own fault) is copied natively instead (default on). */
+  nativeFallback?: boolean
+  log?: Logger
 }
-
-/** Label bytes allowed per key/value pair, as containerd checks them. */
-const MAX_LABEL_BYTES = 4096
 
 /**
  * containerd's snapshotter semantics on overlayfs (the behaviour of its own
@@ -49,6 +43,7 @@ const MAX_LABEL_BYTES = 4096
 export class OverlaySnapshotter {
   readonly store: SnapshotStore
   private readonly dir: string
+  private readonly remote: RemoteLayers
 
   private constructor(
     readonly root: string,
@@ -57,6 +52,13 @@ export class OverlaySnapshotter {
   ) {
     this.dir = join(root, 'snapshots')
     this.store = new SnapshotStore(join(root, 'metadata'))
+    const log = o.log ?? pino({ level: 'silent' })
+    this.remote = new RemoteLayers(
+      nydusd,
+      { nativeFallback: o.nativeFallback ?? true, log },
+      id => this.path(id),
+      key => this.must(key)
+    )
   }
 
   /** Without `nydusd`, converted images are refused at mount (nothing can serve them). */
@@ -73,7 +75,7 @@ export class OverlaySnapshotter {
     if (this.nydusd === undefined) return
     for (const [, rec] of this.store.all()) {
       if (rec.labels[LABEL_NYDUS_BOOTSTRAP] !== 'true' || !existsSync(join(this.root, 'daemons', `${rec.id}.pid`))) continue
-      const image = this.imageOf(rec)
+      const image = this.remote.imageOf(rec)
       if (image !== undefined) this.nydusd.adopt(String(rec.id), join(this.path(rec.id), 'fs', 'image', 'image.boot'), image)
     }
     await this.nydusd.recover()
@@ -240,12 +242,12 @@ export class OverlaySnapshotter {
 
   private async mountsOf(rec: SnapshotRecord): Promise<Mount[]> {
     const lowers: string[] = []
-    let remote: { boot: SnapshotRecord; mount: ImageMount } | undefined
+    let remote: { boot: SnapshotRecord; mount: RemoteLower } | undefined
     for (let p = rec.parent; p !== ''; ) {
       const r = this.must(p)
       if (r.labels[LABEL_NYDUS_BOOTSTRAP] === 'true') {
         // A converted image: its bootstrap and everything below are served by its nydusd, lazily.
-        remote = { boot: r, mount: await this.remoteLower(r) }
+        remote = { boot: r, mount: await this.remote.lower(r) }
         lowers.push(remote.mount.mountpoint)
         break
       }
@@ -256,51 +258,15 @@ export class OverlaySnapshotter {
     if (rec.kind === 'ACTIVE') {
       if (lowers.length === 0) return [{ type: 'bind', source: own, options: ['rw', 'rbind'] }]
       const options = [`workdir=${join(this.path(rec.id), 'work')}`, `upperdir=${own}`, `lowerdir=${lowers.join(':')}`]
-      if (remote !== undefined && this.o.nydusOverlayfs === true)
-        return [
-          { type: 'fuse.nydus-overlayfs', source: 'overlay', options: [...options, await this.extraOption(remote.boot, remote.mount)] }
-        ]
+      if (remote?.mount.config !== undefined && this.o.nydusOverlayfs === true) {
+        const extra = await this.remote.extraOption(remote.boot, remote.mount.config)
+        return [{ type: 'fuse.nydus-overlayfs', source: 'overlay', options: [...options, extra] }]
+      }
       return [{ type: 'overlay', source: 'overlay', options }]
     }
     if (lowers.length === 0) return [{ type: 'bind', source: own, options: ['ro', 'rbind'] }]
     if (lowers.length === 1) return [{ type: 'bind', source: lowers[0], options: ['ro', 'rbind'] }]
     return [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${lowers.join(':')}`] }]
-  }
-
-  /** The image reference the layers were pulled with (ctr-remote's label or CRI's). */
-  private imageOf(boot: SnapshotRecord): string | undefined {
-    const ref = (r: SnapshotRecord): string | undefined => r.labels[LABEL_IMAGE_REF] ?? r.labels[LABEL_CRI_IMAGE_REF]
-    let image = ref(boot)
-    for (let p = boot.parent; image === undefined && p !== ''; ) {
-      const r = this.must(p)
-      image = ref(r)
-      p = r.parent
-    }
-    return image
-  }
-
-  /** What Kata's agent needs to run the image's nydusd in the guest, as nydus-snapshotter encodes it. */
-  private async extraOption(boot: SnapshotRecord, m: ImageMount): Promise<string> {
-    const extra = {
-      source: join(this.path(boot.id), 'fs', 'image', 'image.boot'),
-      config: await readFile(m.config, 'utf8'),
-      snapshotdir: this.path(boot.id),
-      fs_version: `rafs-js-v${FORMAT_VERSION}`
-    }
-    return `extraoption=${Buffer.from(JSON.stringify(extra)).toString('base64')}`
-  }
-
-  /** The image's nydusd mount, the daemon started if it is not running. */
-  private async remoteLower(boot: SnapshotRecord): Promise<ImageMount> {
-    const image = this.imageOf(boot)
-    if (this.nydusd === undefined) throw new SnapshotterError('ERR_CONFIG', 'a converted image needs nydusd, and none is configured')
-    if (image === undefined) {
-      throw new SnapshotterError(
-        'ERR_BAD_ARGUMENT',
-        "the converted image's layers carry no image reference (pull it with ctr-remote rpull or through CRI)"
-      )
-    }
-    return await this.nydusd.ensure(String(boot.id), join(this.path(boot.id), 'fs', 'image', 'image.boot'), image)
   }
 
   private must(key: string): SnapshotRecord {
@@ -324,18 +290,3 @@ const toInfo = (name: string, r: SnapshotRecord): Info => ({
   updated: r.updated,
   labels: r.labels
 })
-
-function checkKey(key: string): void {
-  if (key === '' || key.length > 4096 || key.includes('\0'))
-    throw new SnapshotterError('ERR_BAD_ARGUMENT', `snapshot key ${JSON.stringify(key.slice(0, 80))} is empty, too long or has a NUL byte`)
-}
-
-function checkLabels(labels: Record<string, string>): void {
-  for (const [k, v] of Object.entries(labels)) {
-    if (Buffer.byteLength(k) + Buffer.byteLength(v) > MAX_LABEL_BYTES)
-      throw new SnapshotterError(
-        'ERR_BAD_ARGUMENT',
-        `label ${JSON.stringify(k.slice(0, 80))}: key and value exceed ${MAX_LABEL_BYTES} bytes`
-      )
-  }
-}

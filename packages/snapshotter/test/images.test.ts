@@ -125,3 +125,34 @@ test.serial("the bootstrap's prefetch table is fetched in the background once th
   t.is(status.state, 'done', JSON.stringify(status))
   t.true(status.totalChunks > 0 && status.doneChunks === status.totalChunks, JSON.stringify(status))
 })
+
+test.serial(
+  "a lazy mount that fails for a reason not the image's own (no FUSE): the image is copied natively and the container runs",
+  async t => {
+    const dir = await tempDir(t, 'nofuse-')
+    // A nydusd that cannot mount, as on a node without /dev/fuse.
+    const fake = join(dir, 'nydusd-no-fuse.cjs')
+    await writeFile(fake, "process.stderr.write('nydusd: error: /dev/fuse: no such device [ERR_FUSE_MISSING]\\n')\nprocess.exit(69)\n")
+    const { ref, sn, cd } = await convertedBusybox(t, { args: ['--nydusd-path', fake] })
+    t.is((await cd.rpull(ref)).code, 0)
+    const r = await cd.ctr([
+      'run',
+      '--rm',
+      '--snapshotter',
+      'nydus',
+      ref,
+      'nat',
+      '/bin/sh',
+      '-c',
+      'head -1 /etc/passwd; md5sum /bin/busybox | cut -c1-32'
+    ])
+    t.is(r.code, 0, r.stderr + sn.logs())
+    t.is(r.stdout, `root:x:0:0:root:/root:/bin/sh\n${(await mustRun('md5sum', ['/bin/busybox'])).slice(0, 32)}\n`)
+    t.regex(sn.logs(), /lazy mount failed: copying the image natively/)
+    t.regex(sn.logs(), /image copied natively/)
+    t.deepEqual(await mountsUnder(join(sn.root, 'mnt')), [], 'no FUSE mount')
+    t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
+    t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
+    t.deepEqual(await mountsUnder(sn.root), [])
+  }
+)
