@@ -1,10 +1,15 @@
 import test, { type ExecutionContext } from 'ava'
+import { createHash } from 'node:crypto'
+import { gunzipSync, gzipSync } from 'node:zlib'
+import { findTarFile } from '@nydusjs/tar'
 import { readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BIN, convertedBusybox } from './setup.js'
 import {
   apiGet,
+  pushBlob,
+  putManifest,
   busyboxFixture,
   fixture,
   mustRun,
@@ -153,6 +158,39 @@ test.serial(
     t.deepEqual(await mountsUnder(join(sn.root, 'mnt')), [], 'no FUSE mount')
     t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
     t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
+    t.deepEqual(await mountsUnder(sn.root), [])
+  }
+)
+
+test.serial(
+  "a bootstrap layer with a right digest but a corrupt bootstrap: the start fails with nydusd's reason, nothing stays mounted",
+  async t => {
+    const { reg, sn, cd } = await converted(t)
+    // The image as a careless or hostile builder would push it: every digest consistent, the bootstrap inside bad.
+    const repo = 'library/busybox'
+    const get = async (path: string, accept = '*/*'): Promise<Buffer> =>
+      Buffer.from(await (await fetch(`${reg.url}/v2/${repo}/${path}`, { headers: { accept } })).arrayBuffer())
+    const manifest = JSON.parse((await get('manifests/1-nydus', 'application/vnd.oci.image.manifest.v1+json')).toString())
+    const tar = gunzipSync(await get(`blobs/${manifest.layers.at(-1).digest}`))
+    const boot = findTarFile(tar, 'image/image.boot', 'bootstrap layer')!
+    boot[boot.length - 10] ^= 0xff
+    const layer = gzipSync(tar)
+    const config = JSON.parse((await get(`blobs/${manifest.config.digest}`)).toString())
+    config.rootfs.diff_ids[config.rootfs.diff_ids.length - 1] = `sha256:${createHash('sha256').update(tar).digest('hex')}`
+    const configBytes = Buffer.from(JSON.stringify(config))
+    manifest.config = { ...manifest.config, digest: await pushBlob(reg, repo, configBytes), size: configBytes.length }
+    manifest.layers[manifest.layers.length - 1] = {
+      ...manifest.layers.at(-1),
+      digest: await pushBlob(reg, repo, layer),
+      size: layer.length
+    }
+    await putManifest(reg, repo, 'bad-nydus', manifest)
+    const bad = `${reg.host}/${repo}:bad-nydus`
+    t.is((await cd.rpull(bad)).code, 0, 'the pull checks digests, which are right')
+    const r = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', bad, 'bad', '/bin/true'])
+    t.not(r.code, 0)
+    t.regex(r.stderr, /nydusd for .* did not mount: .*checksum mismatch.*\[ERR_RAFS_CHECKSUM\]/, r.stderr + sn.logs())
+    t.deepEqual(await nydusds(sn.root), [])
     t.deepEqual(await mountsUnder(sn.root), [])
   }
 )
