@@ -45,6 +45,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const cfg = await loadConfig(flags.config)
+    const policy = flags['recover-policy'] ?? cfg.daemon.recover_policy
+    if (policy !== 'restart' && policy !== 'none')
+      throw new SnapshotterError('ERR_CONFIG', `--recover-policy ${JSON.stringify(policy)}: want restart or none`)
     const root = flags.root ?? cfg.root
     const address = flags.address ?? cfg.address
     const log = pino({ level: flags['log-level'] ?? cfg.log.level, base: { pid: process.pid } }, pino.destination(2))
@@ -68,10 +71,7 @@ export async function main(argv: string[]): Promise<number> {
       nativeFallback: cfg.snapshot.native_fallback,
       log
     })
-    await sn.reconcile()
-    const policy = flags['recover-policy'] ?? cfg.daemon.recover_policy
-    if (policy !== 'restart' && policy !== 'none')
-      throw new SnapshotterError('ERR_CONFIG', `--recover-policy ${JSON.stringify(policy)}: want restart or none`)
+    await sn.reconcile(policy === 'restart')
     if (policy === 'restart') {
       // Dead daemons come back within a second.
       const watch = setInterval(() => {

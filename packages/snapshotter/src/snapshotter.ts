@@ -69,16 +69,17 @@ export class OverlaySnapshotter {
 
   /**
    * After a (re)start: the images whose daemons were started before are
-   * reconciled: a daemon still running is kept, one that died is restarted.
+   * reconciled: a daemon still running is kept, one that died is restarted
+   * (unless `restartDead` is false: recover_policy "none").
    */
-  async reconcile(): Promise<void> {
+  async reconcile(restartDead = true): Promise<void> {
     if (this.nydusd === undefined) return
     for (const [, rec] of this.store.all()) {
       if (rec.labels[LABEL_NYDUS_BOOTSTRAP] !== 'true' || !existsSync(join(this.root, 'daemons', `${rec.id}.pid`))) continue
       const image = this.remote.imageOf(rec)
       if (image !== undefined) this.nydusd.adopt(String(rec.id), join(this.path(rec.id), 'fs', 'image', 'image.boot'), image)
     }
-    await this.nydusd.recover()
+    if (restartDead) await this.nydusd.recover()
   }
 
   async prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {

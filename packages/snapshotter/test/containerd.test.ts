@@ -14,7 +14,8 @@ import {
   skopeoPush,
   startContainerd,
   startRegistry,
-  startSnapshotter
+  startSnapshotter,
+  tempDir
 } from '@nydusjs/testkit'
 
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
@@ -91,6 +92,19 @@ test.serial('the snapshotter keeps its snapshots across a restart; a start on an
     t.is(bad.stderr.trim().split('\n').length, 1, bad.stderr)
   }
   t.false(existsSync(join(again.root, 'x.sock')))
+  const dir = await tempDir(t, 'badcfg-')
+  await writeFile(join(dir, 'nydusd.json'), '{"device": ')
+  for (const [args, why] of [
+    [['--recover-policy', 'sometimes'], /--recover-policy "sometimes": want restart or none/],
+    [['--nydusd-config', join(dir, 'nydusd.json')], /nydusd config .*nydusd\.json: .*JSON/]
+  ] as const) {
+    const bad = await run(process.execPath, [BIN, '--root', join(dir, 'root'), '--address', join(dir, 'x.sock'), ...args], {
+      timeoutMs: 20_000
+    })
+    t.is(bad.code, exitCodeOf('ERR_CONFIG'), bad.stderr)
+    t.regex(bad.stderr, why)
+    t.is(bad.stderr.trim().split('\n').length, 1, bad.stderr)
+  }
 })
 
 test.serial(
