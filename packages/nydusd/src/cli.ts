@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { loadConfig } from './config.js'
-import { liveMounts, Nydusd, VERSION } from './daemon.js'
+import { defaultTransport, liveMounts, Nydusd, VERSION } from './daemon.js'
 
 const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chunks on demand
 
@@ -21,6 +21,8 @@ Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [
   --apisock PATH     serve the HTTP API on this unix socket
   --log-level LEVEL  trace, debug, info, warn, error (default info)
   --prefetch         fetch the whole image in the background (fs_prefetch.enable)
+  --fuse-transport T direct (our own /dev/fuse session: 1 MiB reads, zero-message opens; root
+                     only; the default as root) or fuse-native (libfuse 2 through fusermount)
 
 Runs in the foreground; SIGINT or SIGTERM unmounts and exits, as does an unmount from outside.`
 
@@ -44,6 +46,9 @@ export async function main(argv: string[]): Promise<number> {
   for (const f of required) if (args[f] === undefined) return fail(`missing required flag --${f} (see --help)`)
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
   if (!levels.includes(args['log-level'])) return fail(`--log-level must be one of ${levels.join(', ')}`)
+  const transport = args['fuse-transport'] ?? defaultTransport()
+  if (transport !== 'direct' && transport !== 'fuse-native')
+    return fail(`--fuse-transport must be direct or fuse-native, not ${JSON.stringify(transport)}`)
   const log = pino({ level: args['log-level'], base: { pid: process.pid } }, pino.destination(2))
   // Caught from the start: a signal that lands while mounting (before start returns) would
   // otherwise kill the process with the mount left behind, dead or wedged.
@@ -73,6 +78,7 @@ export async function main(argv: string[]): Promise<number> {
       mountpoint: args.mountpoint!,
       apisock: args.apisock,
       prefetch: args.prefetch,
+      fuseTransport: transport,
       log
     })
   } catch (err) {
@@ -127,6 +133,7 @@ function parseCli(argv: string[]) {
       apisock: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       prefetch: { type: 'boolean', default: false },
+      'fuse-transport': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' }
     },

@@ -13,6 +13,9 @@ import { checkBlobs } from './blob-check.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
 import type { BackendConfig, NydusdConfig } from './config.js'
 import { NydusdError } from './errors.js'
+import { BufferPool } from './buffer-pool.js'
+import { DevFuseSession } from './fuse/dev-fuse.js'
+import { RafsLowLevel } from './fuse/lowlevel.js'
 import { FuseSessionWatch, fuseFds } from './fuse-session.js'
 import { DaemonMetrics } from './metrics.js'
 import { Prefetcher } from './prefetch.js'
@@ -26,8 +29,15 @@ export interface DaemonOptions {
   mountpoint: string
   apisock?: string
   prefetch?: boolean
+  /** `direct`: our own /dev/fuse session (root only); `fuse-native`: libfuse 2 through fuse-native. Default: direct as root. */
+  fuseTransport?: FuseTransportName
   log?: Logger
 }
+
+export type FuseTransportName = 'direct' | 'fuse-native'
+
+/** The default transport: direct where this process can mount FUSE itself (root), fuse-native (fusermount) elsewhere. */
+export const defaultTransport = (): FuseTransportName => (process.getuid?.() === 0 ? 'direct' : 'fuse-native')
 
 /**
  * Mount options, chosen for an immutable image: the kernel keeps pages and
@@ -52,6 +62,7 @@ export const liveMounts = new Set<string>()
 
 export class Nydusd {
   private fuse?: Fuse
+  private direct?: DevFuseSession
   private api?: Server
   private prefetcher?: Prefetcher
   private session?: FuseSessionWatch
@@ -109,6 +120,41 @@ export class Nydusd {
   }
 
   private async mount(): Promise<void> {
+    const lister = new RootLister(this.o.mountpoint)
+    try {
+      if ((this.o.fuseTransport ?? defaultTransport()) === 'direct') await this.mountDirect()
+      else await this.mountFuseNative()
+    } catch (err) {
+      lister.cancel()
+      throw err
+    }
+    liveMounts.add(this.o.mountpoint)
+    this.state = 'RUNNING'
+    await this.warmUp(lister)
+    this.log.info(
+      {
+        mountpoint: this.o.mountpoint,
+        bootstrap: this.o.bootstrap,
+        backend: this.o.config.device.backend.type,
+        inodes: this.reader.inodeCount,
+        transport: this.direct === undefined ? 'fuse-native' : 'direct'
+      },
+      'mounted'
+    )
+  }
+
+  private async mountDirect(): Promise<void> {
+    const ll = new RafsLowLevel(this.fs, this.reader, new BufferPool(1024 * 1024), this.metrics, this.log, this.o.config.enable_xattr)
+    this.direct = await DevFuseSession.mount(this.o.mountpoint, (h, body, reply) => ll.handle(h, body, reply), this.log)
+    void this.direct.ended.then(() => {
+      if (this.state === 'STOPPED') return
+      this.sessionEnded = true
+      this.log.warn({ mountpoint: this.o.mountpoint }, 'FUSE session ended: the mountpoint was unmounted from outside')
+      this.endedResolve()
+    })
+  }
+
+  private async mountFuseNative(): Promise<void> {
     const ops = this.fs.ops()
     const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: false }) // reads that wait get RafsFs's own timer
     const base = fuse._fuseOptions.bind(fuse)
@@ -117,35 +163,19 @@ export class Nydusd {
       return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}`
     }
     const before = await fuseFds()
-    const lister = new RootLister(this.o.mountpoint)
     await new Promise<void>((resolve, reject) =>
       fuse.mount(err => {
         if (err !== null) reject(new NydusdError('ERR_MOUNT', `mounting ${this.o.mountpoint}: ${err.message}`, { cause: err }))
         else resolve()
       })
-    ).catch((err: unknown) => {
-      lister.cancel()
-      throw err
-    })
+    )
     this.fuse = fuse
-    liveMounts.add(this.o.mountpoint)
-    this.state = 'RUNNING'
     this.session = await FuseSessionWatch.after(before)
     this.session?.start(() => {
       this.sessionEnded = true
       this.log.warn({ mountpoint: this.o.mountpoint }, 'FUSE session ended: the mountpoint was unmounted from outside')
       this.endedResolve()
     })
-    await this.warmUp(lister)
-    this.log.info(
-      {
-        mountpoint: this.o.mountpoint,
-        bootstrap: this.o.bootstrap,
-        backend: this.o.config.device.backend.type,
-        inodes: this.reader.inodeCount
-      },
-      'mounted'
-    )
   }
 
   /**
@@ -209,6 +239,10 @@ export class Nydusd {
 
   /** fusermount can hang on a wedged mount; stopping must not. */
   private async unmount(): Promise<void> {
+    if (this.direct !== undefined) {
+      await this.direct.unmount()
+      return
+    }
     const fuse = this.fuse
     if (fuse === undefined) return
     let timer: NodeJS.Timeout | undefined

@@ -33,7 +33,8 @@ export class RafsFs {
   private readonly chunkLists = new Map<number, ChunkRef[]>()
   readonly access = new AccessLog()
   /** statfs's size: the image is immutable, so it is counted once. */
-  private readonly blocks: number
+  readonly blockCount: number
+  private readonly accessed = new Set<number>()
 
   constructor(
     private readonly r: BootstrapReader,
@@ -43,7 +44,7 @@ export class RafsFs {
     private readonly enableXattr = true,
     private readonly readTimeoutMs = READ_TIMEOUT_MS
   ) {
-    this.blocks = Math.ceil(r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
+    this.blockCount = Math.ceil(r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
   }
 
   resolve(path: string): InodeRecord | undefined {
@@ -80,6 +81,13 @@ export class RafsFs {
       cur = next
     }
     return cur
+  }
+
+  /** The access list by inode (the direct transport has no paths): its path at the first read. */
+  recordAccess(rec: InodeRecord): void {
+    if (this.accessed.has(rec.index) || this.accessed.size >= 1_000_000) return
+    this.accessed.add(rec.index)
+    this.access.record(`/${this.r.pathOf(rec).toString('utf8')}`.replace(/^\/\//, '/'))
   }
 
   stat(rec: InodeRecord): Record<string, unknown> {
@@ -240,7 +248,7 @@ export class RafsFs {
         cb(0, {
           bsize: 4096,
           frsize: 4096,
-          blocks: this.blocks,
+          blocks: this.blockCount,
           bfree: 0,
           bavail: 0,
           files: this.r.inodeCount,

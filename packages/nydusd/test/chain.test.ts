@@ -4,6 +4,7 @@ import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   layerFixture,
+  bytePath,
   listFiles,
   mountImage,
   pushBlob,
@@ -69,7 +70,7 @@ test.serial(
     }
     const ref = new Map<string, string>()
     const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config })
-    for (const f of await listFiles(m.mnt)) ref.set(f, sha(await readFile(join(m.mnt, f))))
+    for (const f of await listFiles(m.mnt)) ref.set(f, sha(await readFile(bytePath(m.mnt, f))))
     t.true(ref.size > 5)
     await m.stop()
 
@@ -79,7 +80,7 @@ test.serial(
     for (const fault of ['reset', 'stall', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'] as Fault[]) {
       proxy.set(fault)
       const mm = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config })
-      for (const [f, want] of ref) t.is(sha(await readFile(join(mm.mnt, f))), want, `${fault}: ${f}`)
+      for (const [f, want] of ref) t.is(sha(await readFile(bytePath(mm.mnt, f))), want, `${fault}: ${f}`)
       const metrics = (await mm.api('/api/v1/metrics', true)) as string
       t.regex(metrics, /nydusd_backend_failovers_total\{backend="registry"\} [1-9]/, fault)
       t.regex(metrics, /nydusd_backend_requests_total\{backend="s3",result="ok"\} [1-9]/, fault)

@@ -2,7 +2,7 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { copyFile, readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { layerFixture, listFiles, mountImage, pushBlob, startFaultProxy, startRegistry, tempDir } from '@nydusjs/testkit'
+import { bytePath, layerFixture, listFiles, mountImage, pushBlob, startFaultProxy, startRegistry, tempDir } from '@nydusjs/testkit'
 import { buildImage, localConfig } from './helpers.js'
 import { startHangingFs } from './hanging-fs.js'
 
@@ -11,7 +11,7 @@ const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 async function reference(t: Parameters<typeof buildImage>[0], img: Awaited<ReturnType<typeof buildImage>>): Promise<Map<string, string>> {
   const ref = new Map<string, string>()
   const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config: localConfig(img) })
-  for (const f of await listFiles(m.mnt)) ref.set(f, sha(await readFile(join(m.mnt, f))))
+  for (const f of await listFiles(m.mnt)) ref.set(f, sha(await readFile(bytePath(m.mnt, f))))
   await m.stop()
   return ref
 }
@@ -31,7 +31,7 @@ test.serial(
       fs_prefetch: { merging_size: 0 }
     }
     const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config })
-    for (const [f, want] of ref) t.is(sha(await readFile(join(m.mnt, f))), want, f)
+    for (const [f, want] of ref) t.is(sha(await readFile(bytePath(m.mnt, f))), want, f)
     const c = proxy.counts()
     t.true(c.reset >= 2 && c.status503 >= 2, JSON.stringify(c))
     t.is(c.reset + c.status503, c.pass, 'every request failed once and its retry passed')
@@ -75,13 +75,13 @@ test.serial(
     }
     const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config })
     const some = [...ref].slice(0, 4)
-    for (const [f, want] of some) t.is(sha(await readFile(join(m.mnt, f))), want, f)
+    for (const [f, want] of some) t.is(sha(await readFile(bytePath(m.mnt, f))), want, f)
     const metrics = (await m.api('/api/v1/metrics', true)) as string
     t.regex(metrics, /nydusd_backend_failovers_total\{backend="localfs"\} [1-9]/)
     t.regex(metrics, /nydusd_backend_failovers_total\{backend="registry"\} [1-9]/)
     t.regex(m.logs(), /no answer within 300 ms/)
     t.true(proxy.counts().stall >= some.length, 'the stalled registry was asked')
     // Read again after the hung links' late answers could have landed: nothing they answer late is ever served.
-    for (const [f, want] of some) t.is(sha(await readFile(join(m.mnt, f))), want, `again: ${f}`)
+    for (const [f, want] of some) t.is(sha(await readFile(bytePath(m.mnt, f))), want, `again: ${f}`)
   }
 )

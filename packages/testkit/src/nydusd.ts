@@ -72,6 +72,8 @@ export async function mountImage(
     apisock,
     '--log-level',
     'debug',
+    // A test file can run every mount over the other FUSE transport (mount-fuse-native.test.ts).
+    ...(process.env.NYDUSD_TEST_TRANSPORT === undefined ? [] : ['--fuse-transport', process.env.NYDUSD_TEST_TRANSPORT]),
     ...(o.args ?? [])
   ]
   const proc = spawnOwned(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -162,10 +162,17 @@ export const nonUtf8 = (path: string): boolean => {
 /** Regular files under `root`, as sorted relative paths. */
 export async function listFiles(root: string, rel = ''): Promise<string[]> {
   const out: string[] = []
-  for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
-    const p = rel === '' ? e.name : `${rel}/${e.name}`
+  // Names are bytes: read them as such and keep them as latin1 strings (one char a byte); bytePath turns them back.
+  for (const e of await readdir(bytePath(root, rel), { withFileTypes: true, encoding: 'buffer' })) {
+    const name = e.name.toString('latin1')
+    const p = rel === '' ? name : `${rel}/${name}`
     if (e.isDirectory()) out.push(...(await listFiles(root, p)))
     else if (e.isFile()) out.push(p)
   }
   return out.sort()
+}
+
+/** `root` joined with a path from listFiles (latin1, a char a byte), as the bytes the filesystem has. */
+export function bytePath(root: string, rel: string): Buffer {
+  return rel === '' ? Buffer.from(root) : Buffer.concat([Buffer.from(`${root}/`), Buffer.from(rel, 'latin1')])
 }

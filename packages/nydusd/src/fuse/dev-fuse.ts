@@ -1,0 +1,224 @@
+import { spawn } from 'node:child_process'
+import { closeSync, openSync, read, writevSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import { NydusdError } from '../errors.js'
+import {
+  FUSE_KERNEL_MINOR,
+  FUSE_KERNEL_VERSION,
+  IN_HEADER,
+  Init,
+  initOut,
+  Op,
+  outHeader,
+  readInHeader,
+  readInitIn,
+  type InHeader
+} from './protocol.js'
+
+/** 1 MiB reads: the kernel sends READs of up to max_pages pages. */
+const MAX_PAGES = 256
+/** Nothing is ever written; the kernel still sizes its request buffer by max_write. */
+const MAX_WRITE = 128 * 1024
+const REQUEST_BUFFER = MAX_WRITE + 64 * 1024
+/** Reads kept waiting on /dev/fuse: each holds a libuv pool thread until a request comes. */
+const READERS = 2
+const READAHEAD_KB = 1024
+
+export type RequestHandler = (h: InHeader, body: Buffer, reply: DevFuseSession) => void
+
+/**
+ * A FUSE session on /dev/fuse without libfuse: the fd is opened here and
+ * handed to mount(8) as its fd 3; requests are read with fs.read on the fd,
+ * replies written with writev. INIT is answered here (max_pages for 1 MiB
+ * reads); every other request goes to `handler`.
+ */
+export class DevFuseSession {
+  private closed = false
+  private endedResolve!: () => void
+  /** Settles when the kernel ends the session (unmounted, from here or outside, or aborted). */
+  readonly ended = new Promise<void>(resolve => {
+    this.endedResolve = resolve
+  })
+  /** The minor version agreed at INIT. */
+  minor = 0
+  private readonly initDone: Promise<void>
+  private initResolve!: () => void
+
+  private constructor(
+    private readonly fd: number,
+    readonly mountpoint: string,
+    private readonly handler: RequestHandler,
+    private readonly log: Logger
+  ) {
+    this.initDone = new Promise(resolve => {
+      this.initResolve = resolve
+    })
+  }
+
+  /** Opens /dev/fuse, mounts it at `mountpoint` read-only, and serves until unmounted. */
+  static async mount(
+    mountpoint: string,
+    handler: RequestHandler,
+    log: Logger,
+    o: { fsname?: string; subtype?: string } = {}
+  ): Promise<DevFuseSession> {
+    let fd: number
+    try {
+      fd = openSync('/dev/fuse', 'r+')
+    } catch (err) {
+      throw new NydusdError('ERR_FUSE_MISSING', `/dev/fuse: ${(err as Error).message}`)
+    }
+    const s = new DevFuseSession(fd, mountpoint, handler, log)
+    const opts = [
+      'fd=3',
+      'rootmode=40000',
+      'user_id=0',
+      'group_id=0',
+      'allow_other',
+      'default_permissions',
+      'ro',
+      `max_read=${MAX_PAGES * 4096}`
+    ]
+    // Asynchronously: mount(8) may touch the mount, which waits for our INIT answer.
+    const m = spawn('mount', ['-i', '-t', `fuse.${o.subtype ?? 'rafs'}`, '-o', opts.join(','), o.fsname ?? 'nydusd', mountpoint], {
+      stdio: ['ignore', 'ignore', 'pipe', fd]
+    })
+    let stderr = ''
+    m.stderr!.on('data', (b: Buffer) => {
+      stderr += b.toString()
+    })
+    const mounted = new Promise<void>((resolve, reject) => {
+      m.once('error', err => reject(new NydusdError('ERR_MOUNT', `mount(8): ${err.message}`)))
+      m.once('exit', code =>
+        code === 0
+          ? resolve()
+          : reject(new NydusdError('ERR_MOUNT', `mounting ${mountpoint}: ${stderr.trim().split('\n')[0] || `mount exited ${code}`}`))
+      )
+    })
+    for (let i = 0; i < READERS; i++) s.readLoop()
+    try {
+      await mounted
+      await s.initDone
+    } catch (err) {
+      s.close()
+      throw err
+    }
+    await s.raiseReadahead().catch((err: Error) => log.debug({ err: err.message }, 'read_ahead_kb not raised'))
+    return s
+  }
+
+  data(h: InHeader, ...parts: Buffer[]): void {
+    let len = 16
+    for (const p of parts) len += p.length
+    this.write(h, [outHeader(len, 0, h.unique), ...parts])
+  }
+
+  error(h: InHeader, errno: number): void {
+    this.write(h, [outHeader(16, -errno, h.unique)])
+  }
+
+  /** Unmounts (lazily if busy); the session ends when the kernel lets go. */
+  async unmount(): Promise<void> {
+    if (this.closed) return
+    const um = await run('umount', [this.mountpoint])
+    if (um !== 0) await run('umount', ['-l', this.mountpoint])
+    await Promise.race([this.ended, sleep(5000)])
+    this.close()
+  }
+
+  private write(h: InHeader, iov: Buffer[]): void {
+    if (this.closed) return
+    try {
+      writevSync(this.fd, iov)
+    } catch (err) {
+      // ENOENT: the request was interrupted or aborted meanwhile; nothing waits for this answer.
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT') this.log.warn({ unique: String(h.unique), opcode: h.opcode, code }, 'FUSE reply not taken')
+    }
+  }
+
+  private readLoop(): void {
+    const buf = Buffer.allocUnsafe(REQUEST_BUFFER)
+    const next = (): void => {
+      if (this.closed) return
+      read(this.fd, buf, 0, buf.length, null, (err, n) => {
+        if (err !== null) {
+          const code = err.code
+          // Before mount(8) has mounted, reads fail with EPERM; an interrupted request leaves ENOENT.
+          if (code === 'EPERM') setTimeout(next, 2)
+          else if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') next()
+          else this.end(code === 'ENODEV' ? undefined : err)
+          return
+        }
+        try {
+          this.dispatch(buf.subarray(0, n))
+        } catch (e) {
+          this.log.error({ err: (e as Error).message }, 'FUSE request could not be handled')
+        }
+        next()
+      })
+    }
+    next()
+  }
+
+  private dispatch(req: Buffer): void {
+    const h = readInHeader(req)
+    const body = req.subarray(IN_HEADER, h.len)
+    if (h.opcode === Op.INIT) this.init(h, body)
+    else if (h.opcode === Op.DESTROY) this.data(h)
+    else this.handler(h, body, this)
+  }
+
+  private init(h: InHeader, body: Buffer): void {
+    const k = readInitIn(body)
+    if (k.major !== FUSE_KERNEL_VERSION) {
+      this.error(h, 71) // EPROTO
+      return
+    }
+    this.minor = Math.min(k.minor, FUSE_KERNEL_MINOR)
+    const want =
+      Init.ASYNC_READ |
+      Init.BIG_WRITES |
+      Init.DO_READDIRPLUS |
+      Init.READDIRPLUS_AUTO |
+      Init.PARALLEL_DIROPS |
+      Init.MAX_PAGES |
+      Init.CACHE_SYMLINKS
+    const flags = (k.flags & want) >>> 0
+    this.data(h, initOut({ minor: this.minor, maxReadahead: k.maxReadahead, flags, maxWrite: MAX_WRITE, maxPages: MAX_PAGES }))
+    this.log.debug({ kernel: `${k.major}.${k.minor}`, minor: this.minor, flags: flags.toString(16) }, 'FUSE INIT')
+    this.initResolve()
+  }
+
+  /** INIT can only lower readahead; the mount's bdi takes a higher one (1 MiB requests need it). */
+  private async raiseReadahead(): Promise<void> {
+    const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find(l => l.split(' ')[4] === this.mountpoint)
+    const dev = line?.split(' ')[2]
+    if (dev !== undefined) await writeFile(`/sys/class/bdi/${dev}/read_ahead_kb`, String(READAHEAD_KB))
+  }
+
+  private end(err?: NodeJS.ErrnoException): void {
+    if (this.closed) return
+    if (err !== undefined) this.log.error({ err: err.message }, 'reading /dev/fuse failed: the session ends')
+    this.close()
+  }
+
+  private close(): void {
+    if (this.closed) return
+    this.closed = true
+    try {
+      closeSync(this.fd)
+    } catch {}
+    this.endedResolve()
+  }
+}
+
+async function run(cmd: string, args: string[]): Promise<number> {
+  return await new Promise(resolve => {
+    const p = spawn(cmd, args, { stdio: 'ignore' })
+    p.once('error', () => resolve(-1))
+    p.once('exit', code => resolve(code ?? -1))
+  })
+}
