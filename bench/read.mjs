@@ -73,30 +73,37 @@ function prepare() {
   return sets
 }
 
+async function startNydusd(cfg, s, mnt, extra = []) {
+  const p = spawn(
+    process.execPath,
+    [
+      join(root, 'packages/nydusd/bin/nydusd.cjs'),
+      '--config',
+      cfg,
+      '--bootstrap',
+      join(s.base, 'image.boot'),
+      '--mountpoint',
+      mnt,
+      '--log-level',
+      'warn',
+      ...extra
+    ],
+    { stdio: 'inherit' }
+  )
+  for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
+  return async () => {
+    p.kill('SIGTERM')
+    await new Promise(resolve => p.once('exit', resolve))
+  }
+}
+
 const tools = {
+  // The direct /dev/fuse transport (the default as root).
   nydusd: {
-    async mount(s, mnt) {
-      const p = spawn(
-        process.execPath,
-        [
-          join(root, 'packages/nydusd/bin/nydusd.cjs'),
-          '--config',
-          join(s.base, 'nydusd.json'),
-          '--bootstrap',
-          join(s.base, 'image.boot'),
-          '--mountpoint',
-          mnt,
-          '--log-level',
-          'warn'
-        ],
-        { stdio: 'inherit' }
-      )
-      for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
-      return async () => {
-        p.kill('SIGTERM')
-        await new Promise(resolve => p.once('exit', resolve))
-      }
-    }
+    mount: async (s, mnt) => await startNydusd(join(s.base, 'nydusd.json'), s, mnt)
+  },
+  'nydusd over fuse-native (libfuse 2)': {
+    mount: async (s, mnt) => await startNydusd(join(s.base, 'nydusd.json'), s, mnt, ['--fuse-transport', 'fuse-native'])
   },
   'nydusd, restarted on its blobcache': {
     // The disk cache a first run filled (once, untimed); then a fresh daemon and cold page cache.
@@ -112,28 +119,7 @@ const tools = {
           }
         })
       )
-      const start = async () => {
-        const p = spawn(
-          process.execPath,
-          [
-            join(root, 'packages/nydusd/bin/nydusd.cjs'),
-            '--config',
-            cfg,
-            '--bootstrap',
-            join(s.base, 'image.boot'),
-            '--mountpoint',
-            mnt,
-            '--log-level',
-            'warn'
-          ],
-          { stdio: 'inherit' }
-        )
-        for (let i = 0; i < 200 && !mounted(mnt); i++) await sleep(25)
-        return async () => {
-          p.kill('SIGTERM')
-          await new Promise(resolve => p.once('exit', resolve))
-        }
-      }
+      const start = async () => await startNydusd(cfg, s, mnt)
       if (!s.cacheFilled) {
         const stop = await start()
         readAll(mnt)
