@@ -1,0 +1,51 @@
+import test from 'ava'
+import { randomBytes } from 'node:crypto'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { mountImage, mustRun, tempDir } from '@nydusjs/testkit'
+import { buildImage, localConfig } from './helpers.js'
+
+const MiB = 1024 * 1024
+
+/** One 16 MiB file and 40 small ones, as a tar. */
+async function layer(t: Parameters<typeof tempDir>[0]): Promise<{ tar: string; big: Buffer }> {
+  const dir = await tempDir(t)
+  const root = join(dir, 'root')
+  await mkdir(join(root, 'small'), { recursive: true })
+  const big = randomBytes(16 * MiB)
+  await writeFile(join(root, 'big.bin'), big)
+  for (let i = 0; i < 40; i++) await writeFile(join(root, 'small', `s${i}.txt`), `small file ${i}\n`)
+  const tar = join(dir, 'layer.tar')
+  await mustRun('tar', ['-cf', tar, '-C', root, '.'])
+  return { tar, big }
+}
+
+const counter = (metrics: string, op: string, result: string): number =>
+  Number(new RegExp(`^nydusd_fuse_ops_total\\{op="${op}",result="${result}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)
+
+for (const transport of ['direct', 'fuse-native'] as const) {
+  test.serial(
+    `${transport} transport: a 16 MiB file comes in ${transport === 'direct' ? '1 MiB' : '128 KiB'} requests; opens reach the daemon at most once`,
+    async t => {
+      const { tar, big } = await layer(t)
+      const img = await buildImage(t, tar)
+      const m = await mountImage(t, {
+        dir: img.dir,
+        bootstrap: img.boot,
+        config: localConfig(img),
+        mnt: img.mnt,
+        args: ['--fuse-transport', transport]
+      })
+      t.true((await readFile(join(m.mnt, 'big.bin'))).equals(big))
+      for (let i = 0; i < 40; i++) t.is(await readFile(join(m.mnt, 'small', `s${i}.txt`), 'utf8'), `small file ${i}\n`)
+      const metrics = (await m.api('/api/v1/metrics', true)) as string
+      const reads = counter(metrics, 'read', 'ok')
+      if (transport === 'direct') {
+        // max_pages 256 and a 1 MiB readahead: about one request a MiB (plus the small files).
+        t.true(reads <= 16 + 40 + 8, `${reads} reads`)
+        // The first OPEN was answered ENOSYS; the kernel sent no more (zero-message opens).
+        t.true(counter(metrics, 'open', 'error') <= 1, metrics)
+      } else t.true(reads >= 16 * 8, `${reads} reads: libfuse 2 never negotiates max_pages`)
+    }
+  )
+}
