@@ -23,6 +23,9 @@ Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [
   --prefetch         fetch the whole image in the background (fs_prefetch.enable)
   --fuse-transport T direct (our own /dev/fuse session: 1 MiB reads, zero-message opens; root
                      only; the default as root) or fuse-native (libfuse 2 through fusermount)
+  --failover         direct transport: if this daemon dies, a new one takes over its FUSE
+                     session (the mount stays; readers wait, then go on); without it, a
+                     daemon that dies has its mount detached (auto_unmount)
 
 Runs in the foreground; SIGINT or SIGTERM unmounts and exits, as does an unmount from outside.`
 
@@ -47,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
   if (!levels.includes(args['log-level'])) return fail(`--log-level must be one of ${levels.join(', ')}`)
   const transport = args['fuse-transport'] ?? defaultTransport()
+  if (args['fuse-fd'] !== undefined && !/^\d+$/.test(args['fuse-fd'])) return fail(`--fuse-fd must be a descriptor number`)
   if (transport !== 'direct' && transport !== 'fuse-native')
     return fail(`--fuse-transport must be direct or fuse-native, not ${JSON.stringify(transport)}`)
   const log = pino({ level: args['log-level'], base: { pid: process.pid } }, pino.destination(2))
@@ -79,6 +83,8 @@ export async function main(argv: string[]): Promise<number> {
       apisock: args.apisock,
       prefetch: args.prefetch,
       fuseTransport: transport,
+      keeper: transport === 'direct' ? { argv: [process.execPath, ...process.argv.slice(1)], failover: args.failover } : undefined,
+      fuseFd: args['fuse-fd'] === undefined ? undefined : Number(args['fuse-fd']),
       log
     })
   } catch (err) {
@@ -134,6 +140,8 @@ function parseCli(argv: string[]) {
       'log-level': { type: 'string', default: 'info' },
       prefetch: { type: 'boolean', default: false },
       'fuse-transport': { type: 'string' },
+      failover: { type: 'boolean', default: false },
+      'fuse-fd': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' }
     },

@@ -14,7 +14,8 @@ import { ChunkFetcher } from './chunk-fetcher.js'
 import type { BackendConfig, NydusdConfig } from './config.js'
 import { NydusdError } from './errors.js'
 import { BufferPool } from './buffer-pool.js'
-import { DevFuseSession } from './fuse/dev-fuse.js'
+import { DevFuseSession, type RequestHandler } from './fuse/dev-fuse.js'
+import { SessionKeeper } from './fuse/session-keeper.js'
 import { RafsLowLevel } from './fuse/lowlevel.js'
 import { FuseSessionWatch, fuseFds } from './fuse-session.js'
 import { DaemonMetrics } from './metrics.js'
@@ -31,6 +32,14 @@ export interface DaemonOptions {
   prefetch?: boolean
   /** `direct`: our own /dev/fuse session (root only); `fuse-native`: libfuse 2 through fuse-native. Default: direct as root. */
   fuseTransport?: FuseTransportName
+  /**
+   * Direct transport only: a SessionKeeper beside the daemon, started with this command line. With
+   * `failover` it starts the daemon again on the same /dev/fuse descriptor when this one dies;
+   * without, it detaches the mount (auto_unmount).
+   */
+  keeper?: { argv: string[]; failover: boolean }
+  /** Take over the FUSE session on this inherited descriptor instead of mounting (set by the keeper). */
+  fuseFd?: number
   log?: Logger
 }
 
@@ -63,6 +72,7 @@ export const liveMounts = new Set<string>()
 export class Nydusd {
   private fuse?: Fuse
   private direct?: DevFuseSession
+  private keeper?: SessionKeeper
   private api?: Server
   private prefetcher?: Prefetcher
   private session?: FuseSessionWatch
@@ -87,7 +97,8 @@ export class Nydusd {
   static async start(o: DaemonOptions): Promise<Nydusd> {
     const log = o.log ?? pino({ level: 'info' })
     const reader = await openBootstrap(o.bootstrap)
-    await checkMountpoint(o.mountpoint)
+    // A takeover finds the mountpoint mounted: that is the session it inherits.
+    if (o.fuseFd === undefined) await checkMountpoint(o.mountpoint)
     const c = o.config.device.cache
     const cache = c === undefined ? undefined : await ChunkCache.open(c.config.work_dir, { sizeLimit: c.config.size_limit })
     const metrics = new DaemonMetrics()
@@ -145,7 +156,13 @@ export class Nydusd {
 
   private async mountDirect(): Promise<void> {
     const ll = new RafsLowLevel(this.fs, this.reader, new BufferPool(1024 * 1024), this.metrics, this.log, this.o.config.enable_xattr)
-    this.direct = await DevFuseSession.mount(this.o.mountpoint, (h, body, reply) => ll.handle(h, body, reply), this.log)
+    const handler: RequestHandler = (h, body, reply) => ll.handle(h, body, reply)
+    this.direct =
+      this.o.fuseFd === undefined
+        ? await DevFuseSession.mount(this.o.mountpoint, handler, this.log)
+        : DevFuseSession.adopt(this.o.fuseFd, this.o.mountpoint, handler, this.log)
+    if (this.o.keeper !== undefined)
+      this.keeper = SessionKeeper.start({ mountpoint: this.o.mountpoint, fd: this.direct.descriptor, ...this.o.keeper })
     void this.direct.ended.then(() => {
       if (this.state === 'STOPPED') return
       this.sessionEnded = true
@@ -240,6 +257,7 @@ export class Nydusd {
   /** fusermount can hang on a wedged mount; stopping must not. */
   private async unmount(): Promise<void> {
     if (this.direct !== undefined) {
+      this.keeper?.release()
       await this.direct.unmount()
       return
     }

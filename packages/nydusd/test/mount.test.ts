@@ -153,9 +153,32 @@ test.serial('a busy mountpoint is refused with a clear message', async t => {
   t.is((await readdir(img.mnt)).length > 0, true, 'the first mount still serves')
 })
 
+test.serial('a daemon killed over the direct transport leaves no dead mount: its keeper detaches it', async t => {
+  const img = await buildImage(t, layerFixture('ml-3.tar'))
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    config: localConfig(img),
+    mnt: img.mnt,
+    args: ['--fuse-transport', 'direct']
+  })
+  t.true((await readdir(m.mnt)).length > 0)
+  m.proc.kill('SIGKILL')
+  for (let i = 0; i < 100 && mountedSync(img.mnt); i++) await sleep(50)
+  t.false(mountedSync(img.mnt), 'detached, as libfuse auto_unmount would')
+  t.is((await run('pgrep', ['-f', `nydusd-keeper ${img.mnt}`])).stdout, '', 'the keeper is gone too')
+})
+
 test.serial('a dead mount left by a killed daemon is refused with a clear message that names the fix', async t => {
   const img = await buildImage(t, layerFixture('ml-3.tar'))
-  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  // libfuse 2 has no keeper: a SIGKILL leaves the mount dead (ENOTCONN).
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    config: localConfig(img),
+    mnt: img.mnt,
+    args: ['--fuse-transport', 'fuse-native']
+  })
   const exited = new Promise(resolve => m.proc.once('exit', resolve))
   m.proc.kill('SIGKILL')
   await exited

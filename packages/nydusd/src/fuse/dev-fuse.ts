@@ -25,6 +25,8 @@ const REQUEST_BUFFER = MAX_WRITE + 64 * 1024
 /** Reads kept waiting on /dev/fuse: each holds a libuv pool thread until a request comes. */
 const READERS = 2
 const READAHEAD_KB = 1024
+/** fuse_notify_code FUSE_NOTIFY_RESEND: sent as the error field of a reply with unique 0. */
+const NOTIFY_RESEND = 7
 
 export type RequestHandler = (h: InHeader, body: Buffer, reply: DevFuseSession) => void
 
@@ -117,6 +119,33 @@ export class DevFuseSession {
 
   error(h: InHeader, errno: number): void {
     this.write(h, [outHeader(16, -errno, h.unique)])
+  }
+
+  /**
+   * Takes over a session a dead daemon left (its descriptor inherited from
+   * the SessionKeeper): INIT was answered long ago and node ids are stable,
+   * so only the requests it had read but not answered are missing; the
+   * kernel is asked to send them again (FUSE_NOTIFY_RESEND, kernel 6.9+).
+   */
+  static adopt(fd: number, mountpoint: string, handler: RequestHandler, log: Logger): DevFuseSession {
+    const s = new DevFuseSession(fd, mountpoint, handler, log)
+    s.initResolve()
+    for (let i = 0; i < READERS; i++) s.readLoop()
+    try {
+      writevSync(fd, [outHeader(16, NOTIFY_RESEND, 0n)])
+    } catch (err) {
+      log.warn(
+        { err: (err as Error).message },
+        'FUSE_NOTIFY_RESEND not taken (kernel before 6.9?): requests the dead daemon held stay unanswered'
+      )
+    }
+    log.info({ mountpoint, fd }, 'FUSE session taken over')
+    return s
+  }
+
+  /** The /dev/fuse descriptor (a SessionKeeper holds a copy for failover). */
+  get descriptor(): number {
+    return this.fd
   }
 
   /** Unmounts (lazily if busy); the session ends when the kernel lets go. */

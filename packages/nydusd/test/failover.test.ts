@@ -1,0 +1,86 @@
+import test from 'ava'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { killUnder, mountImage, mustRun, run, spawnOwned, tempDir } from '@nydusjs/testkit'
+import { buildImage, localConfig } from './helpers.js'
+
+const FILES = 96
+
+/** 96 files of 256 KiB (random: they do not compress), as a tar, with their sha256. */
+async function layer(t: Parameters<typeof tempDir>[0]): Promise<{ tar: string; want: Map<string, string> }> {
+  const dir = await tempDir(t)
+  await mkdir(join(dir, 'root', 'data'), { recursive: true })
+  const want = new Map<string, string>()
+  for (let i = 0; i < FILES; i++) {
+    const name = `f${String(i).padStart(2, '0')}.bin`
+    const data = randomBytes(256 * 1024)
+    await writeFile(join(dir, 'root', 'data', name), data)
+    want.set(name, createHash('sha256').update(data).digest('hex'))
+  }
+  await mustRun('tar', ['-cf', join(dir, 'layer.tar'), '-C', join(dir, 'root'), '.'])
+  return { tar: join(dir, 'layer.tar'), want }
+}
+
+/** Reads every file once, slowly, in name order: a line per file (its hash, or the error). */
+const READER = `
+const { readFileSync, readdirSync } = require('node:fs')
+const { createHash } = require('node:crypto')
+const dir = process.argv[1] + '/data'
+const names = readdirSync(dir).sort()
+let i = 0
+const next = () => {
+  if (i === names.length) return
+  const n = names[i++]
+  try { console.log(n, createHash('sha256').update(readFileSync(dir + '/' + n)).digest('hex')) }
+  catch (e) { console.log(n, 'ERROR', e.code) }
+  setTimeout(next, 30)
+}
+next()
+`
+
+const daemons = async (mnt: string): Promise<string[]> =>
+  // Daemons only (their command line starts with node), not the keepers (sh) that name them.
+  (await run('pgrep', ['-f', `^${process.execPath} .*nydusd.cjs .*--mountpoint ${mnt}`])).stdout.trim().split('\n').filter(Boolean)
+
+test.serial(
+  'failover: nydusd killed twice with SIGKILL while a reader goes through the image; new daemons take the session over, the reader sees no error and right bytes',
+  async t => {
+    const { tar, want } = await layer(t)
+    const img = await buildImage(t, tar)
+    const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt, args: ['--failover'] })
+    // The daemons a keeper starts, and the keepers, name the mountpoint.
+    t.teardown(async () => {
+      await killUnder(img.mnt)
+    })
+    const reader = spawnOwned(process.execPath, ['-e', READER, img.mnt], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    reader.stdout!.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
+    const done = new Promise<void>(resolve => reader.once('exit', () => resolve()))
+    await sleep(700)
+    m.proc.kill('SIGKILL')
+    // An upgrade, or a second crash: the daemon the keeper started goes the same way.
+    let second: string[] = []
+    for (let i = 0; i < 100 && (second.length === 0 || second.includes(String(m.proc.pid))); i++) {
+      await sleep(50)
+      second = await daemons(img.mnt)
+    }
+    t.is(second.length, 1, `one daemon took over: ${second.join(' ')}`)
+    await sleep(700)
+    process.kill(Number(second[0]), 'SIGKILL')
+    await done
+    const lines = out.trim().split('\n')
+    t.is(lines.length, FILES, out)
+    for (const l of lines) {
+      const [name, hash, code] = l.split(' ')
+      t.is(hash ?? '', want.get(name ?? '') ?? 'unknown file', `${name}: ${code ?? hash}`)
+    }
+    const now = await daemons(img.mnt)
+    t.is(now.length, 1)
+    t.false(now.includes(second[0] ?? ''), 'a third daemon serves now')
+    t.like(await m.api('/api/v1/daemon'), { state: 'RUNNING' })
+  }
+)
