@@ -1,5 +1,6 @@
 import { errorCode, exitCodeOf, oneLine, statusOf } from '@nydusjs/errors'
 import { spawnSync } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { loadConfig } from './config.js'
@@ -23,6 +24,7 @@ Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [
   --prefetch         fetch the whole image in the background (fs_prefetch.enable)
   --fuse-transport T direct (our own /dev/fuse session: 1 MiB reads, zero-message opens; root
                      only; the default as root) or fuse-native (libfuse 2 through fusermount)
+  --pid-file PATH    write this process's pid there once mounted (a takeover rewrites it)
   --failover         direct transport: if this daemon dies, a new one takes over its FUSE
                      session (the mount stays; readers wait, then go on); without it, a
                      daemon that dies has its mount detached (auto_unmount)
@@ -90,6 +92,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return fail(oneLine(err), errorCode(err) === undefined ? 1 : statusOf(err).exit)
   }
+  if (args['pid-file'] !== undefined) await writeFile(args['pid-file'], String(process.pid)).catch(() => {})
   const why = await Promise.race([stopRequested, daemon.ended.then(() => 'unmounted')])
   log.info({ why }, 'stopping')
   await daemon.stop().catch((err: Error) => log.error({ err: err.message }, 'stopping failed'))
@@ -141,6 +144,7 @@ function parseCli(argv: string[]) {
       prefetch: { type: 'boolean', default: false },
       'fuse-transport': { type: 'string' },
       failover: { type: 'boolean', default: false },
+      'pid-file': { type: 'string' },
       'fuse-fd': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' }

@@ -24,7 +24,8 @@ Usage: containerd-nydus-grpc [--config FILE] [--root DIR] [--address SOCK] [--lo
   --nydusd-path P   the nydusd bin for converted images (default: this install's)
   --nydusd-config F nydusd's JSON config for every image; its backend is filled
                     in from the image reference (default: registry + blobcache)
-  --recover-policy P  restart (a dead nydusd is started again) or none
+  --recover-policy P  restart (a dead nydusd is started again), failover (a new nydusd takes
+                    its FUSE session over: running containers notice nothing) or none
   --enable-nydus-overlayfs  Kata's mounts: fuse.nydus-overlayfs with extraoption=
 
 config.toml also takes [metrics] address ("127.0.0.1:9110": GET /metrics)
@@ -46,8 +47,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const cfg = await loadConfig(flags.config)
     const policy = flags['recover-policy'] ?? cfg.daemon.recover_policy
-    if (policy !== 'restart' && policy !== 'none')
-      throw new SnapshotterError('ERR_CONFIG', `--recover-policy ${JSON.stringify(policy)}: want restart or none`)
+    if (policy !== 'restart' && policy !== 'failover' && policy !== 'none')
+      throw new SnapshotterError('ERR_CONFIG', `--recover-policy ${JSON.stringify(policy)}: want restart, failover or none`)
     const root = flags.root ?? cfg.root
     const address = flags.address ?? cfg.address
     const log = pino({ level: flags['log-level'] ?? cfg.log.level, base: { pid: process.pid } }, pino.destination(2))
@@ -63,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
       root,
       nydusdPath: flags['nydusd-path'] ?? cfg.daemon.nydusd_path ?? defaultNydusd(),
       nydusdConfig: flags['nydusd-config'] ?? cfg.daemon.nydusd_config,
+      failover: policy === 'failover',
       log
     })
     await nydusd.baseConfig()
@@ -71,8 +73,8 @@ export async function main(argv: string[]): Promise<number> {
       nativeFallback: cfg.snapshot.native_fallback,
       log
     })
-    await sn.reconcile(policy === 'restart')
-    if (policy === 'restart') {
+    await sn.reconcile(policy !== 'none')
+    if (policy !== 'none') {
       // Dead daemons come back within a second.
       const watch = setInterval(() => {
         nydusd.recover().catch(() => {})

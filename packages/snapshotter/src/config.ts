@@ -13,8 +13,12 @@ const Schema = z.strictObject({
     .strictObject({
       nydusd_path: z.string().min(1).optional(),
       nydusd_config: z.string().min(1).optional(),
-      /** "restart": a dead nydusd is started again on its mountpoint; "none": it stays dead. */
-      recover_policy: z.enum(['restart', 'none']).default('restart')
+      /**
+       * "restart": a dead nydusd is started again on its mountpoint (running containers see ENOTCONN);
+       * "failover": a new nydusd takes the dead one's FUSE session over (running containers notice nothing);
+       * "none": it stays dead.
+       */
+      recover_policy: z.enum(['restart', 'failover', 'none']).default('restart')
     })
     .prefault({}),
   snapshot: z

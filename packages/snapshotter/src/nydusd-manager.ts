@@ -14,8 +14,13 @@ export interface NydusdManagerOptions {
   nydusdPath: string
   /** A nydusd JSON config used for every image; its backend is filled in from the image reference. */
   nydusdConfig?: string
+  /** recover_policy "failover": each nydusd runs with --failover, so a new one takes its FUSE session over. */
+  failover?: boolean
   log: Logger
 }
+
+/** How long a dead daemon's keeper gets to start its successor before the watchdog restarts it instead. */
+const TAKEOVER_GRACE_MS = 3000
 
 export interface ImageMount {
   /** The directory nydusd serves the image at: an overlay's lower layer. */
@@ -50,6 +55,8 @@ export class NydusdManager {
   restarts = 0
   private readonly known = new Map<string, { bootstrap: string; imageRef: string }>()
   private readonly starting = new Map<string, Promise<ImageMount>>()
+  /** When each image's daemon was first seen dead (failover: its successor is given a grace). */
+  private readonly deadSince = new Map<string, number>()
 
   /** The image's nydusd and its mount: the running one, else a new one (one start at a time per image). */
   async ensure(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
@@ -72,7 +79,15 @@ export class NydusdManager {
     const done: string[] = []
     for (const [id, img] of this.known) {
       const pid = await readPid(join(this.o.root, 'daemons', `${id}.pid`))
-      if (pid !== undefined && alive(pid)) continue
+      if (pid !== undefined && alive(pid)) {
+        this.deadSince.delete(id)
+        continue
+      }
+      // With failover the dead daemon's keeper starts a successor, which rewrites the pid file.
+      const since = this.deadSince.get(id) ?? Date.now()
+      this.deadSince.set(id, since)
+      if (this.o.failover === true && Date.now() - since < TAKEOVER_GRACE_MS) continue
+      this.deadSince.delete(id)
       try {
         await this.ensure(id, img.bootstrap, img.imageRef)
         this.restarts++
@@ -135,7 +150,10 @@ export class NydusdManager {
         '--mountpoint',
         mountpoint,
         '--apisock',
-        join(this.o.root, 'daemons', `${id}.sock`)
+        join(this.o.root, 'daemons', `${id}.sock`),
+        '--pid-file',
+        pidFile,
+        ...(this.o.failover === true ? ['--failover'] : [])
       ],
       { detached: true, stdio: ['ignore', logFile.fd, logFile.fd] }
     )

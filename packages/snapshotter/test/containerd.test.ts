@@ -95,7 +95,7 @@ test.serial('the snapshotter keeps its snapshots across a restart; a start on an
   const dir = await tempDir(t, 'badcfg-')
   await writeFile(join(dir, 'nydusd.json'), '{"device": ')
   for (const [args, why] of [
-    [['--recover-policy', 'sometimes'], /--recover-policy "sometimes": want restart or none/],
+    [['--recover-policy', 'sometimes'], /--recover-policy "sometimes": want restart, failover or none/],
     [['--nydusd-config', join(dir, 'nydusd.json')], /nydusd config .*nydusd\.json: .*JSON/]
   ] as const) {
     const bad = await run(process.execPath, [BIN, '--root', join(dir, 'root'), '--address', join(dir, 'x.sock'), ...args], {
