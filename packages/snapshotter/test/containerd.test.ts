@@ -4,7 +4,7 @@ import { mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
-import { BIN, convertedBusybox } from './setup.js'
+import { BIN, convertedBusybox, nydusdPids } from './setup.js'
 import {
   apiGet,
   busyboxFixture,
@@ -128,7 +128,7 @@ test.serial(
       (await cd.ctr(['content', 'ls', '-q'])).stdout.includes(blob.replace(/^sha256:/, '')),
       'the nydus blob never entered the content store'
     )
-    const daemons = (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
+    const daemons = await nydusdPids(sn.root)
     t.is(daemons.length, 1, 'one nydusd for the image')
     t.true((await readFile('/proc/mounts', 'utf8')).includes(join(sn.root, 'mnt')), 'its mount is up')
     const sys = join(dirname(sn.address), 'system.sock')
@@ -141,7 +141,7 @@ test.serial(
     t.is((await apiGet(sys, '/nope')).status, 404)
     t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
     t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
-    t.is((await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim(), '', 'no nydusd left')
+    t.is((await nydusdPids(sn.root)).join(' '), '', 'no nydusd left')
     t.false((await readFile('/proc/mounts', 'utf8')).includes(join(sn.root, 'mnt')), 'no mount left')
   }
 )
@@ -169,7 +169,7 @@ test.serial(
     )
     const again = await startSnapshotter(t, BIN, { root: sn.root, address: sn.address })
     // The restarted snapshotter adopts the running daemon: the same one serves the next container.
-    const daemons = (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
+    const daemons = await nydusdPids(sn.root)
     t.is(daemons.length, 1, again.logs())
     // containerd redials the proxy plugin with gRPC's backoff after the restart.
     let next = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'next', '/bin/cat', '/etc/passwd'])
@@ -178,11 +178,7 @@ test.serial(
       next = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, `next${i}`, '/bin/cat', '/etc/passwd'])
     }
     t.regex(next.stdout, /^root:x:0:0:/, next.stderr + again.logs())
-    t.deepEqual(
-      (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean),
-      daemons,
-      'no second daemon'
-    )
+    t.deepEqual(await nydusdPids(sn.root), daemons, 'no second daemon')
     t.regex(again.logs(), /image adopted from an earlier run/)
   }
 )
@@ -199,7 +195,7 @@ test.serial(
     const r = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'bad', '/bin/true'])
     t.not(r.code, 0)
     t.regex(r.stderr, /nydusd for .* did not mount: .*checksum mismatch.*\[ERR_RAFS_CHECKSUM\]/)
-    t.is((await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim(), '', 'no daemon left')
+    t.is((await nydusdPids(sn.root)).join(' '), '', 'no daemon left')
     t.false((await readFile('/proc/mounts', 'utf8')).includes(sn.root), 'nothing mounted')
   }
 )
@@ -212,8 +208,7 @@ test.serial('a nydusd that dies is restarted by the snapshotter on the same moun
   const { ref, sn, cd } = await convertedImage(t, { args: ['--config', join(dir, 'config.toml')] })
   const first = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'k1', '/bin/cat', '/etc/passwd'])
   t.is(first.code, 0, first.stderr + sn.logs())
-  const pids = async (): Promise<string[]> =>
-    (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
+  const pids = async (): Promise<string[]> => await nydusdPids(sn.root)
   const [dead] = await pids()
   process.kill(Number(dead), 'SIGKILL')
   let now: string[] = []

@@ -2,7 +2,7 @@ import test from 'ava'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { BIN } from './setup.js'
+import { BIN, nydusdPids } from './setup.js'
 import {
   busyboxFixture,
   convertImage,
@@ -66,7 +66,7 @@ test.serial('the CRI path: a kubelet-style pull, sandbox and container of a conv
   await cri.call('image', 'RemoveImage', { image: { image: ref } })
   let left = ''
   for (let i = 0; i < 100; i++) {
-    left = (await run('pgrep', ['-f', `nydusd.cjs.*${sn.root}`])).stdout.trim()
+    left = (await nydusdPids(sn.root)).join(' ')
     if (left === '') break
     await sleep(100)
   }

@@ -2,7 +2,7 @@ import test from 'ava'
 import { writeFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { run } from '@nydusjs/testkit'
-import { convertedBusybox } from './setup.js'
+import { convertedBusybox, nydusdPids } from './setup.js'
 
 test.serial(
   'recover_policy failover: nydusd is SIGKILLed while a container reads through it; a new nydusd takes the session over and the container sees no error',
@@ -17,8 +17,7 @@ test.serial(
     let before = ''
     for (let i = 0; i < 100 && !before.includes('/etc/passwd'); i++) before = await exec('cat /tmp/sum')
     t.regex(before, /^[0-9a-f]{32} {2}\/bin\/busybox\n/)
-    const daemons = async (): Promise<string[]> =>
-      (await run('pgrep', ['-f', `^${process.execPath} .*nydusd.cjs .*${sn.root}`])).stdout.trim().split('\n').filter(Boolean)
+    const daemons = async (): Promise<string[]> => await nydusdPids(sn.root)
     const [first] = await daemons()
     for (let round = 0; round < 2; round++) {
       const [victim] = await daemons()

@@ -5,7 +5,7 @@ import { findTarFile } from '@nydusjs/tar'
 import { readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { BIN, convertedBusybox } from './setup.js'
+import { BIN, convertedBusybox, nydusdPids } from './setup.js'
 import {
   apiGet,
   pushBlob,
@@ -14,7 +14,6 @@ import {
   fixture,
   mustRun,
   repoRoot,
-  run,
   skopeoPush,
   startContainerd,
   startRegistry,
@@ -22,8 +21,7 @@ import {
   tempDir
 } from '@nydusjs/testkit'
 
-const nydusds = async (root: string): Promise<string[]> =>
-  (await run('pgrep', ['-f', `nydusd.cjs.*${root}`])).stdout.trim().split('\n').filter(Boolean)
+const nydusds = async (root: string): Promise<string[]> => await nydusdPids(root)
 const mountsUnder = async (root: string): Promise<string[]> =>
   (await readFile('/proc/mounts', 'utf8')).split('\n').filter(l => l.includes(root))
 

@@ -1,6 +1,6 @@
 import type { ExecutionContext } from 'ava'
 import { join } from 'node:path'
-import { busyboxFixture, convertImage, repoRoot, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
+import { busyboxFixture, convertImage, repoRoot, run, skopeoPush, startContainerd, startRegistry, startSnapshotter } from '@nydusjs/testkit'
 
 export const BIN = join(repoRoot, 'packages/snapshotter/bin/containerd-nydus-grpc.cjs')
 
@@ -19,4 +19,9 @@ export async function convertedBusybox(t: ExecutionContext, o: { args?: string[]
   const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address }, path: o.path })
   // The report names blobs by bare hex; registries and errors by digest.
   return { reg, ref, blob: `sha256:${report.images[0].blobs[0].replace(/^sha256:/, '')}`, sn, cd }
+}
+
+/** The pids of the nydusd daemons a snapshotter with this root started (not their keepers, which are sh). */
+export async function nydusdPids(root: string): Promise<string[]> {
+  return (await run('pgrep', ['-f', `^${process.execPath} .*nydusd.cjs .*${root}`])).stdout.trim().split('\n').filter(Boolean)
 }
