@@ -151,6 +151,46 @@ export class RafsFs {
     return Promise.all(pending).then(() => out)
   }
 
+  /**
+   * Reads into `buf` and calls exactly one of `done`, `failed` or `timedOut`:
+   * on the spot when the bytes are in memory, else when they arrive, or after
+   * the read timeout (only reads that wait get a timer). Once answered, `buf`
+   * is the transport's again: a late chunk is not copied into it.
+   */
+  readAnswered(
+    rec: InodeRecord,
+    buf: Buffer,
+    len: number,
+    pos: number,
+    cb: { done: (n: number) => void; failed: (err: Error) => void; timedOut: () => void }
+  ): void {
+    const req = { answered: false }
+    let r: number | Promise<number>
+    try {
+      r = this.read(rec, buf, len, pos, req)
+    } catch (err) {
+      cb.failed(err as Error)
+      return
+    }
+    if (typeof r === 'number') {
+      cb.done(r)
+      return
+    }
+    const timer = setTimeout(() => {
+      req.answered = true
+      cb.timedOut()
+    }, this.readTimeoutMs)
+    const settle =
+      <T>(fn: (v: T) => void) =>
+      (v: T): void => {
+        if (req.answered) return
+        req.answered = true
+        clearTimeout(timer)
+        fn(v)
+      }
+    r.then(settle(cb.done), settle(cb.failed))
+  }
+
   /** fuse-native operations; every write-side op answers EROFS (the mount is `ro` too). */
   ops(): Record<string, (...args: any[]) => void> {
     // Metadata comes from the in-memory bootstrap, so these answer synchronously: no promise per op.
@@ -215,34 +255,15 @@ export class RafsFs {
           this.log.error({ path, offset: pos, length: len, err: err.message, code }, `read failed: ${errno}`)
           cb(-errnoOf(err))
         }
-        const req = { answered: false }
-        let r: number | Promise<number>
-        try {
-          r = this.read(rec, buf, len, pos, req)
-        } catch (err) {
-          failed(err as Error)
-          return
-        }
-        if (typeof r === 'number') {
-          done(r)
-          return
-        }
-        // Only reads that wait get a timer. Once answered, `buf` is libfuse's again: the late chunks must not touch it.
-        const timer = setTimeout(() => {
-          req.answered = true
-          stats.record(readId, false, t0)
-          this.log.error({ path, offset: pos, length: len, timeoutMs: this.readTimeoutMs }, 'read timed out: ETIMEDOUT')
-          cb(Fuse.ETIMEDOUT)
-        }, this.readTimeoutMs)
-        const settle =
-          <T>(fn: (v: T) => void) =>
-          (v: T): void => {
-            if (req.answered) return
-            req.answered = true
-            clearTimeout(timer)
-            fn(v)
+        this.readAnswered(rec, buf, len, pos, {
+          done,
+          failed,
+          timedOut: () => {
+            stats.record(readId, false, t0)
+            this.log.error({ path, offset: pos, length: len, timeoutMs: this.readTimeoutMs }, 'read timed out: ETIMEDOUT')
+            cb(Fuse.ETIMEDOUT)
           }
-        r.then(settle(done), settle(failed))
+        })
       },
       statfs: (_path: string, cb: (e: number, s?: unknown) => void) => {
         cb(0, {

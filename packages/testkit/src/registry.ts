@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
-import { connect, createServer as createNetServer, type AddressInfo } from 'node:net'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { SignJWT, importPKCS8 } from 'jose'
@@ -121,7 +121,7 @@ export async function startRegistry(
 ): Promise<TestRegistry> {
   const ip = o.netns?.nsIp ?? '127.0.0.1'
   const dir = await tempDir(t, 'registry-')
-  const port = await freePort()
+  const firstPort = await freePort()
   const auth = o.auth ?? { type: 'none' }
   const ca = o.tls === true || auth.type === 'token' ? await makeTestCa(dir) : undefined
   let authYaml = ''
@@ -136,37 +136,55 @@ export async function startRegistry(
     authYaml = `auth:\n  token:\n    realm: ${token.realm}\n    service: nydusjs-registry\n    issuer: nydusjs-test-issuer\n    rootcertbundle: ${ca!.certFile}\n`
   }
   const tlsYaml = o.tls === true ? `  tls:\n    certificate: ${ca!.certFile}\n    key: ${ca!.keyFile}\n` : ''
-  await writeFile(
-    join(dir, 'config.yml'),
-    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${ip}:${port}\n${tlsYaml}${authYaml}`
-  )
-  const cmd = [...(o.netns?.prefix ?? []), 'docker-registry', 'serve', join(dir, 'config.yml')]
-  const proc = spawnOwned(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  proc.stderr!.on('data', (b: Buffer) => {
-    stderr += b.toString()
-  })
-  const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
-  const stop = async (): Promise<void> => {
-    proc.kill('SIGTERM')
-    await Promise.race([exited, sleep(5000)])
-  }
-  t.teardown(stop)
   const scheme = o.tls === true ? 'https' : 'http'
-  for (let i = 0; ; i++) {
-    if (proc.exitCode !== null) throw new Error(`docker-registry exited: ${stderr}`)
-    const up = await new Promise<boolean>(resolve => {
-      const c = connect(port, ip, () => {
-        c.end()
-        resolve(true)
-      })
-      c.on('error', () => resolve(false))
+  // freePort's port can be taken by another test before docker-registry binds it: then it exits
+  // ("address already in use") and a new port is tried; listening is checked on its own socket.
+  for (let attempt = 0; ; attempt++) {
+    const port = attempt === 0 ? firstPort : await freePort()
+    await writeFile(
+      join(dir, 'config.yml'),
+      `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${ip}:${port}\n${tlsYaml}${authYaml}`
+    )
+    const cmd = [...(o.netns?.prefix ?? []), 'docker-registry', 'serve', join(dir, 'config.yml')]
+    const proc = spawnOwned(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    proc.stderr!.on('data', (b: Buffer) => {
+      stderr += b.toString()
     })
-    if (up) break
-    if (i > 100) throw new Error(`docker-registry did not listen on ${port}: ${stderr}`)
-    await sleep(50)
+    const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
+    const stop = async (): Promise<void> => {
+      proc.kill('SIGTERM')
+      await Promise.race([exited, sleep(5000)])
+    }
+    t.teardown(stop)
+    for (let i = 0; proc.exitCode === null && !(await listensOn(proc.pid!, port)); i++) {
+      if (i > 200) throw new Error(`docker-registry did not listen on ${port}: ${stderr}`)
+      await sleep(25)
+    }
+    if (proc.exitCode === null)
+      return { host: `${ip}:${port}`, scheme, url: `${scheme}://${ip}:${port}`, ca, token, dir, pid: proc.pid, stop }
+    if (attempt >= 3 || !/address already in use/.test(stderr)) throw new Error(`docker-registry exited: ${stderr}`)
   }
-  return { host: `${ip}:${port}`, scheme, url: `${scheme}://${ip}:${port}`, ca, token, dir, pid: proc.pid, stop }
+}
+
+/** Whether process `pid` has a listening TCP socket on `port` (in its own network namespace). */
+async function listensOn(pid: number, port: number): Promise<boolean> {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0')
+  const inodes = new Set<string>()
+  for (const f of ['tcp', 'tcp6']) {
+    const table = await readFile(`/proc/${pid}/net/${f}`, 'utf8').catch(() => '')
+    for (const line of table.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/)
+      if (cols[1]?.endsWith(`:${hex}`) && cols[3] === '0A') inodes.add(cols[9] ?? '')
+    }
+  }
+  if (inodes.size === 0) return false
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])
+  for (const fd of fds) {
+    const link = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')
+    if (inodes.has(/^socket:\[(\d+)\]$/.exec(link)?.[1] ?? '')) return true
+  }
+  return false
 }
 
 async function startTokenServer(t: Teardown, ca: TestCa, auth: Extract<RegistryAuth, { type: 'token' }>): Promise<TokenServer> {

@@ -3,7 +3,7 @@ import { errnoOf, statusOf } from '@nydusjs/errors'
 import { isDir, isLnk, isReg, type BootstrapReader, type InodeRecord } from '@nydusjs/rafs'
 import type { Logger } from 'pino'
 import type { DaemonMetrics } from '../metrics.js'
-import { makedev, READ_TIMEOUT_MS, type RafsFs } from '../rafs-fs.js'
+import { makedev, type RafsFs } from '../rafs-fs.js'
 import type { BufferPool } from '../buffer-pool.js'
 import {
   attrOut,
@@ -45,8 +45,7 @@ export class RafsLowLevel {
     private readonly pool: BufferPool,
     private readonly metrics: DaemonMetrics,
     private readonly log: Logger,
-    private readonly enableXattr = true,
-    private readonly readTimeoutMs = READ_TIMEOUT_MS
+    private readonly enableXattr = true
   ) {
     this.readId = metrics.fuse.id('read')
   }
@@ -223,7 +222,6 @@ export class RafsLowLevel {
     const len = body.readUInt32LE(16)
     this.fs.recordAccess(rec)
     const buf = this.pool.take(len)
-    const req = { answered: false }
     const done = (n: number): void => {
       this.metrics.fuse.record(this.readId, true, t0, n)
       reply.data(h, buf.subarray(0, n))
@@ -236,33 +234,13 @@ export class RafsLowLevel {
       reply.error(h, errnoOf(err))
       this.pool.give(buf)
     }
-    let r: number | Promise<number>
-    try {
-      r = this.fs.read(rec, buf, len, pos, req)
-    } catch (err) {
-      failed(err as Error)
-      return -1
-    }
-    if (typeof r === 'number') {
-      done(r)
-      return -1
-    }
-    // A late chunk must not write into a buffer that went back to the pool: `req.answered` stops it.
-    const timer = setTimeout(() => {
-      req.answered = true
+    // A timed-out read's buffer is not given back: a late chunk may still be on its way (it is not copied in).
+    const timedOut = (): void => {
       this.metrics.fuse.record(this.readId, false, t0)
-      this.log.error({ ino: rec.ino, offset: pos, length: len, timeoutMs: this.readTimeoutMs }, 'read timed out: ETIMEDOUT')
+      this.log.error({ ino: rec.ino, offset: pos, length: len }, 'read timed out: ETIMEDOUT')
       reply.error(h, E.ETIMEDOUT)
-    }, this.readTimeoutMs)
-    const settle =
-      <T>(fn: (v: T) => void) =>
-      (v: T): void => {
-        if (req.answered) return
-        req.answered = true
-        clearTimeout(timer)
-        fn(v)
-      }
-    r.then(settle(done), settle(failed))
+    }
+    this.fs.readAnswered(rec, buf, len, pos, { done, failed, timedOut })
     return -1
   }
 }
