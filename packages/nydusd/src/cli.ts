@@ -85,7 +85,11 @@ export async function main(argv: string[]): Promise<number> {
       apisock: args.apisock,
       prefetch: args.prefetch,
       fuseTransport: transport,
-      keeper: transport === 'direct' ? { argv: [process.execPath, ...process.argv.slice(1)], failover: args.failover } : undefined,
+      // A successor (started by a keeper, which holds its session) starts no keeper of its own.
+      keeper:
+        transport === 'direct' && process.env.NYDUSD_KEEPER_PID === undefined
+          ? { argv: [process.execPath, ...process.argv.slice(1)], failover: args.failover }
+          : undefined,
       fuseFd: args['fuse-fd'] === undefined ? undefined : Number(args['fuse-fd']),
       log
     })

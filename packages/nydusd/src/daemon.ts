@@ -246,6 +246,8 @@ export class Nydusd {
     this.state = 'STOPPED'
     this.prefetcher?.stop()
     this.session?.stop()
+    // A stop is never a crash: the keeper must neither take over nor detach (also when the session already ended).
+    this.keeper?.release()
     if (!this.sessionEnded) await this.unmount()
     liveMounts.delete(this.o.mountpoint)
     await new Promise<void>(resolve => (this.api === undefined ? resolve() : this.api.close(() => resolve())))
@@ -257,7 +259,6 @@ export class Nydusd {
   /** fusermount can hang on a wedged mount; stopping must not. */
   private async unmount(): Promise<void> {
     if (this.direct !== undefined) {
-      this.keeper?.release()
       await this.direct.unmount()
       return
     }

@@ -62,14 +62,15 @@ test.serial(
     const done = new Promise<void>(resolve => reader.once('exit', () => resolve()))
     await sleep(700)
     m.proc.kill('SIGKILL')
-    // An upgrade, or a second crash: the daemon the keeper started goes the same way.
+    // A second crash: the daemon the keeper started goes the same way.
     let second: string[] = []
     for (let i = 0; i < 100 && (second.length === 0 || second.includes(String(m.proc.pid))); i++) {
       await sleep(50)
       second = await daemons(img.mnt)
     }
     t.is(second.length, 1, `one daemon took over: ${second.join(' ')}`)
-    await sleep(700)
+    // Killed while it is still starting: the keeper, which holds the session throughout, starts a third.
+    await sleep(100)
     process.kill(Number(second[0]), 'SIGKILL')
     await done
     const lines = out.trim().split('\n')
@@ -84,3 +85,18 @@ test.serial(
     t.like(await m.api('/api/v1/daemon'), { state: 'RUNNING' })
   }
 )
+
+test.serial('failover: an unmount from outside ends the daemon for good; its keeper starts no successor', async t => {
+  const { tar } = await layer(t)
+  const img = await buildImage(t, tar)
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt, args: ['--failover'] })
+  t.teardown(async () => {
+    await killUnder(img.mnt)
+  })
+  const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
+  t.is((await run('umount', [img.mnt])).code, 0)
+  t.is(await exited, 0)
+  await sleep(1500)
+  t.deepEqual(await daemons(img.mnt), [], 'no successor')
+  t.is((await run('pgrep', ['-f', `nydusd-keeper ${img.mnt}`])).stdout, '', 'no keeper')
+})

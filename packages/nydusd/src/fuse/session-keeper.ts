@@ -4,22 +4,31 @@ import { type ChildProcess, spawn } from 'node:child_process'
  * A small process beside the daemon that outlives it: it holds a pipe from
  * the daemon and, with `failover`, a copy of the /dev/fuse descriptor. When
  * the daemon says `bye` (a clean stop) it exits. When the pipe closes without
- * that (the daemon crashed or was killed) it either starts the same daemon
- * again on the same descriptor (`--fuse-fd 3`: the mount never goes away, the
- * kernel queues requests meanwhile and resends the ones the dead daemon had
- * read), or detaches the mount, as libfuse's auto_unmount does, so a dead
- * daemon never leaves a dead mount.
+ * that (the daemon crashed or was killed) it either detaches the mount, as
+ * libfuse's auto_unmount does, so a dead daemon never leaves a dead mount, or
+ * starts the same daemon again on the descriptor it holds (`--fuse-fd 3`), as
+ * its own child, and again whenever one dies, until one exits cleanly (0:
+ * stopped or unmounted). It holds the descriptor throughout, so the session
+ * never has nobody holding it: the mount never goes away and the kernel queues
+ * requests meanwhile. Successors know they are kept (NYDUSD_KEEPER_PID) and
+ * start no keeper of their own. Ten deaths in a row end it with a detach.
  */
 export class SessionKeeper {
   private constructor(private readonly child: ChildProcess) {}
 
   static start(o: { mountpoint: string; fd: number; failover: boolean; argv: string[] }): SessionKeeper {
     const script = o.failover
-      ? 'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0; shift; exec "$@" --fuse-fd 3'
+      ? [
+          'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0',
+          'mnt=$1; shift; n=0',
+          'while [ $n -lt 10 ]; do',
+          '  NYDUSD_KEEPER_PID=$$ "$@" --fuse-fd 3 </dev/null & wait $! && exit 0',
+          '  n=$((n + 1))',
+          'done',
+          'exec umount -l -- "$mnt"'
+        ].join('\n')
       : 'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0; exec umount -l -- "$1"'
-    // The daemon's own command line, minus a --fuse-fd an earlier takeover added.
-    const argv = o.argv.filter((a, i) => a !== '--fuse-fd' && o.argv[i - 1] !== '--fuse-fd')
-    const child = spawn('sh', ['-c', script, 'nydusd-keeper', o.mountpoint, ...argv], {
+    const child = spawn('sh', ['-c', script, 'nydusd-keeper', o.mountpoint, ...o.argv], {
       stdio: ['pipe', 'inherit', 'inherit', o.failover ? o.fd : 'ignore'],
       detached: true
     })
