@@ -88,7 +88,7 @@ export async function main(argv: string[]): Promise<number> {
       // A successor (started by a keeper, which holds its session) starts no keeper of its own.
       keeper:
         transport === 'direct' && process.env.NYDUSD_KEEPER_PID === undefined
-          ? { argv: [process.execPath, ...process.argv.slice(1)], failover: args.failover }
+          ? { argv: [process.execPath, ...process.argv.slice(1)], failover: args.failover, pidFile: args['pid-file'] }
           : undefined,
       fuseFd: args['fuse-fd'] === undefined ? undefined : Number(args['fuse-fd']),
       log

@@ -37,7 +37,7 @@ export interface DaemonOptions {
    * `failover` it starts the daemon again on the same /dev/fuse descriptor when this one dies;
    * without, it detaches the mount (auto_unmount).
    */
-  keeper?: { argv: string[]; failover: boolean }
+  keeper?: { argv: string[]; failover: boolean; pidFile?: string }
   /** Take over the FUSE session on this inherited descriptor instead of mounting (set by the keeper). */
   fuseFd?: number
   log?: Logger

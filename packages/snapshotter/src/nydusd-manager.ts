@@ -19,8 +19,11 @@ export interface NydusdManagerOptions {
   log: Logger
 }
 
-/** How long a dead daemon's keeper gets to start its successor before the watchdog restarts it instead. */
-const TAKEOVER_GRACE_MS = 3000
+/**
+ * How long a dead daemon's keeper gets before the watchdog restarts the image instead (the keeper
+ * writes its successor's pid at once; this covers a keeper that is gone too).
+ */
+const TAKEOVER_GRACE_MS = 10_000
 
 export interface ImageMount {
   /** The directory nydusd serves the image at: an overlay's lower layer. */

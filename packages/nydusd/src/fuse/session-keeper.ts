@@ -16,19 +16,22 @@ import { type ChildProcess, spawn } from 'node:child_process'
 export class SessionKeeper {
   private constructor(private readonly child: ChildProcess) {}
 
-  static start(o: { mountpoint: string; fd: number; failover: boolean; argv: string[] }): SessionKeeper {
+  static start(o: { mountpoint: string; fd: number; failover: boolean; argv: string[]; pidFile?: string }): SessionKeeper {
+    // A successor's pid goes to the pid file the moment it exists: a supervisor reading it never sees a dead one for long.
     const script = o.failover
       ? [
           'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0',
-          'mnt=$1; shift; n=0',
+          'mnt=$1; pidfile=$2; shift 2; n=0',
           'while [ $n -lt 10 ]; do',
-          '  NYDUSD_KEEPER_PID=$$ "$@" --fuse-fd 3 </dev/null & wait $! && exit 0',
+          '  NYDUSD_KEEPER_PID=$$ "$@" --fuse-fd 3 </dev/null & p=$!',
+          '  [ -n "$pidfile" ] && echo $p > "$pidfile"',
+          '  wait $p && exit 0',
           '  n=$((n + 1))',
           'done',
           'exec umount -l -- "$mnt"'
         ].join('\n')
       : 'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0; exec umount -l -- "$1"'
-    const child = spawn('sh', ['-c', script, 'nydusd-keeper', o.mountpoint, ...o.argv], {
+    const child = spawn('sh', ['-c', script, 'nydusd-keeper', o.mountpoint, o.pidFile ?? '', ...o.argv], {
       stdio: ['pipe', 'inherit', 'inherit', o.failover ? o.fd : 'ignore'],
       detached: true
     })
