@@ -1,7 +1,7 @@
 import { NydusError, withContext } from '@nydusjs/errors'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { access, readFile, stat } from 'node:fs/promises'
-import { constants } from 'node:fs'
+import { constants, readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { resolve as resolvePath } from 'node:path'
 import Fuse from 'fuse-native'
@@ -166,7 +166,12 @@ export class Nydusd {
     void this.direct.ended.then(() => {
       if (this.state === 'STOPPED') return
       this.sessionEnded = true
-      this.log.warn({ mountpoint: this.o.mountpoint }, 'FUSE session ended: the mountpoint was unmounted from outside')
+      // An aborted connection (fusectl's abort) ends the session with the mount still there, dead: detach it.
+      const dead = readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .some(l => l.split(' ')[4] === this.o.mountpoint)
+      if (dead) spawnSync('umount', ['-l', '--', this.o.mountpoint], { stdio: 'ignore', timeout: 5000 })
+      this.log.warn({ mountpoint: this.o.mountpoint, aborted: dead }, 'FUSE session ended: unmounted or aborted from outside')
       this.endedResolve()
     })
   }

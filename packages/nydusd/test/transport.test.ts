@@ -49,3 +49,29 @@ for (const transport of ['direct', 'fuse-native'] as const) {
     }
   )
 }
+
+test.serial('an aborted FUSE connection (fusectl abort) ends the daemon cleanly and leaves no dead mount', async t => {
+  const { tar } = await layer(t)
+  const img = await buildImage(t, tar)
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    config: localConfig(img),
+    mnt: img.mnt,
+    args: ['--fuse-transport', 'direct']
+  })
+  // fusectl, where the kernel lists FUSE connections, is mounted for this test only if it is not already.
+  const ctl = '/sys/fs/fuse/connections'
+  if (!(await readFile('/proc/mounts', 'utf8')).includes(` ${ctl} `)) {
+    await mustRun('mount', ['-t', 'fusectl', 'none', ctl])
+    t.teardown(async () => {
+      await mustRun('umount', [ctl])
+    })
+  }
+  const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find(l => l.split(' ')[4] === img.mnt)!
+  const conn = line.split(' ')[2]!.split(':')[1]!
+  const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
+  await writeFile(join(ctl, conn, 'abort'), '1')
+  t.is(await exited, 0, m.logs())
+  t.false((await readFile('/proc/mounts', 'utf8')).includes(` ${img.mnt} `), 'no dead mount left')
+})
