@@ -171,7 +171,12 @@ export class Nydusd {
         .split('\n')
         .some(l => l.split(' ')[4] === this.o.mountpoint)
       if (dead) spawnSync('umount', ['-l', '--', this.o.mountpoint], { stdio: 'ignore', timeout: 5000 })
-      this.log.warn({ mountpoint: this.o.mountpoint, aborted: dead }, 'FUSE session ended: unmounted or aborted from outside')
+      this.log.warn(
+        { mountpoint: this.o.mountpoint },
+        dead
+          ? 'FUSE session ended: the connection was aborted; its dead mount was detached'
+          : 'FUSE session ended: the mountpoint was unmounted from outside'
+      )
       this.endedResolve()
     })
   }
