@@ -4,19 +4,8 @@ import { mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
-import { BIN, convertedBusybox, nydusdPids } from './setup.js'
-import {
-  apiGet,
-  busyboxFixture,
-  freePort,
-  repoRoot,
-  run,
-  skopeoPush,
-  startContainerd,
-  startRegistry,
-  startSnapshotter,
-  tempDir
-} from '@nydusjs/testkit'
+import { BIN, convertedBusybox, nydusdPids, plainBusybox } from './setup.js'
+import { apiGet, freePort, repoRoot, run, startSnapshotter, tempDir } from '@nydusjs/testkit'
 
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
 
@@ -29,12 +18,7 @@ async function convertedImage(t: ExecutionContext, o: { args?: string[]; path?: 
 }
 
 test.serial('a plain OCI image through the snapshotter: containerd pulls it, runc runs it, and removing it leaves no snapshot', async t => {
-  const { oci } = await busyboxFixture()
-  const reg = await startRegistry(t)
-  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
-  const sn = await startSnapshotter(t, BIN)
-  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
-  const ref = `${reg.host}/library/busybox:1`
+  const { ref, sn, cd } = await plainBusybox(t, '1')
   const pull = await cd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref])
   t.is(pull.code, 0, pull.stderr)
   const snaps = await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])
@@ -62,12 +46,7 @@ test.serial('a plain OCI image through the snapshotter: containerd pulls it, run
 })
 
 test.serial('the snapshotter keeps its snapshots across a restart; a start on an unusable root fails with one line', async t => {
-  const { oci } = await busyboxFixture()
-  const reg = await startRegistry(t)
-  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:2`)
-  const sn = await startSnapshotter(t, BIN)
-  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
-  const ref = `${reg.host}/library/busybox:2`
+  const { ref, sn, cd } = await plainBusybox(t, '2')
   t.is((await cd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref])).code, 0)
   await sn.stop()
   // While it is down, containerd cannot reach it: a clear failure, not a hang.

@@ -21,6 +21,16 @@ export async function convertedBusybox(t: ExecutionContext, o: { args?: string[]
   return { reg, ref, blob: `sha256:${report.images[0].blobs[0].replace(/^sha256:/, '')}`, sn, cd }
 }
 
+/** busybox as a plain OCI image (tag `tag`), our snapshotter and a containerd using it; not pulled yet. */
+export async function plainBusybox(t: ExecutionContext, tag: string) {
+  const { oci } = await busyboxFixture()
+  const reg = await startRegistry(t)
+  await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:${tag}`)
+  const sn = await startSnapshotter(t, BIN)
+  const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
+  return { ref: `${reg.host}/library/busybox:${tag}`, sn, cd }
+}
+
 /** The pids of the nydusd daemons a snapshotter with this root started (not their keepers, which are sh). */
 export async function nydusdPids(root: string): Promise<string[]> {
   return (await run('pgrep', ['-f', `^${process.execPath} .*nydusd.cjs .*${root}`])).stdout.trim().split('\n').filter(Boolean)
