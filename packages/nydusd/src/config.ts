@@ -82,6 +82,12 @@ export const ConfigSchema = z.strictObject({
   /** Ask the backend for every blob's size before mounting: a missing or truncated blob fails the start (ours). */
   check_blobs: z.boolean().default(false),
   enable_xattr: z.boolean().default(true),
+  /**
+   * FUSE passthrough (ours; kernel 6.9+, direct transport, root, a blobcache): files whose chunks
+   * are all cached get a verified, decompressed copy under work_dir/passthrough that the kernel
+   * reads itself. Every open then costs a request, so it is off by default.
+   */
+  fuse_passthrough: z.boolean().default(false),
   fs_prefetch: z
     .strictObject({
       enable: z.boolean().default(false),

@@ -17,6 +17,7 @@ import { BufferPool } from './buffer-pool.js'
 import { DevFuseSession, type RequestHandler } from './fuse/dev-fuse.js'
 import { SessionKeeper } from './fuse/session-keeper.js'
 import { RafsLowLevel } from './fuse/lowlevel.js'
+import { type PassthroughFiles, passthroughFiles } from './fuse/passthrough.js'
 import { FuseSessionWatch, fuseFds } from './fuse-session.js'
 import { DaemonMetrics } from './metrics.js'
 import { Prefetcher } from './prefetch.js'
@@ -72,6 +73,7 @@ export const liveMounts = new Set<string>()
 export class Nydusd {
   private fuse?: Fuse
   private direct?: DevFuseSession
+  private passthrough?: PassthroughFiles
   private keeper?: SessionKeeper
   private api?: Server
   private prefetcher?: Prefetcher
@@ -156,11 +158,15 @@ export class Nydusd {
 
   private async mountDirect(): Promise<void> {
     const ll = new RafsLowLevel(this.fs, this.reader, new BufferPool(1024 * 1024), this.metrics, this.log, this.o.config.enable_xattr)
+    // Before the mount: an OPEN answered ENOSYS once is never sent again.
+    this.passthrough = passthroughFiles(this.o.config, this.fetcher, this.log)
+    if (this.passthrough !== undefined) ll.usePassthrough(this.passthrough)
     const handler: RequestHandler = (h, body, reply) => ll.handle(h, body, reply)
+    const passthrough = this.passthrough !== undefined
     this.direct =
       this.o.fuseFd === undefined
-        ? await DevFuseSession.mount(this.o.mountpoint, handler, this.log)
-        : DevFuseSession.adopt(this.o.fuseFd, this.o.mountpoint, handler, this.log)
+        ? await DevFuseSession.mount(this.o.mountpoint, handler, this.log, { passthrough })
+        : DevFuseSession.adopt(this.o.fuseFd, this.o.mountpoint, handler, this.log, passthrough)
     if (this.o.keeper !== undefined)
       this.keeper = SessionKeeper.start({ mountpoint: this.o.mountpoint, fd: this.direct.descriptor, ...this.o.keeper })
     void this.direct.ended.then(() => {
@@ -182,6 +188,7 @@ export class Nydusd {
   }
 
   private async mountFuseNative(): Promise<void> {
+    if (this.o.config.fuse_passthrough) this.log.warn('fuse_passthrough needs the direct transport: reads go through the daemon')
     const ops = this.fs.ops()
     const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: false }) // reads that wait get RafsFs's own timer
     const base = fuse._fuseOptions.bind(fuse)
@@ -243,7 +250,13 @@ export class Nydusd {
           links: this.backend.links.map(l => l.name),
           open_breakers: this.backend.openLinks()
         },
-        root_digest: this.reader.sb.rootDigest.toString('hex')
+        root_digest: this.reader.sb.rootDigest.toString('hex'),
+        transport: this.direct === undefined ? 'fuse-native' : 'direct',
+        passthrough: {
+          enabled: this.passthrough !== undefined && this.direct?.passthrough === true,
+          opens: this.passthrough?.opened ?? 0,
+          files_written: this.passthrough?.written ?? 0
+        }
       }),
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
       files: () => this.fs.access.list(),

@@ -9,6 +9,7 @@ import {
   FUSE_KERNEL_VERSION,
   IN_HEADER,
   Init,
+  Init2,
   initOut,
   Op,
   outHeader,
@@ -45,6 +46,9 @@ export class DevFuseSession {
   })
   /** The minor version agreed at INIT. */
   minor = 0
+  /** FUSE passthrough agreed at INIT (asked for with `passthrough`, kernel 6.9+). */
+  passthrough = false
+  private wantPassthrough = false
   private readonly initDone: Promise<void>
   private initResolve!: () => void
 
@@ -64,7 +68,7 @@ export class DevFuseSession {
     mountpoint: string,
     handler: RequestHandler,
     log: Logger,
-    o: { fsname?: string; subtype?: string } = {}
+    o: { fsname?: string; subtype?: string; passthrough?: boolean } = {}
   ): Promise<DevFuseSession> {
     let fd: number
     try {
@@ -73,6 +77,7 @@ export class DevFuseSession {
       throw new NydusdError('ERR_FUSE_MISSING', `/dev/fuse: ${(err as Error).message}`)
     }
     const s = new DevFuseSession(fd, mountpoint, handler, log)
+    s.wantPassthrough = o.passthrough === true
     const opts = [
       'fd=3',
       'rootmode=40000',
@@ -127,8 +132,10 @@ export class DevFuseSession {
    * so only the requests it had read but not answered are missing; the
    * kernel is asked to send them again (FUSE_NOTIFY_RESEND, kernel 6.9+).
    */
-  static adopt(fd: number, mountpoint: string, handler: RequestHandler, log: Logger): DevFuseSession {
+  static adopt(fd: number, mountpoint: string, handler: RequestHandler, log: Logger, passthrough = false): DevFuseSession {
     const s = new DevFuseSession(fd, mountpoint, handler, log)
+    // What INIT agreed is not known here: the first backing-file ioctl finds out.
+    s.passthrough = passthrough
     s.initResolve()
     for (let i = 0; i < READERS; i++) s.readLoop()
     try {
@@ -215,9 +222,22 @@ export class DevFuseSession {
       Init.PARALLEL_DIROPS |
       Init.MAX_PAGES |
       Init.CACHE_SYMLINKS
-    const flags = (k.flags & want) >>> 0
-    this.data(h, initOut({ minor: this.minor, maxReadahead: k.maxReadahead, flags, maxWrite: MAX_WRITE, maxPages: MAX_PAGES }))
-    this.log.debug({ kernel: `${k.major}.${k.minor}`, minor: this.minor, flags: flags.toString(16) }, 'FUSE INIT')
+    let flags = (k.flags & want) >>> 0
+    // Stack depth 1: backing files on a plain filesystem, and overlayfs can still stack on this mount.
+    this.passthrough = this.wantPassthrough && (k.flags & Init.INIT_EXT) !== 0 && (k.flags2 & Init2.PASSTHROUGH) !== 0
+    if (this.passthrough) flags = (flags | Init.INIT_EXT) >>> 0
+    const flags2 = this.passthrough ? Init2.PASSTHROUGH : 0
+    const maxStackDepth = this.passthrough ? 1 : 0
+    this.data(
+      h,
+      initOut({ minor: this.minor, maxReadahead: k.maxReadahead, flags, flags2, maxWrite: MAX_WRITE, maxPages: MAX_PAGES, maxStackDepth })
+    )
+    this.log.debug(
+      { kernel: `${k.major}.${k.minor}`, minor: this.minor, flags: flags.toString(16), passthrough: this.passthrough },
+      'FUSE INIT'
+    )
+    if (this.wantPassthrough && !this.passthrough)
+      this.log.warn({ kernel: `${k.major}.${k.minor}` }, 'FUSE passthrough not offered by the kernel; reads go through the daemon')
     this.initResolve()
   }
 

@@ -5,12 +5,16 @@ import type { Logger } from 'pino'
 import type { DaemonMetrics } from '../metrics.js'
 import { makedev, type RafsFs } from '../rafs-fs.js'
 import type { BufferPool } from '../buffer-pool.js'
+import type { PassthroughFiles } from './passthrough.js'
 import {
   attrOut,
   direntSize,
   direntType,
   ENTRY_OUT,
+  FOPEN_KEEP_CACHE,
+  FOPEN_PASSTHROUGH,
   Op,
+  openOut,
   OP_NAMES,
   statfsOut,
   writeDirent,
@@ -28,16 +32,24 @@ const VALID_SEC = 86400
 export interface Reply {
   data: (h: InHeader, ...parts: Buffer[]) => void
   error: (h: InHeader, errno: number) => void
+  /** The session agreed FUSE passthrough, on this /dev/fuse descriptor. */
+  readonly passthrough?: boolean
+  readonly descriptor?: number
 }
 
 /**
  * The read-only filesystem as the kernel's low-level protocol sees it: node
  * ids are inode record indexes + 1 (the root is 1), stable for the image's
  * life, so FORGET needs no bookkeeping. OPEN, OPENDIR and FLUSH are answered
- * ENOSYS: the kernel then stops sending them (zero-message opens).
+ * ENOSYS: the kernel then stops sending them (zero-message opens). With
+ * passthrough, OPEN is answered: with a backing file when the file has a copy
+ * on disk, else with keep_cache.
  */
 export class RafsLowLevel {
   private readonly readId: number
+  private passthrough: PassthroughFiles | undefined
+  /** Read-through handles open per node: the kernel refuses a passthrough open beside them. */
+  private readonly readThrough = new Map<number, number>()
 
   constructor(
     private readonly fs: RafsFs,
@@ -48,6 +60,11 @@ export class RafsLowLevel {
     private readonly enableXattr = true
   ) {
     this.readId = metrics.fuse.id('read')
+  }
+
+  /** Answers OPEN from now on, with backing files where they exist. */
+  usePassthrough(p: PassthroughFiles): void {
+    this.passthrough = p
   }
 
   /** Answers one request; `body` is only valid during this call. */
@@ -112,7 +129,12 @@ export class RafsLowLevel {
       case Op.BATCH_FORGET:
       case Op.INTERRUPT:
         return -1
+      case Op.OPEN:
+        return this.open(h, reply)
       case Op.RELEASE:
+        this.release(h, body, reply)
+        reply.data(h)
+        return 0
       case Op.RELEASEDIR:
       case Op.DESTROY:
         reply.data(h)
@@ -137,6 +159,38 @@ export class RafsLowLevel {
         // OPEN, OPENDIR, FLUSH, LSEEK and the rest: ENOSYS, which the kernel remembers.
         return E.ENOSYS
     }
+  }
+
+  private open(h: InHeader, reply: Reply): number {
+    const pt = this.passthrough
+    if (pt === undefined || reply.passthrough !== true) return E.ENOSYS
+    const rec = this.node(h.nodeid)
+    if (rec === undefined) return E.ENOENT
+    const cached = this.readThrough.get(rec.index) ?? 0
+    const backed = cached === 0 && isReg(rec.mode) ? pt.open(reply.descriptor!, rec, this.fs.chunksOf(rec)) : undefined
+    if (backed !== undefined) {
+      reply.data(h, openOut(backed.fh, FOPEN_PASSTHROUGH, backed.backingId))
+      return 0
+    }
+    this.readThrough.set(rec.index, cached + 1)
+    reply.data(h, openOut(0, FOPEN_KEEP_CACHE))
+    return 0
+  }
+
+  private release(h: InHeader, body: Buffer, reply: Reply): void {
+    const pt = this.passthrough
+    if (pt === undefined || reply.passthrough !== true) return
+    const fh = Number(body.readBigUInt64LE(0))
+    if (fh !== 0) {
+      pt.release(reply.descriptor!, fh)
+      return
+    }
+    const rec = this.node(h.nodeid)
+    if (rec === undefined) return
+    const n = (this.readThrough.get(rec.index) ?? 1) - 1
+    if (n > 0) this.readThrough.set(rec.index, n)
+    else this.readThrough.delete(rec.index)
+    if (isReg(rec.mode)) pt.consider(rec, this.fs.chunksOf(rec))
   }
 
   private node(nodeid: bigint): InodeRecord | undefined {

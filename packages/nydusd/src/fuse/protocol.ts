@@ -63,6 +63,16 @@ export const Init = {
   INIT_EXT: 1 << 30
 } as const
 
+/** flags2 bits (INIT flags above bit 31). */
+export const Init2 = {
+  /** FUSE_PASSTHROUGH (1 << 37): backing files the kernel reads itself (kernel 6.9+). */
+  PASSTHROUGH: 1 << 5
+} as const
+
+/** fuse_open_out's open_flags. */
+export const FOPEN_KEEP_CACHE = 1 << 1
+export const FOPEN_PASSTHROUGH = 1 << 7
+
 export const IN_HEADER = 40
 export const OUT_HEADER = 16
 export const ATTR_SIZE = 88
@@ -195,7 +205,15 @@ export function readInitIn(body: Buffer): InitIn {
   }
 }
 
-export function initOut(o: { minor: number; maxReadahead: number; flags: number; maxWrite: number; maxPages: number }): Buffer {
+export function initOut(o: {
+  minor: number
+  maxReadahead: number
+  flags: number
+  flags2?: number
+  maxWrite: number
+  maxPages: number
+  maxStackDepth?: number
+}): Buffer {
   const b = Buffer.alloc(64)
   b.writeUInt32LE(FUSE_KERNEL_VERSION, 0)
   b.writeUInt32LE(o.minor, 4)
@@ -206,8 +224,19 @@ export function initOut(o: { minor: number; maxReadahead: number; flags: number;
   b.writeUInt32LE(o.maxWrite, 20)
   b.writeUInt32LE(1, 24) // time_gran: nanoseconds
   b.writeUInt16LE(o.maxPages, 28)
+  b.writeUInt32LE((o.flags2 ?? 0) >>> 0, 32)
+  b.writeUInt32LE(o.maxStackDepth ?? 0, 36)
   // Before 7.23 the reply was 24 bytes; the kernel takes what its minor knows.
   return o.minor < 23 ? b.subarray(0, 24) : b
+}
+
+/** fuse_open_out: the handle, its open flags and, with FOPEN_PASSTHROUGH, the backing id. */
+export function openOut(fh: number, openFlags: number, backingId = 0): Buffer {
+  const b = Buffer.alloc(16)
+  b.writeBigUInt64LE(BigInt(fh), 0)
+  b.writeUInt32LE(openFlags, 8)
+  b.writeInt32LE(backingId, 12)
+  return b
 }
 
 /** d_type from a mode. */
