@@ -155,7 +155,8 @@ export class RafsFs {
    * Reads into `buf` and calls exactly one of `done`, `failed` or `timedOut`:
    * on the spot when the bytes are in memory, else when they arrive, or after
    * the read timeout (only reads that wait get a timer). Once answered, `buf`
-   * is the transport's again: a late chunk is not copied into it.
+   * is the transport's again: a late chunk is not copied into it. A read that
+   * waits returns a cancel, after which no callback is called.
    */
   readAnswered(
     rec: InodeRecord,
@@ -163,18 +164,18 @@ export class RafsFs {
     len: number,
     pos: number,
     cb: { done: (n: number) => void; failed: (err: Error) => void; timedOut: () => void }
-  ): void {
+  ): (() => void) | undefined {
     const req = { answered: false }
     let r: number | Promise<number>
     try {
       r = this.read(rec, buf, len, pos, req)
     } catch (err) {
       cb.failed(err as Error)
-      return
+      return undefined
     }
     if (typeof r === 'number') {
       cb.done(r)
-      return
+      return undefined
     }
     const timer = setTimeout(() => {
       req.answered = true
@@ -189,6 +190,11 @@ export class RafsFs {
         fn(v)
       }
     r.then(settle(cb.done), settle(cb.failed))
+    // Interrupted (the reader got a signal): none of the callbacks will be called.
+    return () => {
+      req.answered = true
+      clearTimeout(timer)
+    }
   }
 
   /** fuse-native operations; every write-side op answers EROFS (the mount is `ro` too). */

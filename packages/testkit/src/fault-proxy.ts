@@ -6,6 +6,7 @@ export type Fault =
   | 'reset'
   | 'cutBody'
   | 'stall'
+  | 'hold'
   | 'status405'
   | 'status500'
   | 'status503'
@@ -16,7 +17,7 @@ export type Fault =
 export interface FaultProxy {
   host: string
   url: string
-  /** The fault applied to every blob request from now on. */
+  /** The fault applied to every blob request from now on ('hold': answered when it changes, as a slow source would). */
   set: (f: Fault) => void
   /** The first try of each distinct blob request (path and Range) gets the next of `faults` in turn; its retries pass. */
   firstTries: (faults: Fault[]) => void
@@ -43,9 +44,14 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
   let turn = 0
   const tried = new Set<string>()
   const counts = Object.fromEntries(
-    ['pass', 'reset', 'cutBody', 'stall', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [k, 0])
+    ['pass', 'reset', 'cutBody', 'stall', 'hold', 'status405', 'status500', 'status503', 'truncate', 'corrupt', 'unauthorized'].map(k => [
+      k,
+      0
+    ])
   ) as Record<Fault, number>
   const stalled = new Set<ServerResponse>()
+  /** Requests held back by 'hold': forwarded when the fault changes. */
+  const held: Array<[IncomingMessage, ServerResponse]> = []
   const log: Array<{ method: string; path: string; fault: Fault }> = []
   const served = new Map<string, number>()
   const server: Server = createServer((req, res) => {
@@ -61,6 +67,9 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
         return
       case 'stall':
         stalled.add(res)
+        return
+      case 'hold':
+        held.push([req, res])
         return
       case 'status405':
         req.resume()
@@ -166,6 +175,7 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
     set: f => {
       mode = f
       pattern = []
+      if (f !== 'hold') for (const [req, res] of held.splice(0)) forward(req, res, 'pass')
     },
     firstTries: faults => {
       pattern = [...faults]

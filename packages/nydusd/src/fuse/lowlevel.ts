@@ -50,6 +50,9 @@ export class RafsLowLevel {
   private passthrough: PassthroughFiles | undefined
   /** Read-through handles open per node: the kernel refuses a passthrough open beside them. */
   private readonly readThrough = new Map<number, number>()
+  /** Reads waiting for chunks, by request id: an INTERRUPT answers them EINTR. */
+  private readonly waiting = new Map<bigint, { h: InHeader; cancel: () => void }>()
+  private readonly interruptId: number
 
   constructor(
     private readonly fs: RafsFs,
@@ -60,6 +63,7 @@ export class RafsLowLevel {
     private readonly enableXattr = true
   ) {
     this.readId = metrics.fuse.id('read')
+    this.interruptId = metrics.fuse.id('interrupt')
   }
 
   /** Answers OPEN from now on, with backing files where they exist. */
@@ -125,9 +129,11 @@ export class RafsLowLevel {
       case Op.GETXATTR:
       case Op.LISTXATTR:
         return this.xattr(h, body, reply)
+      case Op.INTERRUPT:
+        this.interrupt(body.readBigUInt64LE(0), reply)
+        return -1
       case Op.FORGET:
       case Op.BATCH_FORGET:
-      case Op.INTERRUPT:
         return -1
       case Op.OPEN:
         return this.open(h, reply)
@@ -191,6 +197,21 @@ export class RafsLowLevel {
     if (n > 0) this.readThrough.set(rec.index, n)
     else this.readThrough.delete(rec.index)
     if (isReg(rec.mode)) pt.consider(rec, this.fs.chunksOf(rec))
+  }
+
+  /**
+   * The reader of a waiting read got a signal: it is answered EINTR now and
+   * the chunk, when it comes, goes only to the cache. A read already answered
+   * needs nothing (the kernel drops the INTERRUPT with it).
+   */
+  private interrupt(unique: bigint, reply: Reply): void {
+    const w = this.waiting.get(unique)
+    if (w === undefined) return
+    const t0 = process.hrtime.bigint()
+    this.waiting.delete(unique)
+    w.cancel()
+    reply.error(w.h, E.EINTR)
+    this.metrics.fuse.record(this.interruptId, true, t0)
   }
 
   private node(nodeid: bigint): InodeRecord | undefined {
@@ -277,11 +298,13 @@ export class RafsLowLevel {
     this.fs.recordAccess(rec)
     const buf = this.pool.take(len)
     const done = (n: number): void => {
+      this.waiting.delete(h.unique)
       this.metrics.fuse.record(this.readId, true, t0, n)
       reply.data(h, buf.subarray(0, n))
       this.pool.give(buf)
     }
     const failed = (err: Error): void => {
+      this.waiting.delete(h.unique)
       this.metrics.fuse.record(this.readId, false, t0)
       const { errno, code } = statusOf(err)
       this.log.error({ ino: rec.ino, offset: pos, length: len, err: err.message, code }, `read failed: ${errno}`)
@@ -290,11 +313,13 @@ export class RafsLowLevel {
     }
     // A timed-out read's buffer is not given back: a late chunk may still be on its way (it is not copied in).
     const timedOut = (): void => {
+      this.waiting.delete(h.unique)
       this.metrics.fuse.record(this.readId, false, t0)
       this.log.error({ ino: rec.ino, offset: pos, length: len }, 'read timed out: ETIMEDOUT')
       reply.error(h, E.ETIMEDOUT)
     }
-    this.fs.readAnswered(rec, buf, len, pos, { done, failed, timedOut })
+    const cancel = this.fs.readAnswered(rec, buf, len, pos, { done, failed, timedOut })
+    if (cancel !== undefined) this.waiting.set(h.unique, { h, cancel })
     return -1
   }
 }
