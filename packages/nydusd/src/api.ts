@@ -8,6 +8,8 @@ export interface ApiHandlers {
   metrics: () => Promise<{ contentType: string; body: string }>
   files: () => unknown
   prefetch: () => unknown
+  /** PUT /api/v1/daemon/exit: leave (handing the session to a successor when one is kept). */
+  exit: () => void
 }
 
 /** The HTTP API on a unix socket, with the original nydusd's paths. */
@@ -19,6 +21,10 @@ export async function startApi(sock: string, h: ApiHandlers, log: Logger): Promi
       res.end(typeof body === 'string' ? body : JSON.stringify(body))
     }
     const path = (req.url ?? '').split('?')[0]
+    if (req.method === 'PUT' && path === '/api/v1/daemon/exit') {
+      res.writeHead(204).end(() => h.exit())
+      return
+    }
     if (req.method !== 'GET') {
       send(405, { code: 'METHOD_NOT_ALLOWED', message: `${req.method ?? ''} is not supported` })
       return

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { loadConfig } from './config.js'
 import { defaultTransport, liveMounts, Nydusd, VERSION } from './daemon.js'
+import { EXIT_HANDOVER } from './fuse/session-keeper.js'
 
 const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chunks on demand
 
@@ -97,7 +98,11 @@ export async function main(argv: string[]): Promise<number> {
     return fail(oneLine(err), errorCode(err) === undefined ? 1 : statusOf(err).exit)
   }
   if (args['pid-file'] !== undefined) await writeFile(args['pid-file'], String(process.pid)).catch(() => {})
-  const why = await Promise.race([stopRequested, daemon.ended.then(() => 'unmounted')])
+  const why = await Promise.race([stopRequested, daemon.ended.then(() => 'unmounted'), daemon.exitRequested.then(() => 'exit')])
+  if (why === 'exit' && daemon.kept) {
+    await daemon.handOver()
+    return EXIT_HANDOVER
+  }
   log.info({ why }, 'stopping')
   await daemon.stop().catch((err: Error) => log.error({ err: err.message }, 'stopping failed'))
   return 0

@@ -4,6 +4,7 @@ import { access, readFile, stat } from 'node:fs/promises'
 import { constants, readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { resolve as resolvePath } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
@@ -80,6 +81,11 @@ export class Nydusd {
   private session?: FuseSessionWatch
   private sessionEnded = false
   private endedResolve!: () => void
+  private exitResolve!: () => void
+  /** Settles on PUT /api/v1/daemon/exit. */
+  readonly exitRequested = new Promise<void>(resolve => {
+    this.exitResolve = resolve
+  })
   /** Settles when the kernel ends the FUSE session without us (external umount). */
   readonly ended = new Promise<void>(resolve => {
     this.endedResolve = resolve
@@ -260,8 +266,29 @@ export class Nydusd {
       }),
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
       files: () => this.fs.access.list(),
-      prefetch: () => this.prefetcher?.status ?? { state: 'idle', totalChunks: 0, doneChunks: 0, failedChunks: 0, bytes: 0 }
+      prefetch: () => this.prefetcher?.status ?? { state: 'idle', totalChunks: 0, doneChunks: 0, failedChunks: 0, bytes: 0 },
+      exit: () => this.exitResolve()
     }
+  }
+
+  /** A keeper holds this session for takeover (`--failover`, or this daemon is a successor). */
+  get kept(): boolean {
+    return this.direct !== undefined && (this.o.keeper?.failover === true || this.o.fuseFd !== undefined)
+  }
+
+  /**
+   * An exit that leaves the mount to a successor (an upgrade): prefetch stops,
+   * no new request is taken (they wait in the kernel), reads in flight are
+   * answered (5 s at most) and cache writes land; whatever is still unanswered
+   * when this process is gone the successor gets again (FUSE_NOTIFY_RESEND).
+   */
+  async handOver(): Promise<void> {
+    this.prefetcher?.stop()
+    await this.direct?.stopReading()
+    for (let i = 0; i < 100 && this.fetcher.foregroundInflight > 0; i++) await sleep(50)
+    await this.fetcher.flush()
+    await new Promise<void>(resolve => (this.api === undefined ? resolve() : this.api.close(() => resolve())))
+    this.log.info({ mountpoint: this.o.mountpoint }, 'exiting: the FUSE session goes to a successor')
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,6 @@
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
+import { request } from 'node:http'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -99,4 +100,75 @@ test.serial('failover: an unmount from outside ends the daemon for good; its kee
   await sleep(1500)
   t.deepEqual(await daemons(img.mnt), [], 'no successor')
   t.is((await run('pgrep', ['-f', `nydusd-keeper ${img.mnt}`])).stdout, '', 'no keeper')
+})
+
+const put = async (sock: string, path: string): Promise<number> =>
+  await new Promise((resolve, reject) => {
+    const req = request({ socketPath: sock, method: 'PUT', path }, res => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+
+test.serial(
+  'upgrade: PUT /api/v1/daemon/exit hands the session to a new nydusd while a reader goes through the image; it sees no error and right bytes',
+  async t => {
+    const { tar, want } = await layer(t)
+    const img = await buildImage(t, tar)
+    const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt, args: ['--failover'] })
+    t.teardown(async () => {
+      await killUnder(img.mnt)
+    })
+    const reader = spawnOwned(process.execPath, ['-e', READER, img.mnt], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    reader.stdout!.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
+    const done = new Promise<void>(resolve => reader.once('exit', () => resolve()))
+    const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
+    await sleep(700)
+    t.is(await put(m.apisock, '/api/v1/daemon/exit'), 204)
+    t.is(await exited, 75, 'the old daemon leaves with the hand-over code')
+    let next: string[] = []
+    for (let i = 0; i < 100 && next.length === 0; i++) {
+      await sleep(50)
+      next = await daemons(img.mnt)
+    }
+    t.is(next.length, 1, 'one successor')
+    t.false(next.includes(String(m.proc.pid)))
+    // A second upgrade, of the successor (once it answers on the API): hand-overs are not counted as deaths.
+    for (let i = 0; i < 100; i++) {
+      const d = await m.api('/api/v1/daemon').catch(() => undefined)
+      if (d?.id === next[0] && d?.state === 'RUNNING') break
+      await sleep(50)
+    }
+    t.is(await put(m.apisock, '/api/v1/daemon/exit'), 204)
+    await done
+    const lines = out.trim().split('\n')
+    t.is(lines.length, FILES, out)
+    for (const l of lines) {
+      const [name, hash, code] = l.split(' ')
+      t.is(hash ?? '', want.get(name ?? '') ?? 'unknown file', `${name}: ${code ?? hash}`)
+    }
+    let last: string[] = []
+    for (let i = 0; i < 100 && (last.length === 0 || last.includes(next[0] ?? '')); i++) {
+      await sleep(50)
+      last = await daemons(img.mnt)
+    }
+    t.is(last.length, 1)
+    t.false(last.includes(next[0] ?? ''), 'a third daemon serves now')
+    t.like(await m.api('/api/v1/daemon'), { state: 'RUNNING' })
+  }
+)
+
+test.serial('PUT /api/v1/daemon/exit without --failover stops the daemon and unmounts', async t => {
+  const { tar } = await layer(t)
+  const img = await buildImage(t, tar)
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt })
+  const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
+  t.is(await put(m.apisock, '/api/v1/daemon/exit'), 204)
+  t.is(await exited, 0)
+  t.false((await run('mountpoint', ['-q', img.mnt])).code === 0, 'unmounted')
 })

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { closeSync, openSync, read, writevSync } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { NydusdError } from '../errors.js'
@@ -39,6 +40,10 @@ export type RequestHandler = (h: InHeader, body: Buffer, reply: DevFuseSession) 
  */
 export class DevFuseSession {
   private closed = false
+  /** Set by `stopReading`: a reader that returns takes no next request. */
+  private stopping = false
+  private reading = 0
+  private readersDone?: () => void
   private endedResolve!: () => void
   /** Settles when the kernel ends the session (unmounted, from here or outside, or aborted). */
   readonly ended = new Promise<void>(resolve => {
@@ -175,17 +180,43 @@ export class DevFuseSession {
     }
   }
 
+  /**
+   * Takes no more requests (a hand-over: they wait in the kernel for the
+   * successor). A read blocked on /dev/fuse holds a libuv thread, and an exit
+   * waits for those threads, so each is woken by a lookup of a name that does
+   * not exist, which it answers before it stops. Settles once none reads.
+   */
+  async stopReading(): Promise<void> {
+    this.stopping = true
+    const done = new Promise<void>(resolve => {
+      this.readersDone = resolve
+    })
+    if (this.reading === 0) return
+    for (let i = 0; i < 100 && this.reading > 0; i++) {
+      await stat(join(this.mountpoint, `.nydusd-wake-${process.pid}-${i}`)).catch(() => {})
+      await Promise.race([done, sleep(20)])
+    }
+  }
+
   private readLoop(): void {
+    this.reading++
     const buf = Buffer.allocUnsafe(REQUEST_BUFFER)
     const next = (): void => {
       if (this.closed) return
+      if (this.stopping) {
+        if (--this.reading === 0) this.readersDone?.()
+        return
+      }
       read(this.fd, buf, 0, buf.length, null, (err, n) => {
         if (err !== null) {
           const code = err.code
           // Before mount(8) has mounted, reads fail with EPERM; an interrupted request leaves ENOENT.
           if (code === 'EPERM') setTimeout(next, 2)
           else if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') next()
-          else this.end(code === 'ENODEV' ? undefined : err)
+          else {
+            this.reading--
+            this.end(code === 'ENODEV' ? undefined : err)
+          }
           return
         }
         try {

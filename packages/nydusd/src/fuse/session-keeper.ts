@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 
+/** A daemon that exits with this hands its session over (PUT /api/v1/daemon/exit): not a death. */
+export const EXIT_HANDOVER = 75
+
 /**
  * A small process beside the daemon that outlives it: it holds a pipe from
  * the daemon and, with `failover`, a copy of the /dev/fuse descriptor. When
@@ -11,7 +14,8 @@ import { type ChildProcess, spawn } from 'node:child_process'
  * stopped or unmounted). It holds the descriptor throughout, so the session
  * never has nobody holding it: the mount never goes away and the kernel queues
  * requests meanwhile. Successors know they are kept (NYDUSD_KEEPER_PID) and
- * start no keeper of their own. Ten deaths in a row end it with a detach.
+ * start no keeper of their own. Ten deaths in a row end it with a detach; a
+ * hand-over (exit code EXIT_HANDOVER, an upgrade) is not counted.
  */
 export class SessionKeeper {
   private constructor(private readonly child: ChildProcess) {}
@@ -25,8 +29,9 @@ export class SessionKeeper {
           'while [ $n -lt 10 ]; do',
           '  NYDUSD_KEEPER_PID=$$ "$@" --fuse-fd 3 </dev/null & p=$!',
           '  [ -n "$pidfile" ] && echo $p > "$pidfile"',
-          '  wait $p && exit 0',
-          '  n=$((n + 1))',
+          '  wait $p; rc=$?',
+          '  [ $rc -eq 0 ] && exit 0',
+          `  [ $rc -eq ${EXIT_HANDOVER} ] || n=$((n + 1))`,
           'done',
           'exec umount -l -- "$mnt"'
         ].join('\n')
