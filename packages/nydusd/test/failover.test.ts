@@ -1,10 +1,9 @@
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
-import { request } from 'node:http'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { killUnder, mountImage, mustRun, run, spawnOwned, tempDir } from '@nydusjs/testkit'
+import { apiRequest, killUnder, mountImage, mustRun, run, spawnOwned, tempDir } from '@nydusjs/testkit'
 import { buildImage, localConfig } from './helpers.js'
 
 const FILES = 96
@@ -102,15 +101,7 @@ test.serial('failover: an unmount from outside ends the daemon for good; its kee
   t.is((await run('pgrep', ['-f', `nydusd-keeper ${img.mnt}`])).stdout, '', 'no keeper')
 })
 
-const put = async (sock: string, path: string): Promise<number> =>
-  await new Promise((resolve, reject) => {
-    const req = request({ socketPath: sock, method: 'PUT', path }, res => {
-      res.resume()
-      resolve(res.statusCode ?? 0)
-    })
-    req.on('error', reject)
-    req.end()
-  })
+const put = async (sock: string, path: string): Promise<number> => (await apiRequest(sock, path, 'PUT')).status
 
 test.serial(
   'upgrade: PUT /api/v1/daemon/exit hands the session to a new nydusd while a reader goes through the image; it sees no error and right bytes',

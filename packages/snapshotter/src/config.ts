@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises'
+import { schemaIssues } from '@nydusjs/storage/s3-config'
 import { parse } from 'smol-toml'
 import { z } from 'zod'
 import { SnapshotterError } from './errors.js'
@@ -56,8 +57,7 @@ export async function loadConfig(path: string | undefined): Promise<SnapshotterC
   }
   const r = Schema.safeParse(value)
   if (r.success) return r.data
-  const issues = r.error.issues.map(i => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ')
-  throw new SnapshotterError('ERR_CONFIG', `config ${path ?? '(defaults)'}: ${issues}`)
+  throw new SnapshotterError('ERR_CONFIG', `config ${path ?? '(defaults)'}: ${schemaIssues(r.error)}`)
 }
 
 /** "host:port" or ":port" (all interfaces, as Go's net.Listen reads it) to a listen address. */

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
+import { constants, readFileSync } from 'node:fs'
+import { access, mkdir, open, readFile, writeFile } from 'node:fs/promises'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { insecureScheme, parseImageRef } from '@nydusjs/registry'
@@ -118,6 +119,45 @@ export class NydusdManager {
     })
   }
 
+  /**
+   * nydus-snapshotter's hot upgrade (PUT /api/v1/nydusd/upgrade): each running
+   * nydusd hands its FUSE session to a successor started by its keeper (from
+   * `nydusdPath` when given, which new daemons use too), one image at a time;
+   * containers keep reading throughout. Needs recover_policy "failover".
+   */
+  async upgrade(nydusdPath?: string): Promise<Array<{ id: string; from: number; to: number }>> {
+    if (this.o.failover !== true)
+      throw new SnapshotterError('ERR_CONFIG', 'upgrade needs recover_policy "failover": only a kept FUSE session can change hands')
+    if (nydusdPath !== undefined) {
+      await access(nydusdPath, constants.R_OK).catch(() => {
+        throw new SnapshotterError('ERR_CONFIG', `nydusd_path ${nydusdPath}: no such readable file`)
+      })
+      this.o.nydusdPath = nydusdPath
+    }
+    const done: Array<{ id: string; from: number; to: number }> = []
+    for (const d of this.list()) {
+      if (!d.alive || d.pid === undefined) continue
+      const pidFile = join(this.o.root, 'daemons', `${d.id}.pid`)
+      await writeFile(`${pidFile}.upgrade`, this.o.nydusdPath)
+      await putExit(d.apisock)
+      const to = await this.successorOf(d.id, d.pid)
+      this.o.log.info({ image: d.image, from: d.pid, to }, 'nydusd upgraded')
+      done.push({ id: d.id, from: d.pid, to })
+    }
+    return done
+  }
+
+  /** The pid of the daemon that took over from `from`, once it answers on its API (10 s at most). */
+  private async successorOf(id: string, from: number): Promise<number> {
+    const pidFile = join(this.o.root, 'daemons', `${id}.pid`)
+    for (let i = 0; i < 400; i++) {
+      const pid = await readPid(pidFile)
+      if (pid !== undefined && pid !== from && alive(pid) && (await answers(join(this.o.root, 'daemons', `${id}.sock`), pid))) return pid
+      await sleep(25)
+    }
+    throw new SnapshotterError('ERR_INTERNAL', `image ${id}: no nydusd took over from ${from} within 10 s`)
+  }
+
   /** Knows an image whose daemon an earlier run of the snapshotter started. */
   adopt(id: string, bootstrap: string, imageRef: string): void {
     this.o.log.debug({ id, image: imageRef }, 'image adopted from an earlier run')
@@ -225,6 +265,34 @@ export class NydusdManager {
       }
     }
   }
+}
+
+/** PUT /api/v1/daemon/exit on a nydusd's API socket. */
+async function putExit(sock: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const req = request({ socketPath: sock, method: 'PUT', path: '/api/v1/daemon/exit' }, res => {
+      res.resume()
+      if (res.statusCode === 204) resolve()
+      else reject(new SnapshotterError('ERR_INTERNAL', `nydusd at ${sock} refused to exit: HTTP ${res.statusCode}`))
+    })
+    req.on('error', err => reject(new SnapshotterError('ERR_INTERNAL', `nydusd at ${sock}: ${err.message}`)))
+    req.end()
+  })
+}
+
+/** The nydusd on `sock` is `pid` and running. */
+async function answers(sock: string, pid: number): Promise<boolean> {
+  return await new Promise(resolve => {
+    const req = request({ socketPath: sock, path: '/api/v1/daemon' }, res => {
+      let body = ''
+      res.on('data', (b: Buffer) => {
+        body += b.toString()
+      })
+      res.on('end', () => resolve(/"state":"RUNNING"/.test(body) && body.includes(`"id":"${pid}"`)))
+    })
+    req.on('error', () => resolve(false))
+    req.end()
+  })
 }
 
 async function readPid(path: string): Promise<number | undefined> {

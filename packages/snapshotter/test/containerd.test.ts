@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { exitCodeOf } from '@nydusjs/errors'
 import { BIN, convertedBusybox, nydusdPids, plainBusybox } from './setup.js'
-import { apiGet, freePort, repoRoot, run, startSnapshotter, tempDir } from '@nydusjs/testkit'
+import { apiGet, apiRequest, freePort, repoRoot, run, startSnapshotter, tempDir } from '@nydusjs/testkit'
 
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
 
@@ -118,6 +118,9 @@ test.serial(
     t.is(metric(text, 'snapshotter_remote_mounts'), 1)
     t.true(metric(text, 'snapshotter_requests_total\\{method="Prepare"\\}') >= 3, text)
     t.is((await apiGet(sys, '/nope')).status, 404)
+    const up = await apiRequest(sys, '/api/v1/nydusd/upgrade', 'PUT', '{}')
+    t.is(up.status, 400, 'a hot upgrade needs recover_policy failover')
+    t.regex(JSON.parse(up.body).message, /recover_policy "failover"/)
     t.is((await cd.ctr(['images', 'rm', '--sync', ref])).code, 0)
     t.is((await cd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls'])).stdout.trim().split('\n').length, 1, 'no snapshot left')
     t.is((await nydusdPids(sn.root)).join(' '), '', 'no nydusd left')

@@ -38,14 +38,19 @@ export async function forceUnmount(mnt: string): Promise<void> {
 }
 
 export async function apiGet(sock: string, path: string): Promise<{ status: number; body: string }> {
+  return await apiRequest(sock, path)
+}
+
+/** An HTTP request on a unix socket (nydusd's and the snapshotter's APIs). */
+export async function apiRequest(sock: string, path: string, method = 'GET', body?: string): Promise<{ status: number; body: string }> {
   return await new Promise((resolve, reject) => {
-    const req = request({ socketPath: sock, path, method: 'GET' }, res => {
+    const req = request({ socketPath: sock, path, method }, res => {
       const parts: Buffer[] = []
       res.on('data', (b: Buffer) => parts.push(b))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
     })
     req.on('error', reject)
-    req.end()
+    req.end(body)
   })
 }
 

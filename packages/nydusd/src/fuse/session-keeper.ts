@@ -15,7 +15,9 @@ export const EXIT_HANDOVER = 75
  * never has nobody holding it: the mount never goes away and the kernel queues
  * requests meanwhile. Successors know they are kept (NYDUSD_KEEPER_PID) and
  * start no keeper of their own. Ten deaths in a row end it with a detach; a
- * hand-over (exit code EXIT_HANDOVER, an upgrade) is not counted.
+ * hand-over (exit code EXIT_HANDOVER, an upgrade) is not counted. A successor
+ * runs the nydusd script named in `<pid-file>.upgrade` when that file exists
+ * (an upgrade to another build), else the same one; `argv` is node, script, args.
  */
 export class SessionKeeper {
   private constructor(private readonly child: ChildProcess) {}
@@ -25,9 +27,10 @@ export class SessionKeeper {
     const script = o.failover
       ? [
           'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0',
-          'mnt=$1; pidfile=$2; shift 2; n=0',
+          'mnt=$1; pidfile=$2; node=$3; bin=$4; shift 4; n=0',
           'while [ $n -lt 10 ]; do',
-          '  NYDUSD_KEEPER_PID=$$ "$@" --fuse-fd 3 </dev/null & p=$!',
+          '  if [ -n "$pidfile" ] && [ -s "$pidfile.upgrade" ]; then bin=$(cat "$pidfile.upgrade"); rm -f "$pidfile.upgrade"; fi',
+          '  NYDUSD_KEEPER_PID=$$ "$node" "$bin" "$@" --fuse-fd 3 </dev/null & p=$!',
           '  [ -n "$pidfile" ] && echo $p > "$pidfile"',
           '  wait $p; rc=$?',
           '  [ $rc -eq 0 ] && exit 0',
