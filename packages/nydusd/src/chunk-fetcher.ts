@@ -19,6 +19,8 @@ export interface FetcherOptions {
   digester: Digester
   digestValidate: boolean
   mergingSize: number
+  /** Bytes of blob a waited-for miss fetches at least (the chunks after it come along): nydus's amplify_io. */
+  amplifyIo?: number
   metrics: DaemonMetrics
   log: Logger
   /** Bytes of decoded chunks kept in memory: FUSE asks for 128 KiB at a time, so one chunk serves several reads. */
@@ -56,17 +58,23 @@ export class ChunkFetcher {
 
   constructor(private readonly o: FetcherOptions) {
     const maxChunk = o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0)
-    this.mem = new MemoryTier(maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, o.mergingSize, o.cache, o.log)
+    this.mem = new MemoryTier(maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, Math.max(o.mergingSize, o.amplifyIo ?? 0), o.cache, o.log)
     this.decoder = new ChunkDecoder(this.mem.pool, o.digester, o.digestValidate, o.verifyThread !== false)
-    this.planner = new ReadPlanner(o.blobs, o.chunks, o.mergingSize, {
-      hasLocally: (id, c) => this.hasLocally(id, c),
-      isCached: c => this.isCached(c),
-      isDecoded: (id, c) => this.mem.decoded.get(chunkKey(id, c.compressedOffset)) !== undefined,
-      isInflight: (id, c) => this.inflight.has(chunkKey(id, c.compressedOffset)),
-      load: async c => {
-        await this.withChunk(c, noop, false)
-      }
-    })
+    this.planner = new ReadPlanner(
+      o.blobs,
+      o.chunks,
+      o.mergingSize,
+      {
+        hasLocally: (id, c) => this.hasLocally(id, c),
+        isCached: c => this.isCached(c),
+        isDecoded: (id, c) => this.mem.decoded.get(chunkKey(id, c.compressedOffset)) !== undefined,
+        isInflight: (id, c) => this.inflight.has(chunkKey(id, c.compressedOffset)),
+        load: async c => {
+          await this.withChunk(c, noop, false)
+        }
+      },
+      o.amplifyIo ?? 0
+    )
   }
 
   /** Chunk buffers served from the pool rather than allocated. */
@@ -228,7 +236,7 @@ export class ChunkFetcher {
   /** Fetches `c` plus the missing chunks right after it in the blob, up to merging_size, in one request. */
   private async fetch(c: ChunkRef, blob: BlobInfo, foreground = false): Promise<void> {
     const sequential = this.planner.isSequential(c)
-    const run = this.planner.mergeRun(c, blob)
+    const run = this.planner.mergeRun(c, blob, foreground)
     const start = run[0].compressedOffset
     const last = run[run.length - 1]
     const length = last.compressedOffset + last.compressedSize - start
@@ -266,7 +274,7 @@ export class ChunkFetcher {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
     // After this run's own request, not before: the reader waits for this one.
-    if (foreground && sequential) this.planner.runAhead(c, blob)
+    if (foreground && (sequential || run.length > 1)) this.planner.runAhead(c, blob)
     for (const r of run.slice(1)) {
       const piece = this.mem.pool.take(r.compressedSize)
       raw.copy(piece, 0, r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)

@@ -79,6 +79,13 @@ export const ConfigSchema = z.strictObject({
   }),
   mode: z.literal('direct').default('direct'),
   digest_validate: z.boolean().default(true),
+  /** Bytes of blob a read that waits on a miss fetches at least, the chunks after it coming along (nydus's amplify_io). */
+  amplify_io: z
+    .number()
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024)
+    .default(1024 * 1024),
   /** Ask the backend for every blob's size before mounting: a missing or truncated blob fails the start (ours). */
   check_blobs: z.boolean().default(false),
   enable_xattr: z.boolean().default(true),

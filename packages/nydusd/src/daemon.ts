@@ -127,6 +127,7 @@ export class Nydusd {
       digester: await loadDigester(reader.sb.digester),
       digestValidate: o.config.digest_validate,
       mergingSize: o.config.fs_prefetch.merging_size,
+      amplifyIo: o.config.amplify_io,
       metrics,
       log
     })

@@ -29,7 +29,8 @@ export class ReadPlanner {
     blobs: readonly BlobInfo[],
     chunks: readonly ChunkRef[],
     private readonly mergingSize: number,
-    private readonly hooks: PlannerHooks
+    private readonly hooks: PlannerHooks,
+    private readonly amplifyIo = 0
   ) {
     const seen = new Set<string>()
     for (const c of chunks) {
@@ -49,20 +50,23 @@ export class ReadPlanner {
   }
 
   /**
-   * `c` plus the missing chunks right after it, up to merging_size, when the
-   * request starts where the previous one of this blob ended.
+   * `c` plus the missing chunks right after it: up to merging_size when the
+   * request starts where the previous one of this blob ended, and up to
+   * amplify_io for any read a reader waits on (files read in another order
+   * than the blob's still come in few requests).
    */
-  mergeRun(c: ChunkRef, blob: BlobInfo): ChunkRef[] {
+  mergeRun(c: ChunkRef, blob: BlobInfo, foreground = false): ChunkRef[] {
     const run = [c]
     const list = this.byBlob.get(c.blobIndex)
     const sequential = this.isSequential(c)
+    const limit = Math.max(sequential ? this.mergingSize : 0, foreground ? this.amplifyIo : 0)
     this.lastEnd.set(c.blobIndex, c.compressedOffset + c.compressedSize)
-    if (list === undefined || !sequential || this.mergingSize <= c.compressedSize) return run
+    if (list === undefined || limit <= c.compressedSize) return run
     let end = c.compressedOffset + c.compressedSize
     let total = c.compressedSize
     for (let i = lowerBound(list, c.compressedOffset) + 1; i < list.length; i++) {
       const n = list[i]
-      if (n.compressedOffset !== end || total + n.compressedSize > this.mergingSize) break
+      if (n.compressedOffset !== end || total + n.compressedSize > limit) break
       if (this.hooks.hasLocally(blob.id, n)) break
       run.push(n)
       end += n.compressedSize
@@ -80,7 +84,7 @@ export class ReadPlanner {
     const end = this.lastEnd.get(c.blobIndex)
     const list = this.byBlob.get(c.blobIndex)
     if (end === undefined || list === undefined || this.aheadBusy.has(c.blobIndex)) return
-    if (end - (c.compressedOffset + c.compressedSize) > this.mergingSize) return
+    if (end - (c.compressedOffset + c.compressedSize) > Math.max(this.mergingSize, this.amplifyIo)) return
     const next = list[lowerBound(list, end)]
     if (next === undefined || next.compressedOffset !== end || this.hooks.hasLocally(blob.id, next)) return
     this.aheadBusy.add(c.blobIndex)

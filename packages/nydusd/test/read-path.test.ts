@@ -39,7 +39,7 @@ test.serial('lazy: reading one small file fetches only the chunks that cover it 
     dir: img.dir,
     bootstrap: img.boot,
     mnt: img.mnt,
-    config: httpConfig(img, srv.url, { fs_prefetch: { merging_size: merging } })
+    config: httpConfig(img, srv.url, { fs_prefetch: { merging_size: merging }, amplify_io: 0 })
   })
   t.is(srv.bytesSent(), 0, 'mounting reads nothing from the blob')
   t.is(await readFile(join(m.mnt, 'small.txt'), 'utf8'), 'a small file\n')
@@ -53,6 +53,32 @@ test.serial('lazy: reading one small file fetches only the chunks that cover it 
   t.true(srv.bytesSent() >= MiB && srv.bytesSent() <= MiB + merging, `one 1 MiB file cost ${srv.bytesSent()} bytes`)
   const metrics = (await m.api('/api/v1/metrics', true)) as string
   t.regex(metrics, /nydusd_backend_requests_total\{backend="http",result="ok"\} \d+/)
+})
+
+test.serial('amplify_io: a read that misses fetches the chunks after it in the blob, so the next files cost no request', async t => {
+  const tar = await bigLayer(t)
+  const img = await buildImage(t, tar, ['--compressor', 'none', '--chunk-size', '0x40000'])
+  // The blob keeps the tar's order: the file stored after f03.
+  const order = (await mustRun('tar', ['-tf', tar])).split('\n').filter(n => n.startsWith('./data/'))
+  const next = order[order.indexOf('./data/f03.bin') + 1]
+  t.truthy(next)
+  const srv = await startBlobServer(t, img.blobs)
+  const amplify = 2 * MiB
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    mnt: img.mnt,
+    config: httpConfig(img, srv.url, { amplify_io: amplify })
+  })
+  await readFile(join(m.mnt, 'data', 'f03.bin'))
+  const sent = srv.bytesSent()
+  // The amplified request, and at most a run (here a 256 KiB chunk) fetched ahead per chunk read.
+  t.true(sent >= amplify && sent <= amplify + MiB, `one 1 MiB file cost ${sent} bytes`)
+  const requests = async (): Promise<number> =>
+    Number(/nydusd_backend_requests_total\{backend="http",result="ok"\} (\d+)/.exec((await m.api('/api/v1/metrics', true)) as string)?.[1])
+  const before = await requests()
+  await readFile(join(m.mnt, next))
+  t.is(await requests(), before, `${next}, stored after f03, was served from the amplified request`)
 })
 
 test.serial('corruption: a flipped blob byte gives EIO for that file only, never wrong bytes; the metric counts it', async t => {
