@@ -1,16 +1,20 @@
 #!/usr/bin/env node
 // npm run bench:read: the same content read through nydusd (local blob, no
-// cache), squashfuse (mksquashfs -comp zstd) and a kernel EROFS loop mount
-// (mkfs.erofs --chunksize), in one run: cold and warm sequential MB/s, a
-// metadata walk in files/s, and time to first byte of a small file; nydusd
-// also restarted on the blobcache a first run filled. Two reference rows: fuse-native serving the same files from memory (what any
-// fuse-native filesystem can reach here) and the CPU time of sha256 over every
-// byte (what digest_validate costs, which squashfuse does not pay).
-// Datasets: the Debian/python3 image and one 1 GiB file; medians of 3 rounds
-// that interleave the tools. Writes .bench/read.json.
+// cache; the direct /dev/fuse transport and fuse-native), squashfuse and a
+// kernel squashfs loop mount (both mksquashfs -comp zstd -Xcompression-level
+// 3), a kernel EROFS loop mount (mkfs.erofs --chunksize) and the plain
+// directory on ext4, in one run: cold and warm sequential MB/s, a metadata
+// walk in files/s, and time to first byte of a small file; nydusd also
+// restarted on the blobcache a first run filled, and with FUSE passthrough
+// on copies a first run wrote. Two reference rows: fuse-native serving the
+// same files from memory (what any fuse-native filesystem can reach here) and
+// the CPU time of sha256 over every byte (what digest_validate costs, which
+// squashfuse does not pay). Datasets: the Debian/python3 image, one 1 GiB
+// file and 2,000 files of 4 KiB; medians of 3 rounds that interleave the
+// tools. Prints issue #17's targets. Writes .bench/read.json.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, rmSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
@@ -59,6 +63,15 @@ function prepare() {
   ])
   sh('tar', ['-cf', join(big, 'big.tar'), '-C', join(big, 'dir'), '.'])
   sets.big = { dir: join(big, 'dir'), tar: join(big, 'big.tar'), small: 'small.txt' }
+  // 2,000 files of 4 KiB in 20 directories; the tar (so the blob) keeps ext4's order, not the names'.
+  const small = join(work, 'small')
+  for (let i = 0; i < 2000; i++) {
+    const d = join(small, 'dir', `d${String(i % 20).padStart(2, '0')}`)
+    if (i < 20) mkdirSync(d, { recursive: true })
+    writeFileSync(join(d, `f${String(i).padStart(4, '0')}.txt`), randomBytes(3072).toString('base64'))
+  }
+  sh('tar', ['-cf', join(small, 'small.tar'), '-C', join(small, 'dir'), '.'])
+  sets.small = { dir: join(small, 'dir'), tar: join(small, 'small.tar'), small: 'd00/f0000.txt' }
   for (const [name, s] of Object.entries(sets)) {
     const base = join(work, name)
     sh(process.execPath, [cli, 'create', s.tar, '--bootstrap', join(base, 'image.boot'), '--blob-dir', join(base, 'blobs')])
@@ -130,6 +143,34 @@ const tools = {
       return await start()
     }
   },
+  'nydusd, passthrough on its copies': {
+    // A first run (untimed) fills the blobcache and, file by file as it closes them, the passthrough copies.
+    async mount(s, mnt) {
+      const cfg = join(s.base, 'nydusd-passthrough.json')
+      const dir = join(s.base, 'passthrough-cache')
+      writeFileSync(
+        cfg,
+        JSON.stringify({
+          device: {
+            backend: { type: 'localfs', config: { dir: join(s.base, 'blobs') } },
+            cache: { type: 'blobcache', config: { work_dir: dir } }
+          },
+          fuse_passthrough: true
+        })
+      )
+      const start = async () => await startNydusd(cfg, s, mnt)
+      if (!s.copiesWritten) {
+        const stop = await start()
+        readAll(mnt)
+        const want = Number(sh('sh', ['-c', `find '${s.dir}' -type f -size +0 | wc -l`]))
+        for (let i = 0; i < 1200 && copies(dir) < want; i++) await sleep(50)
+        await stop()
+        s.copiesWritten = true
+        dropCaches()
+      }
+      return await start()
+    }
+  },
   'fuse-native, from memory': {
     async mount(s, mnt) {
       const p = spawn(process.execPath, [join(root, 'bench/fuse-native-memfs.cjs'), s.dir, mnt], {
@@ -151,6 +192,22 @@ const tools = {
       }
     }
   },
+  'kernel squashfs': {
+    async mount(s, mnt) {
+      sh('mount', ['-t', 'squashfs', '-o', 'loop,ro', join(s.base, 'image.sqfs'), mnt])
+      return async () => {
+        sh('umount', [mnt])
+      }
+    }
+  },
+  'ext4 directory (bind mount)': {
+    async mount(s, mnt) {
+      sh('mount', ['--bind', '-o', 'ro', s.dir, mnt])
+      return async () => {
+        sh('umount', [mnt])
+      }
+    }
+  },
   'kernel EROFS': {
     async mount(s, mnt) {
       sh('mount', ['-t', 'erofs', '-o', 'loop,ro', join(s.base, 'image.erofs'), mnt])
@@ -158,6 +215,14 @@ const tools = {
         sh('umount', [mnt])
       }
     }
+  }
+}
+
+const copies = dir => {
+  try {
+    return readdirSync(join(dir, 'passthrough')).filter(n => !n.endsWith('.tmp')).length
+  } catch {
+    return 0
   }
 }
 
@@ -205,6 +270,33 @@ function sha256Seconds(s) {
   return Number(t) / 1e9
 }
 
+/**
+ * The 1 GiB file through passthrough (its copy written by the run above) against the same bytes
+ * read from ext4, one `cat` each, alternating: warm (page cache) and cold (caches dropped).
+ */
+async function passthroughVsPlain(s) {
+  const mnt = join(work, 'mnt')
+  const tool = tools['nydusd, passthrough on its copies']
+  const unmount = await tool.mount(s, mnt)
+  const read = path => secs(() => sh('cat', [path], { stdio: ['ignore', 'ignore', 'inherit'] }))
+  const out = { warm: [], cold: [] }
+  try {
+    const [a, b] = [join(mnt, 'big.bin'), join(s.dir, 'big.bin')]
+    read(a)
+    read(b)
+    for (let i = 0; i < 5; i++) out.warm.push(read(b) / read(a))
+    for (let i = 0; i < 3; i++) {
+      dropCaches()
+      const pt = read(a)
+      dropCaches()
+      out.cold.push(read(b) / pt)
+    }
+  } finally {
+    await unmount()
+  }
+  return { warm: median(out.warm), cold: median(out.cold), warmRuns: out.warm, coldRuns: out.cold }
+}
+
 const median = xs => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 const ROUNDS = 3
 const sets = prepare()
@@ -223,7 +315,8 @@ for (const [name, s] of Object.entries(sets)) {
   results[name].sha256Seconds = sha256Seconds(s)
   results[name].bytes = Number(sh('sh', ['-c', `find '${s.dir}' -type f -printf '%s\\n' | awk '{s+=$1} END {print s}'`]))
 }
-writeFileSync(join(root, '.bench', 'read.json'), JSON.stringify({ date: new Date().toISOString(), results }, null, 2))
+const passthrough = await passthroughVsPlain(sets.big)
+writeFileSync(join(root, '.bench', 'read.json'), JSON.stringify({ date: new Date().toISOString(), results, passthrough }, null, 2))
 for (const [name, rows] of Object.entries(results)) {
   const sq = rows.squashfuse
   console.log(`\n${name}:`)
@@ -241,3 +334,25 @@ for (const [name, rows] of Object.entries(results)) {
     `sha256 of every byte on one core: ${hashS.toFixed(2)} s (${(bytes / 1e6 / hashS).toFixed(0)} MB/s); squashfuse's cold read: ${sqColdS.toFixed(2)} s, so verifying alone costs ${(hashS / sqColdS).toFixed(2)}x its whole read (${(hashS / 2 / sqColdS).toFixed(2)}x spread over 2 cores)`
   )
 }
+
+// Issue #17's targets, from the medians above (verification on in every nydusd row).
+const ratio = (set, a, b, k = 'coldMBps') => results[set][a][k] / results[set][b][k]
+const targets = [
+  ['1 GiB file cold vs squashfuse', ratio('big', 'nydusd', 'squashfuse'), 2],
+  ['1 GiB file cold vs kernel squashfs', ratio('big', 'nydusd', 'kernel squashfs'), 1],
+  ['2,000 small files cold vs squashfuse', ratio('small', 'nydusd', 'squashfuse'), 1],
+  ['Debian image read vs squashfuse', ratio('debian', 'nydusd', 'squashfuse'), 1.2],
+  ['Debian metadata walk vs squashfuse', ratio('debian', 'nydusd', 'squashfuse', 'walkFilesPerSec'), 1.2],
+  ['passthrough, 1 GiB file warm vs ext4 (cat, 5 alternating)', passthrough.warm, 0.9],
+  ['passthrough, 1 GiB file cold vs ext4 (cat, 3 alternating)', passthrough.cold, 0.9],
+  [
+    'passthrough, Debian read (every open a request) vs ext4',
+    ratio('debian', 'nydusd, passthrough on its copies', 'ext4 directory (bind mount)'),
+    0.9
+  ]
+]
+console.log(
+  `\npassthrough vs ext4, one cat of the 1 GiB file: warm ${passthrough.warmRuns.map(x => x.toFixed(2)).join(', ')}; cold ${passthrough.coldRuns.map(x => x.toFixed(2)).join(', ')}`
+)
+console.log('\n| target (#17) | measured | wanted | met |\n|---|---|---|---|')
+for (const [name, got, want] of targets) console.log(`| ${name} | ${got.toFixed(2)}x | ${want}x | ${got >= want ? 'yes' : '**no**'} |`)

@@ -39,9 +39,8 @@ test.serial(
       device: {
         backend: {
           type: 'registry',
-          request_timeout: 2,
-          retry_limit: 4,
-          breaker_threshold: 100,
+          // Longer than the registry is held: the reads wait, none fails.
+          request_timeout: 20,
           config: { scheme: 'http', host: proxy.host, repo: 'nydusjs/intr' }
         },
         cache: { type: 'blobcache', config: { work_dir: img.cache } }

@@ -99,3 +99,18 @@ test.serial('passthrough off (the default): opens never reach the daemon and no 
   const metrics = (await m.api('/api/v1/metrics', true)) as string
   t.false(/op="open",result="ok"/.test(metrics), 'no OPEN answered')
 })
+
+test.serial('passthrough asked for over fuse-native: one warning, and reads go through the daemon', async t => {
+  const { tar, files } = await layer(t)
+  const img = await buildImage(t, tar)
+  const m = await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    config: localConfig(img, { fuse_passthrough: true }),
+    mnt: img.mnt,
+    args: ['--fuse-transport', 'fuse-native']
+  })
+  for (const [name, data] of files) t.true((await readFile(join(m.mnt, name))).equals(data), name)
+  t.false((await daemon(m)).passthrough.enabled)
+  t.regex(m.logs(), /fuse_passthrough needs the direct transport/)
+})

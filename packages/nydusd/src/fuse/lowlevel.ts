@@ -6,15 +6,13 @@ import type { DaemonMetrics } from '../metrics.js'
 import { makedev, type RafsFs } from '../rafs-fs.js'
 import type { BufferPool } from '../buffer-pool.js'
 import type { PassthroughFiles } from './passthrough.js'
+import { cstring, xattrReply } from './xattr.js'
 import {
   attrOut,
   direntSize,
   direntType,
   ENTRY_OUT,
-  FOPEN_KEEP_CACHE,
-  FOPEN_PASSTHROUGH,
   Op,
-  openOut,
   OP_NAMES,
   statfsOut,
   writeDirent,
@@ -48,8 +46,6 @@ export interface Reply {
 export class RafsLowLevel {
   private readonly readId: number
   private passthrough: PassthroughFiles | undefined
-  /** Read-through handles open per node: the kernel refuses a passthrough open beside them. */
-  private readonly readThrough = new Map<number, number>()
   /** Reads waiting for chunks, by request id: an INTERRUPT answers them EINTR. */
   private readonly waiting = new Map<bigint, { h: InHeader; cancel: () => void }>()
   private readonly interruptId: number
@@ -172,31 +168,15 @@ export class RafsLowLevel {
     if (pt === undefined || reply.passthrough !== true) return E.ENOSYS
     const rec = this.node(h.nodeid)
     if (rec === undefined) return E.ENOENT
-    const cached = this.readThrough.get(rec.index) ?? 0
-    const backed = cached === 0 && isReg(rec.mode) ? pt.open(reply.descriptor!, rec, this.fs.chunksOf(rec)) : undefined
-    if (backed !== undefined) {
-      reply.data(h, openOut(backed.fh, FOPEN_PASSTHROUGH, backed.backingId))
-      return 0
-    }
-    this.readThrough.set(rec.index, cached + 1)
-    reply.data(h, openOut(0, FOPEN_KEEP_CACHE))
+    reply.data(h, pt.answerOpen(reply.descriptor!, rec, isReg(rec.mode) ? this.fs.chunksOf(rec) : undefined))
     return 0
   }
 
   private release(h: InHeader, body: Buffer, reply: Reply): void {
     const pt = this.passthrough
-    if (pt === undefined || reply.passthrough !== true) return
-    const fh = Number(body.readBigUInt64LE(0))
-    if (fh !== 0) {
-      pt.release(reply.descriptor!, fh)
-      return
-    }
     const rec = this.node(h.nodeid)
-    if (rec === undefined) return
-    const n = (this.readThrough.get(rec.index) ?? 1) - 1
-    if (n > 0) this.readThrough.set(rec.index, n)
-    else this.readThrough.delete(rec.index)
-    if (isReg(rec.mode)) pt.consider(rec, this.fs.chunksOf(rec))
+    if (pt === undefined || reply.passthrough !== true || rec === undefined) return
+    pt.answerRelease(reply.descriptor!, Number(body.readBigUInt64LE(0)), rec, isReg(rec.mode) ? this.fs.chunksOf(rec) : undefined)
   }
 
   /**
@@ -266,23 +246,9 @@ export class RafsLowLevel {
   private xattr(h: InHeader, body: Buffer, reply: Reply): number {
     const rec = this.node(h.nodeid)
     if (rec === undefined) return E.ENOENT
-    const size = body.readUInt32LE(0)
-    const pairs = this.enableXattr ? this.r.xattrs(rec) : []
-    let value: Buffer
-    if (h.opcode === Op.GETXATTR) {
-      const name = cstring(body, 8)
-      const hit = pairs.find(([k]) => k.equals(name))
-      if (hit === undefined) return E.ENODATA
-      value = Buffer.from(hit[1])
-    } else value = Buffer.concat(pairs.flatMap(([k]) => [k, Buffer.alloc(1)]))
-    if (size === 0) {
-      const out = Buffer.alloc(8)
-      out.writeUInt32LE(value.length, 0)
-      reply.data(h, out)
-      return 0
-    }
-    if (value.length > size) return E.ERANGE
-    reply.data(h, value)
+    const out = xattrReply(this.enableXattr ? this.r.xattrs(rec) : [], h.opcode === Op.GETXATTR, body)
+    if (typeof out === 'number') return out
+    reply.data(h, out)
     return 0
   }
 
@@ -326,9 +292,3 @@ export class RafsLowLevel {
 
 const DOT = Buffer.from('.')
 const DOTDOT = Buffer.from('..')
-
-/** The NUL-terminated name at `at` (a view). */
-function cstring(b: Buffer, at: number): Buffer {
-  const end = b.indexOf(0, at)
-  return b.subarray(at, end < 0 ? b.length : end)
-}

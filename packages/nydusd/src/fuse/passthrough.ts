@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import type { ChunkFetcher } from '../chunk-fetcher.js'
 import type { NydusdConfig } from '../config.js'
 import { BackingIoctl } from './backing-ioctl.js'
+import { FOPEN_KEEP_CACHE, FOPEN_PASSTHROUGH, openOut } from './protocol.js'
 
 /** A registered backing file and the open handles that use it. */
 interface Backing {
@@ -31,6 +32,8 @@ export class PassthroughFiles {
   private readonly byKey = new Map<string, number>()
   private readonly ready = new Set<string>()
   private readonly queued = new Map<string, ChunkRef[]>()
+  /** Read-through handles open per inode: the kernel refuses a passthrough open beside them. */
+  private readonly readThrough = new Map<number, number>()
   private nextFh = 1
   private writing = false
   /** Files served by passthrough since start, and copies written. */
@@ -46,8 +49,29 @@ export class PassthroughFiles {
     mkdirSync(dir, { recursive: true })
   }
 
+  /** OPEN's answer: passthrough on the file's copy when it has one and no read-through handle is open, else keep_cache. */
+  answerOpen(devFd: number, rec: InodeRecord, chunks: ChunkRef[] | undefined): Buffer {
+    const open = this.readThrough.get(rec.index) ?? 0
+    const backed = open === 0 && chunks !== undefined ? this.open(devFd, rec, chunks) : undefined
+    if (backed !== undefined) return openOut(backed.fh, FOPEN_PASSTHROUGH, backed.backingId)
+    this.readThrough.set(rec.index, open + 1)
+    return openOut(0, FOPEN_KEEP_CACHE)
+  }
+
+  /** RELEASE: a passthrough handle (`fh` > 0), or a read-through one, after which the file may get a copy. */
+  answerRelease(devFd: number, fh: number, rec: InodeRecord, chunks: ChunkRef[] | undefined): void {
+    if (fh !== 0) {
+      this.release(devFd, fh)
+      return
+    }
+    const n = (this.readThrough.get(rec.index) ?? 1) - 1
+    if (n > 0) this.readThrough.set(rec.index, n)
+    else this.readThrough.delete(rec.index)
+    if (chunks !== undefined) this.consider(rec, chunks)
+  }
+
   /** The backing id and handle for a file with a copy on disk, or undefined (read through the daemon). */
-  open(devFd: number, rec: InodeRecord, chunks: ChunkRef[]): { fh: number; backingId: number } | undefined {
+  private open(devFd: number, rec: InodeRecord, chunks: ChunkRef[]): { fh: number; backingId: number } | undefined {
     if (rec.size === 0) return undefined
     const key = keyOf(rec, chunks)
     const fh = this.byKey.get(key)
@@ -80,7 +104,7 @@ export class PassthroughFiles {
   }
 
   /** A handle closed: the backing id goes when its last handle does. */
-  release(devFd: number, fh: number): void {
+  private release(devFd: number, fh: number): void {
     const b = this.backings.get(fh)
     if (b === undefined || --b.refs > 0) return
     this.backings.delete(fh)
@@ -90,7 +114,7 @@ export class PassthroughFiles {
   }
 
   /** After a read-through handle closed: once all of the file's chunks are cached, a copy is written in the background. */
-  consider(rec: InodeRecord, chunks: ChunkRef[]): void {
+  private consider(rec: InodeRecord, chunks: ChunkRef[]): void {
     if (rec.size === 0 || this.queued.size >= QUEUE_LIMIT) return
     const key = keyOf(rec, chunks)
     if (this.ready.has(key) || this.queued.has(key)) return
