@@ -274,7 +274,7 @@ export class ChunkFetcher {
       this.o.metrics.backendLatency.observe({ backend }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
     // After this run's own request, not before: the reader waits for this one.
-    if (foreground && (sequential || run.length > 1)) this.planner.runAhead(c, blob)
+    if (foreground && (sequential || this.planner.amplifies(c))) this.planner.runAhead(c, blob)
     for (const r of run.slice(1)) {
       const piece = this.mem.pool.take(r.compressedSize)
       raw.copy(piece, 0, r.compressedOffset - start, r.compressedOffset - start + r.compressedSize)

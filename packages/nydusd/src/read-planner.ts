@@ -24,6 +24,10 @@ export class ReadPlanner {
   private readonly lastEnd = new Map<number, number>()
   /** Blobs with a run-ahead fetch in flight. */
   private readonly aheadBusy = new Set<number>()
+  /** Blobs whose last foreground miss was near the one before: the next run ahead is amplified. */
+  private readonly amplifyAfter = new Set<number>()
+  /** Chunks whose (run-ahead) fetch spans amplify_io. */
+  private readonly amplifyRuns = new Set<string>()
 
   constructor(
     blobs: readonly BlobInfo[],
@@ -50,16 +54,30 @@ export class ReadPlanner {
   }
 
   /**
-   * `c` plus the missing chunks right after it: up to merging_size when the
-   * request starts where the previous one of this blob ended, and up to
-   * amplify_io for any read a reader waits on (files read in another order
-   * than the blob's still come in few requests).
+   * Whether `c` lies within amplify_io of where the last request of its blob
+   * ended: misses that cluster (a directory's files read in another order than
+   * the blob's) are amplified; a lone miss far from the last one (a program's
+   * start touching a module here and there) fetches only what it needs.
+   */
+  private isNear(c: ChunkRef): boolean {
+    const end = this.lastEnd.get(c.blobIndex)
+    return end !== undefined && Math.abs(c.compressedOffset - end) <= this.amplifyIo
+  }
+
+  /**
+   * `c` plus the missing chunks right after it, up to merging_size, when the
+   * request starts where the previous one of this blob ended. A miss a reader
+   * waits on near the last request is marked for amplification: the run
+   * fetched ahead after it (`runAhead`) spans amplify_io, so the reader waits
+   * only for its own chunk while the neighbours follow.
    */
   mergeRun(c: ChunkRef, blob: BlobInfo, foreground = false): ChunkRef[] {
     const run = [c]
     const list = this.byBlob.get(c.blobIndex)
     const sequential = this.isSequential(c)
-    const limit = Math.max(sequential ? this.mergingSize : 0, foreground ? this.amplifyIo : 0)
+    const key = chunkKey(blob.id, c.compressedOffset)
+    const limit = Math.max(sequential ? this.mergingSize : 0, this.amplifyRuns.delete(key) ? this.amplifyIo : 0)
+    if (foreground && this.amplifyIo > 0 && this.isNear(c)) this.amplifyAfter.add(c.blobIndex)
     this.lastEnd.set(c.blobIndex, c.compressedOffset + c.compressedSize)
     if (list === undefined || limit <= c.compressedSize) return run
     let end = c.compressedOffset + c.compressedSize
@@ -76,17 +94,25 @@ export class ReadPlanner {
     return run
   }
 
+  /** The last foreground miss of this blob asked for amplification (then a run is fetched ahead at once). */
+  amplifies(c: ChunkRef): boolean {
+    return this.amplifyAfter.has(c.blobIndex)
+  }
+
   /**
    * While a reader going through a blob in order consumes one run, the next
-   * run is fetched (and its first chunk decoded): at most one run ahead per blob.
+   * run is fetched (and its first chunk decoded): at most one run ahead per
+   * blob; amplify_io long after an amplified miss, else merging_size.
    */
   runAhead(c: ChunkRef, blob: BlobInfo): void {
     const end = this.lastEnd.get(c.blobIndex)
     const list = this.byBlob.get(c.blobIndex)
     if (end === undefined || list === undefined || this.aheadBusy.has(c.blobIndex)) return
+    const amplified = this.amplifyAfter.delete(c.blobIndex)
     if (end - (c.compressedOffset + c.compressedSize) > Math.max(this.mergingSize, this.amplifyIo)) return
     const next = list[lowerBound(list, end)]
     if (next === undefined || next.compressedOffset !== end || this.hooks.hasLocally(blob.id, next)) return
+    if (amplified) this.amplifyRuns.add(chunkKey(blob.id, next.compressedOffset))
     this.aheadBusy.add(c.blobIndex)
     this.hooks
       .load(next)
