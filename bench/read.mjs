@@ -110,6 +110,27 @@ async function startNydusd(cfg, s, mnt, extra = []) {
   }
 }
 
+/**
+ * nydusd with a blobcache in `s.base/<name>` (and `extra` config) that a first, untimed
+ * run filled by reading everything (then `settle(dir)`); returns a fresh daemon's unmount.
+ */
+async function afterFirstRun(s, mnt, name, extra, settle = async () => {}) {
+  const cfg = join(s.base, `nydusd-${name}.json`)
+  const dir = join(s.base, name)
+  const backend = { type: 'localfs', config: { dir: join(s.base, 'blobs') } }
+  writeFileSync(cfg, JSON.stringify({ device: { backend, cache: { type: 'blobcache', config: { work_dir: dir } } }, ...extra }))
+  const start = async () => await startNydusd(cfg, s, mnt)
+  if (!s.filled?.[name]) {
+    const stop = await start()
+    readAll(mnt)
+    await settle(dir)
+    await stop()
+    s.filled = { ...s.filled, [name]: true }
+    dropCaches()
+  }
+  return await start()
+}
+
 const tools = {
   // The direct /dev/fuse transport (the default as root).
   nydusd: {
@@ -120,56 +141,15 @@ const tools = {
   },
   'nydusd, restarted on its blobcache': {
     // The disk cache a first run filled (once, untimed); then a fresh daemon and cold page cache.
-    async mount(s, mnt) {
-      const cfg = join(s.base, 'nydusd-cache.json')
-      const dir = join(s.base, 'blobcache')
-      writeFileSync(
-        cfg,
-        JSON.stringify({
-          device: {
-            backend: { type: 'localfs', config: { dir: join(s.base, 'blobs') } },
-            cache: { type: 'blobcache', config: { work_dir: dir } }
-          }
-        })
-      )
-      const start = async () => await startNydusd(cfg, s, mnt)
-      if (!s.cacheFilled) {
-        const stop = await start()
-        readAll(mnt)
-        await stop()
-        s.cacheFilled = true
-        dropCaches()
-      }
-      return await start()
-    }
+    mount: async (s, mnt) => await afterFirstRun(s, mnt, 'blobcache', {})
   },
   'nydusd, passthrough on its copies': {
     // A first run (untimed) fills the blobcache and, file by file as it closes them, the passthrough copies.
-    async mount(s, mnt) {
-      const cfg = join(s.base, 'nydusd-passthrough.json')
-      const dir = join(s.base, 'passthrough-cache')
-      writeFileSync(
-        cfg,
-        JSON.stringify({
-          device: {
-            backend: { type: 'localfs', config: { dir: join(s.base, 'blobs') } },
-            cache: { type: 'blobcache', config: { work_dir: dir } }
-          },
-          fuse_passthrough: true
-        })
-      )
-      const start = async () => await startNydusd(cfg, s, mnt)
-      if (!s.copiesWritten) {
-        const stop = await start()
-        readAll(mnt)
+    mount: async (s, mnt) =>
+      await afterFirstRun(s, mnt, 'passthrough-cache', { fuse_passthrough: true }, async dir => {
         const want = Number(sh('sh', ['-c', `find '${s.dir}' -type f -size +0 | wc -l`]))
         for (let i = 0; i < 1200 && copies(dir) < want; i++) await sleep(50)
-        await stop()
-        s.copiesWritten = true
-        dropCaches()
-      }
-      return await start()
-    }
+      })
   },
   'fuse-native, from memory': {
     async mount(s, mnt) {

@@ -28,6 +28,8 @@ export class ReadPlanner {
   private readonly amplifyAfter = new Set<number>()
   /** Chunks whose (run-ahead) fetch spans amplify_io. */
   private readonly amplifyRuns = new Set<string>()
+  /** Per blob, how many foreground misses in a row fell near the one before. */
+  private readonly nearStreak = new Map<number, number>()
 
   constructor(
     blobs: readonly BlobInfo[],
@@ -77,7 +79,7 @@ export class ReadPlanner {
     const sequential = this.isSequential(c)
     const key = chunkKey(blob.id, c.compressedOffset)
     const limit = Math.max(sequential ? this.mergingSize : 0, this.amplifyRuns.delete(key) ? this.amplifyIo : 0)
-    if (foreground && this.amplifyIo > 0 && this.isNear(c)) this.amplifyAfter.add(c.blobIndex)
+    if (foreground && this.amplifyIo > 0) this.countNear(c)
     this.lastEnd.set(c.blobIndex, c.compressedOffset + c.compressedSize)
     if (list === undefined || limit <= c.compressedSize) return run
     let end = c.compressedOffset + c.compressedSize
@@ -92,6 +94,18 @@ export class ReadPlanner {
     }
     this.lastEnd.set(c.blobIndex, end)
     return run
+  }
+
+  /**
+   * A run of misses each near the one before (NEAR_STREAK in a row) is a
+   * reader going through a region of the blob in its own order: the next run
+   * ahead is amplified. Two or three modules of one package, read at a
+   * program's start, are not amplified.
+   */
+  private countNear(c: ChunkRef): void {
+    const n = this.isNear(c) ? (this.nearStreak.get(c.blobIndex) ?? 0) + 1 : 0
+    this.nearStreak.set(c.blobIndex, n)
+    if (n >= NEAR_STREAK) this.amplifyAfter.add(c.blobIndex)
   }
 
   /** The last foreground miss of this blob asked for amplification (then a run is fetched ahead at once). */
@@ -139,6 +153,9 @@ export class ReadPlanner {
     }
   }
 }
+
+/** Misses near each other, in a row, before amplify_io applies. */
+const NEAR_STREAK = 3
 
 function lowerBound(list: ChunkRef[], offset: number): number {
   let lo = 0

@@ -1,10 +1,10 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { apiRequest, killUnder, mountImage, mustRun, run, spawnOwned, tempDir } from '@nydusjs/testkit'
-import { buildImage, localConfig } from './helpers.js'
+import { apiRequest, killUnder, type MountedImage, mountImage, mustRun, run, spawnOwned, tempDir } from '@nydusjs/testkit'
+import { buildImage, type Image, localConfig } from './helpers.js'
 
 const FILES = 96
 
@@ -44,22 +44,42 @@ const daemons = async (mnt: string): Promise<string[]> =>
   // Daemons only (their command line starts with node), not the keepers (sh) that name them.
   (await run('pgrep', ['-f', `^${process.execPath} .*nydusd.cjs .*--mountpoint ${mnt}`])).stdout.trim().split('\n').filter(Boolean)
 
+/** A --failover mount of the 96-file image; the daemons a keeper starts, and the keepers, name the mountpoint. */
+async function keptMount(t: ExecutionContext): Promise<{ m: MountedImage; img: Image; want: Map<string, string> }> {
+  const { tar, want } = await layer(t)
+  const img = await buildImage(t, tar)
+  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt, args: ['--failover'] })
+  t.teardown(async () => {
+    await killUnder(img.mnt)
+  })
+  return { m, img, want }
+}
+
+/** READER on the mount; settles with its output when it is done. */
+function startReader(mnt: string): Promise<string> {
+  const reader = spawnOwned(process.execPath, ['-e', READER, mnt], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  reader.stdout!.on('data', (b: Buffer) => {
+    out += b.toString()
+  })
+  return new Promise(resolve => reader.once('exit', () => resolve(out)))
+}
+
+/** Every file read once, each with its right hash. */
+function allRight(t: ExecutionContext, out: string, want: Map<string, string>): void {
+  const lines = out.trim().split('\n')
+  t.is(lines.length, FILES, out)
+  for (const l of lines) {
+    const [name, hash, code] = l.split(' ')
+    t.is(hash ?? '', want.get(name ?? '') ?? 'unknown file', `${name}: ${code ?? hash}`)
+  }
+}
+
 test.serial(
   'failover: nydusd killed twice with SIGKILL while a reader goes through the image; new daemons take the session over, the reader sees no error and right bytes',
   async t => {
-    const { tar, want } = await layer(t)
-    const img = await buildImage(t, tar)
-    const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt, args: ['--failover'] })
-    // The daemons a keeper starts, and the keepers, name the mountpoint.
-    t.teardown(async () => {
-      await killUnder(img.mnt)
-    })
-    const reader = spawnOwned(process.execPath, ['-e', READER, img.mnt], { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    reader.stdout!.on('data', (b: Buffer) => {
-      out += b.toString()
-    })
-    const done = new Promise<void>(resolve => reader.once('exit', () => resolve()))
+    const { m, img, want } = await keptMount(t)
+    const done = startReader(img.mnt)
     await sleep(700)
     m.proc.kill('SIGKILL')
     // A second crash: the daemon the keeper started goes the same way.
@@ -72,13 +92,7 @@ test.serial(
     // Killed while it is still starting: the keeper, which holds the session throughout, starts a third.
     await sleep(100)
     process.kill(Number(second[0]), 'SIGKILL')
-    await done
-    const lines = out.trim().split('\n')
-    t.is(lines.length, FILES, out)
-    for (const l of lines) {
-      const [name, hash, code] = l.split(' ')
-      t.is(hash ?? '', want.get(name ?? '') ?? 'unknown file', `${name}: ${code ?? hash}`)
-    }
+    allRight(t, await done, want)
     const now = await daemons(img.mnt)
     t.is(now.length, 1)
     t.false(now.includes(second[0] ?? ''), 'a third daemon serves now')
@@ -87,12 +101,7 @@ test.serial(
 )
 
 test.serial('failover: an unmount from outside ends the daemon for good; its keeper starts no successor', async t => {
-  const { tar } = await layer(t)
-  const img = await buildImage(t, tar)
-  const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt, args: ['--failover'] })
-  t.teardown(async () => {
-    await killUnder(img.mnt)
-  })
+  const { m, img } = await keptMount(t)
   const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
   t.is((await run('umount', [img.mnt])).code, 0)
   t.is(await exited, 0)
@@ -106,18 +115,8 @@ const put = async (sock: string, path: string): Promise<number> => (await apiReq
 test.serial(
   'upgrade: PUT /api/v1/daemon/exit hands the session to a new nydusd while a reader goes through the image; it sees no error and right bytes',
   async t => {
-    const { tar, want } = await layer(t)
-    const img = await buildImage(t, tar)
-    const m = await mountImage(t, { dir: img.dir, bootstrap: img.boot, config: localConfig(img), mnt: img.mnt, args: ['--failover'] })
-    t.teardown(async () => {
-      await killUnder(img.mnt)
-    })
-    const reader = spawnOwned(process.execPath, ['-e', READER, img.mnt], { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    reader.stdout!.on('data', (b: Buffer) => {
-      out += b.toString()
-    })
-    const done = new Promise<void>(resolve => reader.once('exit', () => resolve()))
+    const { m, img, want } = await keptMount(t)
+    const done = startReader(img.mnt)
     const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
     await sleep(700)
     t.is(await put(m.apisock, '/api/v1/daemon/exit'), 204)
@@ -136,13 +135,7 @@ test.serial(
       await sleep(50)
     }
     t.is(await put(m.apisock, '/api/v1/daemon/exit'), 204)
-    await done
-    const lines = out.trim().split('\n')
-    t.is(lines.length, FILES, out)
-    for (const l of lines) {
-      const [name, hash, code] = l.split(' ')
-      t.is(hash ?? '', want.get(name ?? '') ?? 'unknown file', `${name}: ${code ?? hash}`)
-    }
+    allRight(t, await done, want)
     let last: string[] = []
     for (let i = 0; i < 100 && (last.length === 0 || last.includes(next[0] ?? '')); i++) {
       await sleep(50)
