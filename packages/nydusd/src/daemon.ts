@@ -68,6 +68,16 @@ export const MOUNT_OPTIONS = {
 }
 const EXTRA_OPTIONS = ['ro', 'use_ino', 'big_writes']
 
+/** fusermount lets a user other than root ask for allow_other only where /etc/fuse.conf says user_allow_other. */
+function mayAllowOther(): boolean {
+  if (process.getuid?.() === 0) return true
+  try {
+    return /^\s*user_allow_other\s*$/m.test(readFileSync('/etc/fuse.conf', 'utf8'))
+  } catch {
+    return false
+  }
+}
+
 /** Mountpoints this process mounted and has not unmounted: what a fatal error must detach (see cli). */
 export const liveMounts = new Set<string>()
 
@@ -197,7 +207,10 @@ export class Nydusd {
   private async mountFuseNative(): Promise<void> {
     if (this.o.config.fuse_passthrough) this.log.warn('fuse_passthrough needs the direct transport: reads go through the daemon')
     const ops = this.fs.ops()
-    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, force: false, mkdir: false, timeout: false }) // reads that wait get RafsFs's own timer
+    const allowOther = mayAllowOther()
+    if (!allowOther) this.log.info('not root and no user_allow_other in /etc/fuse.conf: only this user can read the mount')
+    // Reads that wait get RafsFs's own timer, not fuse-native's.
+    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, allowOther, force: false, mkdir: false, timeout: false })
     const base = fuse._fuseOptions.bind(fuse)
     fuse._fuseOptions = () => {
       const s = base()
@@ -444,7 +457,9 @@ async function linksOf(l: BackendConfig): Promise<ChainLink[]> {
 }
 
 async function checkMountpoint(mnt: string): Promise<void> {
-  await access('/dev/fuse', constants.R_OK | constants.W_OK).catch(() => {
+  // Not root: the setuid fusermount opens /dev/fuse, so it only has to exist.
+  const mode = process.getuid?.() === 0 ? constants.R_OK | constants.W_OK : constants.F_OK
+  await access('/dev/fuse', mode).catch(() => {
     throw new NydusdError(
       'ERR_FUSE_MISSING',
       "FUSE is not available: /dev/fuse is missing or not accessible (load the fuse module, install Debian's fuse package)"

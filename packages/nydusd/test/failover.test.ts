@@ -120,7 +120,7 @@ test.serial(
     const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
     await sleep(700)
     t.is(await put(m.apisock, '/api/v1/daemon/exit'), 204)
-    t.is(await exited, 75, 'the old daemon leaves with the hand-over code')
+    t.is(await exited, 99, 'the old daemon leaves with the hand-over code')
     let next: string[] = []
     for (let i = 0; i < 100 && next.length === 0; i++) {
       await sleep(50)

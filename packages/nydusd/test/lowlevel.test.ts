@@ -1,8 +1,10 @@
 import test from 'ava'
+import { KIND_STATUS } from '@nydusjs/errors'
 import { pino } from 'pino'
 import type { BootstrapReader, InodeRecord } from '@nydusjs/rafs'
 import { BufferPool } from '../src/buffer-pool.js'
 import { RafsLowLevel, type Reply } from '../src/fuse/lowlevel.js'
+import { EXIT_HANDOVER } from '../src/fuse/session-keeper.js'
 import { type InHeader, Op } from '../src/fuse/protocol.js'
 import { DaemonMetrics } from '../src/metrics.js'
 import type { RafsFs } from '../src/rafs-fs.js'
@@ -63,4 +65,11 @@ test('INTERRUPT of a read already answered, or unknown, is dropped without an an
   s.interrupt(8n)
   s.interrupt(12345n)
   t.is(s.answers.length, 1)
+})
+
+test("the hand-over exit code is no error's exit code: a successor that fails is counted as a death", t => {
+  const codes = Object.values(KIND_STATUS).map(k => k.exit)
+  t.false(codes.includes(EXIT_HANDOVER), `${EXIT_HANDOVER} in ${codes.join(', ')}`)
+  t.not(EXIT_HANDOVER, 0)
+  t.not(EXIT_HANDOVER, 1)
 })

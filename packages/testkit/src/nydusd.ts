@@ -60,7 +60,7 @@ export async function apiRequest(sock: string, path: string, method = 'GET', bod
  */
 export async function mountImage(
   t: Teardown,
-  o: { dir: string; bootstrap?: string; image?: string; config?: unknown; mnt: string; args?: string[] }
+  o: { dir: string; bootstrap?: string; image?: string; config?: unknown; mnt: string; args?: string[]; uid?: number }
 ): Promise<MountedImage> {
   const cfg = join(o.dir, `nydusd-${Date.now()}-${Math.random().toString(16).slice(2)}.json`)
   if (o.config !== undefined) await writeFile(cfg, JSON.stringify(o.config))
@@ -81,7 +81,12 @@ export async function mountImage(
     ...(process.env.NYDUSD_TEST_TRANSPORT === undefined ? [] : ['--fuse-transport', process.env.NYDUSD_TEST_TRANSPORT]),
     ...(o.args ?? [])
   ]
-  const proc = spawnOwned(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  // `uid`: run unprivileged (uid and gid), through setpriv, which execs nydusd in its place.
+  const [cmd, argv] =
+    o.uid === undefined
+      ? [process.execPath, args]
+      : ['setpriv', ['--reuid', String(o.uid), '--regid', String(o.uid), '--clear-groups', process.execPath, ...args]]
+  const proc = spawnOwned(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
   reaper.mount(o.mnt)
   let stderr = ''
   proc.stderr!.on('data', (b: Buffer) => {

@@ -1,7 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 
-/** A daemon that exits with this hands its session over (PUT /api/v1/daemon/exit): not a death. */
-export const EXIT_HANDOVER = 75
+/**
+ * A daemon that exits with this hands its session over (PUT /api/v1/daemon/exit): not a death.
+ * Outside the error table's exit codes, so a successor that fails is still counted.
+ */
+export const EXIT_HANDOVER = 99
 
 /**
  * A small process beside the daemon that outlives it: it holds a pipe from
