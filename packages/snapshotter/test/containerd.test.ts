@@ -137,13 +137,18 @@ test.serial(
     t.is(started.code, 0, started.stderr + sn.logs())
     const sums = async (): Promise<string> =>
       (await cd.ctr(['task', 'exec', '--exec-id', `e${Date.now()}`, 'reader', '/bin/cat', '/tmp/sum'])).stdout
-    let before = ''
-    for (let i = 0; i < 100 && !before.includes('/etc/passwd'); i++) before = await sums()
+    // The loop truncates /tmp/sum before each md5sum: read until a whole one is there.
+    const whole = async (): Promise<string> => {
+      let s = ''
+      for (let i = 0; i < 100 && !s.includes('/etc/passwd'); i++) s = await sums()
+      return s
+    }
+    const before = await whole()
     t.regex(before, /^[0-9a-f]{32} {2}\/bin\/busybox\n[0-9a-f]{32} {2}\/etc\/passwd\n$/)
     // The snapshotter dies; the image's nydusd was started detached and keeps serving.
     process.kill(sn.pid!, 'SIGKILL')
     await new Promise(resolve => setTimeout(resolve, 1000))
-    t.is(await sums(), before, 'same bytes while the snapshotter is gone')
+    t.is(await whole(), before, 'same bytes while the snapshotter is gone')
     t.is(
       (await cd.ctr(['task', 'exec', '--exec-id', 'f1', 'reader', '/bin/sh', '-c', 'cat /tmp/fails 2>/dev/null; true'])).stdout,
       '',
