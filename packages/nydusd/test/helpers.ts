@@ -1,7 +1,7 @@
 import type { ExecutionContext } from 'ava'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { nydusImage, tempDir } from '@nydusjs/testkit'
+import { type MountedImage, mountImage, nydusImage, tempDir } from '@nydusjs/testkit'
 
 export interface Image {
   dir: string
@@ -25,6 +25,22 @@ export const localConfig = (img: Image, extra: Record<string, unknown> = {}): Re
   device: { backend: { type: 'localfs', config: { dir: img.blobs } }, cache: { type: 'blobcache', config: { work_dir: img.cache } } },
   ...extra
 })
+
+/** The image mounted over one FUSE transport, whatever NYDUSD_TEST_TRANSPORT says, with a localfs backend and a blobcache. */
+export async function mountOver(
+  t: ExecutionContext,
+  img: Image,
+  transport: 'direct' | 'fuse-native',
+  extra: Record<string, unknown> = {}
+): Promise<MountedImage> {
+  return await mountImage(t, {
+    dir: img.dir,
+    bootstrap: img.boot,
+    config: localConfig(img, extra),
+    mnt: img.mnt,
+    args: ['--fuse-transport', transport]
+  })
+}
 
 export const httpConfig = (img: Image, url: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   device: { backend: { type: 'http', config: { url, timeout: 5 } }, cache: { type: 'blobcache', config: { work_dir: img.cache } } },

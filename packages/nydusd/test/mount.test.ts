@@ -20,7 +20,7 @@ import {
   spawnOwned,
   tempDir
 } from '@nydusjs/testkit'
-import { buildImage, localConfig, nonUtf8 } from './helpers.js'
+import { buildImage, localConfig, mountOver, nonUtf8 } from './helpers.js'
 
 /** The mount must equal GNU tar's extraction of the source (mtimes at the millisecond fuse-native carries). */
 async function compareMount(t: ExecutionContext, source: string, extra: string[] = [], ignoreMtime: string[] = []): Promise<void> {
@@ -155,13 +155,7 @@ test.serial('a busy mountpoint is refused with a clear message', async t => {
 
 test.serial('a daemon killed over the direct transport leaves no dead mount: its keeper detaches it', async t => {
   const img = await buildImage(t, layerFixture('ml-3.tar'))
-  const m = await mountImage(t, {
-    dir: img.dir,
-    bootstrap: img.boot,
-    config: localConfig(img),
-    mnt: img.mnt,
-    args: ['--fuse-transport', 'direct']
-  })
+  const m = await mountOver(t, img, 'direct')
   t.true((await readdir(m.mnt)).length > 0)
   m.proc.kill('SIGKILL')
   for (let i = 0; i < 100 && mountedSync(img.mnt); i++) await sleep(50)
@@ -172,13 +166,7 @@ test.serial('a daemon killed over the direct transport leaves no dead mount: its
 test.serial('a dead mount left by a killed daemon is refused with a clear message that names the fix', async t => {
   const img = await buildImage(t, layerFixture('ml-3.tar'))
   // libfuse 2 has no keeper: a SIGKILL leaves the mount dead (ENOTCONN).
-  const m = await mountImage(t, {
-    dir: img.dir,
-    bootstrap: img.boot,
-    config: localConfig(img),
-    mnt: img.mnt,
-    args: ['--fuse-transport', 'fuse-native']
-  })
+  const m = await mountOver(t, img, 'fuse-native')
   const exited = new Promise(resolve => m.proc.once('exit', resolve))
   m.proc.kill('SIGKILL')
   await exited

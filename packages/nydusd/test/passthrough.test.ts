@@ -4,7 +4,7 @@ import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { mountImage, mustRun, reaper, tempDir, type MountedImage } from '@nydusjs/testkit'
-import { buildImage, localConfig } from './helpers.js'
+import { buildImage, localConfig, mountOver } from './helpers.js'
 
 const MiB = 1024 * 1024
 
@@ -103,13 +103,7 @@ test.serial('passthrough off (the default): opens never reach the daemon and no 
 test.serial('passthrough asked for over fuse-native: one warning, and reads go through the daemon', async t => {
   const { tar, files } = await layer(t)
   const img = await buildImage(t, tar)
-  const m = await mountImage(t, {
-    dir: img.dir,
-    bootstrap: img.boot,
-    config: localConfig(img, { fuse_passthrough: true }),
-    mnt: img.mnt,
-    args: ['--fuse-transport', 'fuse-native']
-  })
+  const m = await mountOver(t, img, 'fuse-native', { fuse_passthrough: true })
   for (const [name, data] of files) t.true((await readFile(join(m.mnt, name))).equals(data), name)
   t.false((await daemon(m)).passthrough.enabled)
   t.regex(m.logs(), /fuse_passthrough needs the direct transport/)

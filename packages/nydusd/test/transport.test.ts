@@ -2,8 +2,8 @@ import test from 'ava'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { mountImage, mustRun, tempDir } from '@nydusjs/testkit'
-import { buildImage, localConfig } from './helpers.js'
+import { mustRun, tempDir } from '@nydusjs/testkit'
+import { buildImage, mountOver } from './helpers.js'
 
 const MiB = 1024 * 1024
 
@@ -29,13 +29,7 @@ for (const transport of ['direct', 'fuse-native'] as const) {
     async t => {
       const { tar, big } = await layer(t)
       const img = await buildImage(t, tar)
-      const m = await mountImage(t, {
-        dir: img.dir,
-        bootstrap: img.boot,
-        config: localConfig(img),
-        mnt: img.mnt,
-        args: ['--fuse-transport', transport]
-      })
+      const m = await mountOver(t, img, transport)
       t.true((await readFile(join(m.mnt, 'big.bin'))).equals(big))
       for (let i = 0; i < 40; i++) t.is(await readFile(join(m.mnt, 'small', `s${i}.txt`), 'utf8'), `small file ${i}\n`)
       const metrics = (await m.api('/api/v1/metrics', true)) as string
@@ -53,13 +47,7 @@ for (const transport of ['direct', 'fuse-native'] as const) {
 test.serial('an aborted FUSE connection (fusectl abort) ends the daemon cleanly and leaves no dead mount', async t => {
   const { tar } = await layer(t)
   const img = await buildImage(t, tar)
-  const m = await mountImage(t, {
-    dir: img.dir,
-    bootstrap: img.boot,
-    config: localConfig(img),
-    mnt: img.mnt,
-    args: ['--fuse-transport', 'direct']
-  })
+  const m = await mountOver(t, img, 'direct')
   // fusectl, where the kernel lists FUSE connections, is mounted for this test only if it is not already.
   const ctl = '/sys/fs/fuse/connections'
   if (!(await readFile('/proc/mounts', 'utf8')).includes(` ${ctl} `)) {

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { tempDir } from './paths.js'
-import { killUnder, reaper, spawnOwned } from './reaper.js'
+import { killUnder, ownedDaemon, reaper, spawnOwned } from './reaper.js'
 import { run, type RunResult } from './run.js'
 
 interface Teardown {
@@ -132,26 +132,17 @@ export async function startSnapshotter(
   t.teardown(async () => {
     await killUnder(root)
   })
-  const proc = spawnOwned(process.execPath, [bin, '--root', root, '--address', address, '--log-level', 'debug', ...(o.args ?? [])], {
-    stdio: ['ignore', 'ignore', 'pipe']
-  })
-  let stderr = ''
-  proc.stderr!.on('data', (b: Buffer) => {
-    stderr += b.toString()
-  })
-  const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
-  const stop = async (): Promise<void> => {
-    proc.kill('SIGTERM')
-    await Promise.race([exited, sleep(5000)])
-    if (proc.exitCode === null) proc.kill('SIGKILL')
-  }
-  t.teardown(stop)
-  for (let i = 0; !stderr.includes('"serving"'); i++) {
-    if (proc.exitCode !== null) throw new Error(`snapshotter exited ${proc.exitCode}: ${stderr}`)
-    if (i > 200) throw new Error(`snapshotter did not start: ${stderr}`)
+  const {
+    proc,
+    stderr: logs,
+    stop
+  } = ownedDaemon(t, process.execPath, [bin, '--root', root, '--address', address, '--log-level', 'debug', ...(o.args ?? [])])
+  for (let i = 0; !logs().includes('"serving"'); i++) {
+    if (proc.exitCode !== null) throw new Error(`snapshotter exited ${proc.exitCode}: ${logs()}`)
+    if (i > 200) throw new Error(`snapshotter did not start: ${logs()}`)
     await sleep(50)
   }
-  return { address, root, pid: proc.pid, logs: () => stderr, stop }
+  return { address, root, pid: proc.pid, logs, stop }
 }
 
 /** CRI's section: kubelet-like defaults that work here (root lacks CAP_SYS_RESOURCE; no CNI; no fixed ports). */

@@ -74,6 +74,31 @@ export function spawnOwned(cmd: string, args: string[], opts: SpawnOptions = {})
   return child
 }
 
+export interface OwnedDaemon {
+  proc: ChildProcess
+  /** Everything it wrote to stderr so far. */
+  stderr: () => string
+  /** SIGTERM, then SIGKILL after 5 s. */
+  stop: () => Promise<void>
+}
+
+/** `spawnOwned` for a long-running server: its stderr kept, and stopped when the test ends. */
+export function ownedDaemon(t: { teardown: (fn: () => Promise<void>) => void }, cmd: string, args: string[]): OwnedDaemon {
+  const proc = spawnOwned(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  proc.stderr!.on('data', (b: Buffer) => {
+    stderr += b.toString()
+  })
+  const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
+  const stop = async (): Promise<void> => {
+    proc.kill('SIGTERM')
+    await Promise.race([exited, new Promise(resolve => setTimeout(resolve, 5000))])
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+  }
+  t.teardown(stop)
+  return { proc, stderr: () => stderr, stop }
+}
+
 /** Now, in this process: what the reaper's `under` does when the worker dies. */
 export async function killUnder(path: string): Promise<void> {
   const { readdir, readFile } = await import('node:fs/promises')

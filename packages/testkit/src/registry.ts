@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { SignJWT, importPKCS8 } from 'jose'
 import { mustRun } from './run.js'
-import { spawnOwned } from './reaper.js'
+import { ownedDaemon } from './reaper.js'
 import type { TestNetns } from './netns.js'
 import { tempDir } from './paths.js'
 
@@ -146,24 +146,14 @@ export async function startRegistry(
       `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${ip}:${port}\n${tlsYaml}${authYaml}`
     )
     const cmd = [...(o.netns?.prefix ?? []), 'docker-registry', 'serve', join(dir, 'config.yml')]
-    const proc = spawnOwned(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    proc.stderr!.on('data', (b: Buffer) => {
-      stderr += b.toString()
-    })
-    const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
-    const stop = async (): Promise<void> => {
-      proc.kill('SIGTERM')
-      await Promise.race([exited, sleep(5000)])
-    }
-    t.teardown(stop)
+    const { proc, stderr, stop } = ownedDaemon(t, cmd[0], cmd.slice(1))
     for (let i = 0; proc.exitCode === null && !(await listensOn(proc.pid!, port)); i++) {
-      if (i > 200) throw new Error(`docker-registry did not listen on ${port}: ${stderr}`)
+      if (i > 200) throw new Error(`docker-registry did not listen on ${port}: ${stderr()}`)
       await sleep(25)
     }
     if (proc.exitCode === null)
       return { host: `${ip}:${port}`, scheme, url: `${scheme}://${ip}:${port}`, ca, token, dir, pid: proc.pid, stop }
-    if (attempt >= 3 || !/address already in use/.test(stderr)) throw new Error(`docker-registry exited: ${stderr}`)
+    if (attempt >= 3 || !/address already in use/.test(stderr())) throw new Error(`docker-registry exited: ${stderr()}`)
   }
 }
 
