@@ -3,18 +3,25 @@
  * buffer per chunk and per request, and V8 answers that external memory with
  * a major GC every few dozen MiB: a fifth of the CPU of a 1 GiB read went to
  * the collector before this pool. Buffers come in power-of-two classes from
- * 16 KiB up to the largest chunk, so a view never pins more than twice its
- * bytes. They are shared, so VerifyWorker's thread can decode and hash a chunk
- * where it lies.
+ * 4 KiB up to the largest request, so a view never pins more than twice its
+ * bytes (smaller ones come from Node's own slab). Classes below 32 KiB are
+ * blocks of common slabs (SlabBlocks); from 32 KiB up each is a
+ * SharedArrayBuffer of its own, so VerifyWorker's thread can decode and hash
+ * a chunk where it lies (smaller chunks are decoded on this thread anyway).
  */
 export class BufferPool {
-  private readonly free = new Map<number, SharedArrayBuffer[]>()
-  private readonly idle = new Set<SharedArrayBuffer>()
-  private readonly owned = new WeakSet<SharedArrayBuffer>()
+  private readonly free = new Map<number, ArrayBufferLike[]>()
+  private readonly idle = new Set<ArrayBufferLike>()
+  private readonly owned = new WeakSet<ArrayBufferLike>()
   private readonly top: number
   private idleBytes = 0
+  private readonly small = new SlabBlocks()
   /** Takes served from a handed-back buffer. */
-  reused = 0
+  get reused(): number {
+    return this.reusedLarge + this.small.reused
+  }
+
+  private reusedLarge = 0
 
   /** `maxSize`: the largest request to pool; at most `maxIdleBytes` wait in the pool (and always 16 of the largest class). */
   constructor(
@@ -29,11 +36,12 @@ export class BufferPool {
   take(len: number): Buffer {
     if (len < MIN_CLASS / 2 || len > this.top) return Buffer.allocUnsafe(len)
     const size = classOf(len)
+    if (size < SHARED_MIN) return this.small.take(size).subarray(0, len)
     let ab = this.free.get(size)?.pop()
     if (ab !== undefined) {
       this.idle.delete(ab)
       this.idleBytes -= size
-      this.reused++
+      this.reusedLarge++
     } else {
       ab = new SharedArrayBuffer(size)
       this.owned.add(ab)
@@ -43,7 +51,8 @@ export class BufferPool {
 
   /** Hands back a buffer from `take` (or a view of one). Nothing may touch it afterwards. */
   give(b: Uint8Array): void {
-    const ab = b.buffer as SharedArrayBuffer
+    const ab = b.buffer
+    if (this.small.give(b)) return
     if (!this.owned.has(ab) || this.idle.has(ab) || this.idleBytes + ab.byteLength > this.maxIdleBytes) return
     let list = this.free.get(ab.byteLength)
     if (list === undefined) this.free.set(ab.byteLength, (list = []))
@@ -53,7 +62,60 @@ export class BufferPool {
   }
 }
 
-const MIN_CLASS = 16 * 1024
+const MIN_CLASS = 4 * 1024
+const SHARED_MIN = 32 * 1024
 
 /** The smallest power of two that holds `len`. */
 const classOf = (len: number): number => 2 ** Math.ceil(Math.log2(len))
+
+const SLAB = 256 * 1024
+
+/**
+ * The small classes (below SHARED_MIN) as blocks carved from 256 KiB slabs:
+ * one plain ArrayBuffer per small chunk costs its allocation plus the
+ * collector's bookkeeping of every backing store, together a third of the
+ * CPU of a cold read of 2,000 small files. Every block handed back is kept
+ * for reuse, so these slabs never hold more than the most small buffers
+ * ever in use at once (which the memory LRUs bound).
+ */
+class SlabBlocks {
+  private readonly free = new Map<number, Buffer[]>()
+  /** Per class, the slab being cut (blocks are cut as needed: touching a whole slab up front costs its page faults). */
+  private readonly cutting = new Map<number, { slab: Buffer; next: number }>()
+  /** Per slab: its block size, and which of its blocks are in `free`. */
+  private readonly slabs = new WeakMap<ArrayBufferLike, { size: number; idle: Uint8Array }>()
+  reused = 0
+
+  take(size: number): Buffer {
+    const b = this.free.get(size)?.pop()
+    if (b === undefined) return this.cut(size)
+    this.reused++
+    this.slabs.get(b.buffer)!.idle[b.byteOffset / size] = 0
+    return b
+  }
+
+  /** False: not a block of ours. */
+  give(b: Uint8Array): boolean {
+    const slab = this.slabs.get(b.buffer)
+    if (slab === undefined) return false
+    const i = Math.floor(b.byteOffset / slab.size)
+    if (slab.idle[i] === 1) return true
+    slab.idle[i] = 1
+    let list = this.free.get(slab.size)
+    if (list === undefined) this.free.set(slab.size, (list = []))
+    list.push(Buffer.from(b.buffer, i * slab.size, slab.size))
+    return true
+  }
+
+  private cut(size: number): Buffer {
+    let c = this.cutting.get(size)
+    if (c === undefined || c.next + size > SLAB) {
+      const slab = Buffer.allocUnsafeSlow(SLAB)
+      this.slabs.set(slab.buffer, { size, idle: new Uint8Array(SLAB / size) })
+      this.cutting.set(size, (c = { slab, next: 0 }))
+    }
+    const b = c.slab.subarray(c.next, c.next + size)
+    c.next += size
+    return b
+  }
+}

@@ -43,7 +43,9 @@ export class ChunkDecoder {
     const compressed = (c.flags & CHUNK_FLAG_COMPRESSED) !== 0
     const dst = compressed ? this.pool.take(c.uncompressedSize) : undefined
     try {
-      return shrink(decodeChunk(piece, c, this.digester, dst))
+      const out = decodeChunk(piece, c, this.digester, dst)
+      // Decompressed into a pooled block: never copied (a slab's block pins only its slab, by design).
+      return out.buffer === dst?.buffer ? out : shrink(out)
     } catch (err) {
       if (dst !== undefined) this.pool.give(dst)
       throw err

@@ -167,7 +167,8 @@ export class Nydusd {
         bootstrap: this.o.bootstrap,
         backend: this.o.config.device.backend.type,
         inodes: this.reader.inodeCount,
-        transport: this.direct === undefined ? 'fuse-native' : 'direct'
+        transport: this.direct === undefined ? 'fuse-native' : 'direct',
+        requests: this.direct?.readerKind
       },
       'mounted'
     )
@@ -272,6 +273,8 @@ export class Nydusd {
         },
         root_digest: this.reader.sb.rootDigest.toString('hex'),
         transport: this.direct === undefined ? 'fuse-native' : 'direct',
+        /** Direct transport: 'poll' (the main thread reads /dev/fuse when libuv says it is readable) or 'pool'. */
+        fuse_reader: this.direct?.readerKind,
         passthrough: {
           enabled: this.passthrough !== undefined && this.direct?.passthrough === true,
           opens: this.passthrough?.opened ?? 0,

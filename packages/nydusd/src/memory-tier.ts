@@ -29,7 +29,8 @@ export class MemoryTier {
     private readonly cache: ChunkCache | undefined,
     private readonly log: Logger
   ) {
-    this.pool = new BufferPool(maxChunk)
+    // Merged requests (up to mergingSize) come from the pool too.
+    this.pool = new BufferPool(Math.max(maxChunk, mergingSize))
     this.decoded = new BufferLru(memoryCacheSize, v => {
       if (!this.writing.has(v.buffer)) this.pool.give(v)
     })

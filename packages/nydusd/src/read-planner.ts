@@ -126,12 +126,38 @@ export class ReadPlanner {
     if (end - (c.compressedOffset + c.compressedSize) > Math.max(this.mergingSize, this.amplifyIo)) return
     const next = list[lowerBound(list, end)]
     if (next === undefined || next.compressedOffset !== end || this.hooks.hasLocally(blob.id, next)) return
-    if (amplified) this.amplifyRuns.add(chunkKey(blob.id, next.compressedOffset))
+    if (amplified) {
+      this.amplifyRuns.add(chunkKey(blob.id, next.compressedOffset))
+      this.fetchBehind(c, blob, list)
+    }
     this.aheadBusy.add(c.blobIndex)
     this.hooks
       .load(next)
       .catch(() => {})
       .finally(() => this.aheadBusy.delete(c.blobIndex))
+  }
+
+  /**
+   * An amplified miss also fetches the missing chunks before it, back to the
+   * start of its amplify_io-aligned window, in one request: a reader going
+   * through a directory in name order lands anywhere in the directory's
+   * stretch of the blob, and fetching only forward leaves every earlier file
+   * a miss of its own.
+   */
+  private fetchBehind(c: ChunkRef, blob: BlobInfo, list: ChunkRef[]): void {
+    const windowStart = Math.floor(c.compressedOffset / this.amplifyIo) * this.amplifyIo
+    let i = lowerBound(list, c.compressedOffset)
+    let end = c.compressedOffset
+    while (i > 0) {
+      const p = list[i - 1]
+      if (p.compressedOffset < windowStart || p.compressedOffset + p.compressedSize !== end || this.hooks.hasLocally(blob.id, p)) break
+      end = p.compressedOffset
+      i--
+    }
+    const first = list[i]
+    if (first === c) return
+    this.amplifyRuns.add(chunkKey(blob.id, first.compressedOffset))
+    this.hooks.load(first).catch(() => {})
   }
 
   /**

@@ -31,14 +31,16 @@ export async function mountOver(
   t: ExecutionContext,
   img: Image,
   transport: 'direct' | 'fuse-native',
-  extra: Record<string, unknown> = {}
+  extra: Record<string, unknown> = {},
+  env?: Record<string, string>
 ): Promise<MountedImage> {
   return await mountImage(t, {
     dir: img.dir,
     bootstrap: img.boot,
     config: localConfig(img, extra),
     mnt: img.mnt,
-    args: ['--fuse-transport', transport]
+    args: ['--fuse-transport', transport],
+    env
   })
 }
 

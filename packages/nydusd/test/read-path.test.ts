@@ -79,7 +79,8 @@ test.serial('amplify_io: small files read in name order, stored in another, cost
   }
   t.log(JSON.stringify([...requests]))
   t.true(requests.get(0)! >= 250, `${requests.get(0)} requests without amplify_io`)
-  t.true(requests.get(1024 * 1024)! <= 100, `${requests.get(1024 * 1024)} requests with amplify_io 1 MiB`)
+  // The whole directory lies in one amplify_io window, fetched behind the miss as well as ahead of it.
+  t.true(requests.get(1024 * 1024)! <= 30, `${requests.get(1024 * 1024)} requests with amplify_io 1 MiB`)
 })
 
 test.serial('corruption: a flipped blob byte gives EIO for that file only, never wrong bytes; the metric counts it', async t => {

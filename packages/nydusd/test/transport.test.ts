@@ -23,13 +23,20 @@ async function layer(t: Parameters<typeof tempDir>[0]): Promise<{ tar: string; b
 const counter = (metrics: string, op: string, result: string): number =>
   Number(new RegExp(`^nydusd_fuse_ops_total\\{op="${op}",result="${result}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)
 
-for (const transport of ['direct', 'fuse-native'] as const) {
+const variants = [
+  { transport: 'direct', reader: 'poll' },
+  { transport: 'direct', reader: 'pool' },
+  { transport: 'fuse-native', reader: undefined }
+] as const
+
+for (const { transport, reader } of variants) {
   test.serial(
-    `${transport} transport: a 16 MiB file comes in ${transport === 'direct' ? '1 MiB' : '128 KiB'} requests; opens reach the daemon at most once`,
+    `${transport} transport${reader === undefined ? '' : ` (requests read by ${reader === 'poll' ? 'the main thread when libuv polls readable' : 'pool threads'})`}: a 16 MiB file comes in ${transport === 'direct' ? '1 MiB' : '128 KiB'} requests; opens reach the daemon at most once`,
     async t => {
       const { tar, big } = await layer(t)
       const img = await buildImage(t, tar)
-      const m = await mountOver(t, img, transport)
+      const m = await mountOver(t, img, transport, {}, reader === 'pool' ? { NYDUSD_FUSE_READER: 'pool' } : undefined)
+      t.is((await m.api('/api/v1/daemon')).fuse_reader, reader)
       t.true((await readFile(join(m.mnt, 'big.bin'))).equals(big))
       for (let i = 0; i < 40; i++) t.is(await readFile(join(m.mnt, 'small', `s${i}.txt`), 'utf8'), `small file ${i}\n`)
       const metrics = (await m.api('/api/v1/metrics', true)) as string

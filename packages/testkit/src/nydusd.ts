@@ -60,7 +60,17 @@ export async function apiRequest(sock: string, path: string, method = 'GET', bod
  */
 export async function mountImage(
   t: Teardown,
-  o: { dir: string; bootstrap?: string; image?: string; config?: unknown; mnt: string; args?: string[]; uid?: number }
+  o: {
+    dir: string
+    bootstrap?: string
+    image?: string
+    config?: unknown
+    mnt: string
+    args?: string[]
+    uid?: number
+    /** Added to the daemon's environment. */
+    env?: Record<string, string>
+  }
 ): Promise<MountedImage> {
   const cfg = join(o.dir, `nydusd-${Date.now()}-${Math.random().toString(16).slice(2)}.json`)
   if (o.config !== undefined) await writeFile(cfg, JSON.stringify(o.config))
@@ -86,7 +96,7 @@ export async function mountImage(
     o.uid === undefined
       ? [process.execPath, args]
       : ['setpriv', ['--reuid', String(o.uid), '--regid', String(o.uid), '--clear-groups', process.execPath, ...args]]
-  const proc = spawnOwned(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawnOwned(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } })
   reaper.mount(o.mnt)
   let stderr = ''
   proc.stderr!.on('data', (b: Buffer) => {

@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process'
-import { closeSync, openSync, read, writevSync } from 'node:fs'
-import { readFile, stat, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { closeSync, openSync, writevSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { NydusdError } from '../errors.js'
@@ -18,14 +17,14 @@ import {
   readInitIn,
   type InHeader
 } from './protocol.js'
+import { PollReader, PoolReader, type RequestReader } from './request-reader.js'
+import { UvPoll } from './uv-poll.js'
 
 /** 1 MiB reads: the kernel sends READs of up to max_pages pages. */
 const MAX_PAGES = 256
 /** Nothing is ever written; the kernel still sizes its request buffer by max_write. */
 const MAX_WRITE = 128 * 1024
 const REQUEST_BUFFER = MAX_WRITE + 64 * 1024
-/** Reads kept waiting on /dev/fuse: each holds a libuv pool thread until a request comes. */
-const READERS = 2
 const READAHEAD_KB = 1024
 /** fuse_notify_code FUSE_NOTIFY_RESEND: sent as the error field of a reply with unique 0. */
 const NOTIFY_RESEND = 7
@@ -40,10 +39,7 @@ export type RequestHandler = (h: InHeader, body: Buffer, reply: DevFuseSession) 
  */
 export class DevFuseSession {
   private closed = false
-  /** Set by `stopReading`: a reader that returns takes no next request. */
-  private stopping = false
-  private reading = 0
-  private readersDone?: () => void
+  private reader?: RequestReader
   private endedResolve!: () => void
   /** Settles when the kernel ends the session (unmounted, from here or outside, or aborted). */
   readonly ended = new Promise<void>(resolve => {
@@ -109,7 +105,7 @@ export class DevFuseSession {
           : reject(new NydusdError('ERR_MOUNT', `mounting ${mountpoint}: ${stderr.trim().split('\n')[0] || `mount exited ${code}`}`))
       )
     })
-    for (let i = 0; i < READERS; i++) s.readLoop()
+    s.startReading()
     try {
       await mounted
       await s.initDone
@@ -142,7 +138,7 @@ export class DevFuseSession {
     // What INIT agreed is not known here: the first backing-file ioctl finds out.
     s.passthrough = passthrough
     s.initResolve()
-    for (let i = 0; i < READERS; i++) s.readLoop()
+    s.startReading()
     try {
       writevSync(fd, [outHeader(16, NOTIFY_RESEND, 0n)])
     } catch (err) {
@@ -180,54 +176,39 @@ export class DevFuseSession {
     }
   }
 
-  /**
-   * Takes no more requests (a hand-over: they wait in the kernel for the
-   * successor). A read blocked on /dev/fuse holds a libuv thread, and an exit
-   * waits for those threads, so each is woken by a lookup of a name that does
-   * not exist, which it answers before it stops. Settles once none reads.
-   */
+  /** Takes no more requests (a hand-over: they wait in the kernel for the successor); settles once none is read. */
   async stopReading(): Promise<void> {
-    this.stopping = true
-    const done = new Promise<void>(resolve => {
-      this.readersDone = resolve
-    })
-    if (this.reading === 0) return
-    for (let i = 0; i < 100 && this.reading > 0; i++) {
-      await stat(join(this.mountpoint, `.nydusd-wake-${process.pid}-${i}`)).catch(() => {})
-      await Promise.race([done, sleep(20)])
-    }
+    await this.reader?.stop()
   }
 
-  private readLoop(): void {
-    this.reading++
-    const buf = Buffer.allocUnsafe(REQUEST_BUFFER)
-    const next = (): void => {
-      if (this.closed) return
-      if (this.stopping) {
-        if (--this.reading === 0) this.readersDone?.()
-        return
-      }
-      read(this.fd, buf, 0, buf.length, null, (err, n) => {
-        if (err !== null) {
-          const code = err.code
-          // Before mount(8) has mounted, reads fail with EPERM; an interrupted request leaves ENOENT.
-          if (code === 'EPERM') setTimeout(next, 2)
-          else if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') next()
-          else {
-            this.reading--
-            this.end(code === 'ENODEV' ? undefined : err)
-          }
-          return
-        }
+  /** How requests are read: 'poll' (the main thread, woken by libuv) or 'pool' (blocked pool threads). */
+  get readerKind(): 'poll' | 'pool' {
+    return this.reader?.kind ?? 'pool'
+  }
+
+  private startReading(): void {
+    const hooks = {
+      request: (req: Buffer) => {
         try {
-          this.dispatch(buf.subarray(0, n))
+          this.dispatch(req)
         } catch (e) {
           this.log.error({ err: (e as Error).message }, 'FUSE request could not be handled')
         }
-        next()
-      })
+      },
+      end: (err?: NodeJS.ErrnoException) => {
+        this.end(err)
+      }
     }
-    next()
+    // NYDUSD_FUSE_READER=pool: the pool threads even where polling works (a diagnostic switch).
+    const found = UvPoll.load()
+    const uv = process.env.NYDUSD_FUSE_READER === 'pool' ? 'NYDUSD_FUSE_READER=pool' : found
+    if (typeof uv === 'string') {
+      this.log.debug({ reason: uv }, 'reading /dev/fuse on the thread pool')
+      // A polling predecessor left the descriptor non-blocking: pool reads must block.
+      if (typeof found !== 'string') found.nonblocking(this.fd, false)
+      this.reader = new PoolReader(this.fd, this.mountpoint, REQUEST_BUFFER, hooks)
+    } else this.reader = new PollReader(this.fd, Buffer.allocUnsafe(REQUEST_BUFFER), hooks, uv)
+    this.reader.start()
   }
 
   private dispatch(req: Buffer): void {
@@ -288,6 +269,7 @@ export class DevFuseSession {
   private close(): void {
     if (this.closed) return
     this.closed = true
+    this.reader?.close() // before the descriptor goes: libuv must not poll a closed fd
     try {
       closeSync(this.fd)
     } catch {}

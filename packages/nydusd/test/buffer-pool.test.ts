@@ -1,0 +1,44 @@
+import test from 'ava'
+import { BufferPool } from '../src/buffer-pool.js'
+
+test('small buffers are blocks cut from common slabs: distinct while taken, reused once handed back, a double give ignored', t => {
+  const pool = new BufferPool(1 << 20)
+  const taken = Array.from({ length: 200 }, (_, i) => {
+    const b = pool.take(4096)
+    b.fill(i)
+    return b
+  })
+  // 200 blocks of 4 KiB come from a few 256 KiB slabs, and none overlaps another.
+  t.true(new Set(taken.map(b => b.buffer)).size <= 4)
+  for (const [i, b] of taken.entries())
+    t.true(
+      b.every(x => x === i % 256),
+      `block ${i} was overwritten`
+    )
+  t.is(pool.reused, 0)
+  pool.give(taken[7])
+  pool.give(taken[7])
+  const again = pool.take(3000)
+  t.is(again.buffer, taken[7].buffer)
+  t.is(again.byteOffset, taken[7].byteOffset)
+  t.is(again.length, 3000)
+  // The second give was ignored: the next take is a new block, not block 7 a second time.
+  const next = pool.take(4096)
+  t.false(next.buffer === taken[7].buffer && next.byteOffset === taken[7].byteOffset)
+  t.is(pool.reused, 1)
+})
+
+test('classes: below 2 KiB and above the largest request a plain buffer; from 32 KiB a SharedArrayBuffer of its own', t => {
+  const pool = new BufferPool(1 << 20)
+  t.false(pool.take(100).buffer instanceof SharedArrayBuffer)
+  t.is(pool.take(8192).buffer.byteLength, 256 * 1024)
+  const large = pool.take(40_000)
+  t.true(large.buffer instanceof SharedArrayBuffer)
+  t.is(large.buffer.byteLength, 65536)
+  pool.give(large)
+  t.is(pool.take(65536).buffer, large.buffer)
+  t.is(pool.take(2 << 20).length, 2 << 20)
+  // A buffer the pool did not make is never taken in.
+  pool.give(Buffer.alloc(4096))
+  t.is(pool.reused, 1)
+})
