@@ -56,7 +56,17 @@ const Registry = z.strictObject({
 
 const S3 = z.strictObject({ ...LinkOptions, type: z.literal('s3'), config: S3ConfigSchema })
 
-const Single = z.discriminatedUnion('type', [LocalFs, Http, Registry, S3])
+/** The node's dfdaemon, read through on behalf of the registry link after it in the chain (only in a chain). */
+const Dragonfly = z.strictObject({
+  ...LinkOptions,
+  type: z.literal('dragonfly'),
+  config: z.strictObject({
+    proxy: z.url({ protocol: /^https?$/ }).describe("the node's dfdaemon, e.g. http://127.0.0.1:65001"),
+    timeout: z.number().positive().default(30).describe('seconds')
+  })
+})
+
+const Single = z.discriminatedUnion('type', [LocalFs, Http, Registry, S3, Dragonfly])
 const Chain = z.strictObject({
   type: z.literal('chain'),
   config: z.strictObject({

@@ -8,11 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Fuse from 'fuse-native'
 import { pino, type Logger } from 'pino'
 import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
-import { ChainBackend, ChunkCache, LocalFsBackend, type ChainLink } from '@nydusjs/storage/local'
+import { ChunkCache, type ChainBackend } from '@nydusjs/storage/local'
 import { startApi } from './api.js'
+import { makeBackend } from './backend-config.js'
 import { checkBlobs } from './blob-check.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
-import type { BackendConfig, NydusdConfig } from './config.js'
+import type { NydusdConfig } from './config.js'
 import { NydusdError } from './errors.js'
 import { BufferPool } from './buffer-pool.js'
 import { DevFuseSession, type RequestHandler } from './fuse/dev-fuse.js'
@@ -387,76 +388,6 @@ export async function openBootstrap(path: string): Promise<BootstrapReader> {
   return await openValidated(buf).catch((err: unknown) => {
     throw err instanceof RafsError ? withContext(err, `bootstrap ${path}`) : err
   })
-}
-
-/** Every backend is a chain: a single one is a chain of one, a registry's mirrors are links before it. */
-async function makeBackend(c: NydusdConfig, metrics: DaemonMetrics, log: Logger): Promise<ChainBackend> {
-  const b = c.device.backend
-  const links = await Promise.all((b.type === 'chain' ? b.config.backends : [b]).map(linksOf))
-  return new ChainBackend(links.flat(), {
-    onFailover: (link, err) => {
-      // A refused chunk is counted (and logged) where it was judged: the fetcher.
-      metrics.backendFailovers.inc({ backend: link })
-      log.warn({ backend: link, err: err.message }, 'source failed; trying the next one')
-    }
-  })
-}
-
-async function linksOf(l: BackendConfig): Promise<ChainLink[]> {
-  const options = {
-    retries: l.retry_limit,
-    timeoutMs: l.request_timeout * 1000,
-    concurrency: l.concurrency ?? (l.type === 'localfs' ? 4 : 16),
-    breakerThreshold: l.breaker_threshold,
-    breakerResetMs: l.breaker_reset * 1000
-  }
-  if (l.type === 'localfs') return [{ backend: new LocalFsBackend(l.config.dir), options }]
-  // Loaded only for a network backend: the HTTP client is about a fifth of the daemon's start-up.
-  const { HttpBackend, S3Backend, s3Options, registryLinks } = await import('@nydusjs/storage')
-  if (l.type === 'http')
-    return [
-      {
-        backend: new HttpBackend({
-          url: l.config.url,
-          timeoutMs: l.config.timeout * 1000,
-          connections: l.config.connections,
-          headers: l.config.headers
-        }),
-        options
-      }
-    ]
-  if (l.type === 's3') return [{ backend: new S3Backend(s3Options(l.config)), options }]
-  const r = l.config
-  const ca =
-    r.ca_file === undefined
-      ? undefined
-      : await readFile(r.ca_file, 'utf8').catch((err: Error) => {
-          throw new NydusdError('ERR_CONFIG', `registry ca_file ${r.ca_file}: ${err.message}`)
-        })
-  const mirrors = r.mirrors.map(m => ({
-    host: m.host,
-    scheme: m.scheme,
-    headers: m.headers,
-    authThrough: m.auth_through,
-    failureLimit: m.failure_limit,
-    healthCheckInterval: m.health_check_interval
-  }))
-  return registryLinks(
-    {
-      scheme: r.scheme,
-      host: r.host,
-      repo: r.repo,
-      auth: r.auth,
-      registryToken: r.registry_token,
-      dockerConfig: r.docker_config,
-      skipVerify: r.skip_verify,
-      ca,
-      timeoutMs: r.timeout * 1000,
-      connectTimeoutMs: r.connect_timeout * 1000
-    },
-    mirrors,
-    options
-  )
 }
 
 async function checkMountpoint(mnt: string): Promise<void> {

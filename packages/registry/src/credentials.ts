@@ -10,6 +10,12 @@ export interface RegistryCredentials {
   registryToken?: string
   /** A docker config.json to take `auths`, `credHelpers` and `credsStore` from (default: $DOCKER_CONFIG/config.json). */
   dockerConfig?: string
+  /**
+   * The registry these credentials are for, when requests go to another host
+   * on its behalf (the node's dfdaemon, which hands them to the origin): its
+   * entry in docker's config is used for `host`. Default: `host` itself.
+   */
+  credentialHost?: string
 }
 
 interface DockerConfig {
@@ -45,10 +51,11 @@ export class CredentialStore {
   /** base64 "user:password" for `host`, or undefined. */
   async basic(host: string): Promise<string | undefined> {
     if (host === this.host && this.o.auth !== undefined) return this.o.auth
-    let p = this.byHost.get(host)
+    const key = host === this.host ? (this.o.credentialHost ?? host) : host
+    let p = this.byHost.get(key)
     if (p === undefined) {
-      p = this.lookup(host)
-      this.byHost.set(host, p)
+      p = this.lookup(key)
+      this.byHost.set(key, p)
     }
     return await p
   }

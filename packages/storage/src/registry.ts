@@ -87,3 +87,26 @@ export function registryLinks(o: RegistryBackendOptions, mirrors: RegistryMirror
   })
   return [...links, { backend: new RegistryBackend(o), options }]
 }
+
+/**
+ * The node's dfdaemon as a link before the registry (nydus's dragonfly
+ * proxy): blob range reads go to it as registry-mirror requests naming the
+ * origin in X-Dragonfly-Registry, with the origin's credentials (the daemon
+ * is this node's own and hands them only to the origin, through the
+ * supernode's check); it serves them from the swarm as pieces of the whole
+ * blob. When the swarm fails, the next link (the registry) serves.
+ */
+export function dragonflyLink(proxy: string, o: RegistryBackendOptions, options: LinkOptions = {}): ChainLink {
+  const u = new URL(proxy)
+  return {
+    backend: new RegistryBackend({
+      ...o,
+      host: u.host,
+      scheme: u.protocol === 'https:' ? 'https' : 'http',
+      headers: { ...o.headers, 'x-dragonfly-registry': `${o.scheme ?? 'https'}://${o.host}` },
+      credentialHost: o.host,
+      name: 'dragonfly'
+    }),
+    options
+  }
+}

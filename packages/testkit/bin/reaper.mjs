@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The test worker's reaper: reads `pid N`, `mount PATH`, `dir PATH`, `under PATH`, `netns NAME` (and
+// The test worker's reaper: reads `pid N`, `mount PATH`, `dir PATH`, `under PATH`, `netns NAME`, `link NAME` (and
 // `un…` to drop one) on stdin; when stdin ends (the worker exited, timed out or was SIGKILLed) it
 // kills what is left, detaches the mounts and removes the directories, then exits.
 import { spawnSync } from 'node:child_process'
@@ -15,11 +15,13 @@ const unders = new Set()
 const cgroups = new Set()
 // Network namespaces: their processes are killed and the namespace (with its veth pair) deleted.
 const netnses = new Set()
-const sets = { pid: pids, mount: mounts, dir: dirs, under: unders, cgroup: cgroups, netns: netnses }
+// Host network links (a test's bridge), deleted after the namespaces.
+const links = new Set()
+const sets = { pid: pids, mount: mounts, dir: dirs, under: unders, cgroup: cgroups, netns: netnses, link: links }
 
 createInterface({ input: process.stdin })
   .on('line', line => {
-    const m = /^(un)?(pid|mount|dir|under|cgroup|netns) (.+)$/.exec(line)
+    const m = /^(un)?(pid|mount|dir|under|cgroup|netns|link) (.+)$/.exec(line)
     if (m === null) return
     if (m[1] === 'un') sets[m[2]].delete(m[3])
     else sets[m[2]].add(m[3])
@@ -46,6 +48,7 @@ function reap() {
       } catch {}
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore', timeout: 5000 })
   }
+  for (const l of links) spawnSync('ip', ['link', 'del', l], { stdio: 'ignore', timeout: 5000 })
   for (const root of unders) {
     for (const p of readdirSync('/proc')) {
       if (!/^\d+$/.test(p) || Number(p) === process.pid) continue

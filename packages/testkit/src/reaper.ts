@@ -57,6 +57,13 @@ export const reaper = {
   unnetns: (name: string): void => {
     say(`unnetns ${name}`)
   },
+  /** A host network link (a bridge): deleted after the namespaces. */
+  link: (name: string): void => {
+    say(`link ${name}`)
+  },
+  unlink: (name: string): void => {
+    say(`unlink ${name}`)
+  },
   undir: (path: string): void => {
     say(`undir ${path}`)
   },

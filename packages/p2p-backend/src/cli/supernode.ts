@@ -1,0 +1,69 @@
+import { parseArgs } from 'node:util'
+import { SUPERNODE_PORT } from '../protocol/codes.js'
+import { SupernodeServer } from '../supernode/server.js'
+import { Supernode } from '../supernode/service.js'
+import { fail, logger, num, untilSignal } from './common.js'
+
+const USAGE = `supernode: schedules peers and keeps the one origin copy of each task (Dragonfly v1's supernode)
+
+Usage: supernode [--port 8002] [--home DIR] [--listen ADDR] [--peer-expire SECONDS] [--log-level info]
+
+  --port N            HTTP API and piece uploads (default ${SUPERNODE_PORT})
+  --listen ADDR       address to bind (default 0.0.0.0)
+  --home DIR          where task copies are kept (default /var/lib/supernode)
+  --peer-expire S     a peer not heard from for S seconds leaves the schedule (default 30)
+  --long-poll S       how long /peer/task waits for schedulable pieces (default 5)
+  --redis URL         share task state with other supernodes (redis://host:port)
+
+API: POST /peer/registry, GET /peer/task, /peer/piece/suc, /peer/piece/error,
+/peer/service/down, POST /peer/heartbeat, GET /peer/file/{task}, /_ping,
+/metrics, POST /preheat, GET /preheat/{id}.`
+
+export async function main(argv: string[]): Promise<number> {
+  let v: Record<string, string | boolean | undefined>
+  try {
+    v = parseArgs({
+      args: argv,
+      options: {
+        port: { type: 'string' },
+        listen: { type: 'string' },
+        home: { type: 'string' },
+        'peer-expire': { type: 'string' },
+        'long-poll': { type: 'string' },
+        redis: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      },
+      strict: true
+    }).values
+  } catch (err) {
+    return fail('supernode', `${(err as Error).message} (see --help)`, 2)
+  }
+  if (v.help === true) {
+    process.stdout.write(`${USAGE}\n`)
+    return 0
+  }
+  try {
+    const log = logger(v['log-level'] as string | undefined, 'supernode')
+    const sn = await Supernode.start({
+      home: (v.home as string | undefined) ?? '/var/lib/supernode',
+      log,
+      limits: { peerExpireMs: num('peer-expire', v['peer-expire'] as string | undefined, 30, 0.1) * 1000 },
+      longPollMs: num('long-poll', v['long-poll'] as string | undefined, 5, 0) * 1000,
+      redis: v.redis as string | undefined
+    })
+    const server = new SupernodeServer(sn)
+    const port = await server.listen(
+      num('port', v.port as string | undefined, SUPERNODE_PORT, 0),
+      (v.listen as string | undefined) ?? '0.0.0.0'
+    )
+    log.info({ port }, 'supernode listening')
+    const why = await untilSignal()
+    log.info({ why }, 'stopping')
+    await server.close()
+    await sn.close()
+    return 0
+  } catch (err) {
+    return fail('supernode', err)
+  }
+}

@@ -1,0 +1,149 @@
+import { createHash } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Code } from '../protocol/codes.js'
+import { sendJson } from '../protocol/http.js'
+import { parseHttpRange, piecesCovering } from '../protocol/pieces.js'
+import type { PeerNode } from './peer-node.js'
+import { SupernodeRefusal, SupernodesDown } from './supernode-client.js'
+import type { TaskDownload } from './task-download.js'
+import { drained } from './uploader.js'
+
+const BLOB_PATH =
+  /^\/v2\/((?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)\/blobs\/(sha256:[0-9a-f]{64})$/
+/** What of a client's request goes to the origin: who it is, nothing about the connection. */
+const FORWARD = ['authorization', 'cookie']
+export const ERROR_TYPE = 'x-dragonfly-error-type'
+
+/**
+ * dfdaemon's registry-mirror face for blobs: `GET|HEAD /v2/<repo>/blobs/<digest>`
+ * through the swarm. The upstream registry comes from X-Dragonfly-Registry,
+ * else containerd's `?ns=`, else `--registry`. A Range is served (206) as
+ * soon as the pieces covering it are here; a whole blob streams in order as
+ * pieces arrive and is cut off if it does not hash to its digest. The
+ * origin's 401 and challenge reach the client as they are.
+ */
+export class BlobFace {
+  constructor(
+    private readonly node: PeerNode,
+    private readonly defaultRegistry?: string
+  ) {}
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const url = new URL(req.url ?? '/', 'http://dfdaemon')
+    const m = BLOB_PATH.exec(url.pathname)
+    if (m === null || (req.method !== 'GET' && req.method !== 'HEAD')) return false
+    const upstream = this.upstream(req, url)
+    if (upstream === undefined) {
+      sendJson(
+        res,
+        400,
+        { code: Code.ParamError, msg: 'no upstream registry: send X-Dragonfly-Registry or ?ns=, or start dfdaemon with --registry' },
+        { [ERROR_TYPE]: 'proxy' }
+      )
+      return true
+    }
+    const headers: string[] = []
+    for (const k of FORWARD) {
+      const v = req.headers[k]
+      if (typeof v === 'string') headers.push(`${k}: ${v}`)
+    }
+    let task: TaskDownload
+    try {
+      task = await this.node.task({ url: `${upstream}/v2/${m[1]}/blobs/${m[2]}`, headers, lazy: req.headers.range !== undefined })
+    } catch (err) {
+      this.refused(res, err)
+      return true
+    }
+    const length = task.stored.length
+    if (req.method === 'HEAD') {
+      res
+        .writeHead(200, {
+          'content-length': length,
+          'docker-content-digest': m[2],
+          'content-type': 'application/octet-stream',
+          'accept-ranges': 'bytes'
+        })
+        .end()
+      return true
+    }
+    const r = parseHttpRange(req.headers.range, length)
+    if (r === undefined) {
+      res.writeHead(416, { 'content-range': `bytes */${length}`, [ERROR_TYPE]: 'proxy' }).end()
+      return true
+    }
+    if (r === 'none') await this.whole(res, task, m[2])
+    else await this.range(res, task, r.start, r.end)
+    return true
+  }
+
+  private upstream(req: IncomingMessage, url: URL): string | undefined {
+    const h = req.headers['x-dragonfly-registry']
+    const ns = url.searchParams.get('ns')
+    const raw = typeof h === 'string' ? h : ns !== null ? `https://${ns}` : this.defaultRegistry
+    if (raw === undefined) return undefined
+    try {
+      const u = new URL(raw.includes('://') ? raw : `https://${raw}`)
+      return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  private async range(res: ServerResponse, task: TaskDownload, start: number, end: number): Promise<void> {
+    try {
+      await task.ensure(piecesCovering(start, end - start + 1, task.stored.pieceSize))
+    } catch (err) {
+      return this.refused(res, err)
+    }
+    const body = await task.stored.read(start, end)
+    res.writeHead(206, {
+      'content-length': body.length,
+      'content-range': `bytes ${start}-${end}/${task.stored.length}`,
+      'content-type': 'application/octet-stream'
+    })
+    res.end(body)
+  }
+
+  /** The whole blob in order, piece by piece as they arrive; a digest mismatch at the end aborts the connection. */
+  private async whole(res: ServerResponse, task: TaskDownload, digest: string): Promise<void> {
+    const s = task.stored
+    const all = task.all()
+    let failure: unknown
+    all.catch((err: unknown) => {
+      failure = err
+    })
+    const arrived = async (n: number): Promise<boolean> =>
+      await Promise.race([
+        s.until(n).then(() => true),
+        all.then(
+          () => s.has(n),
+          () => s.has(n)
+        )
+      ])
+    if (!(await arrived(0))) return this.refused(res, failure ?? task.failure)
+    res.writeHead(200, { 'content-length': s.length, 'docker-content-digest': digest, 'content-type': 'application/octet-stream' })
+    const h = createHash('sha256')
+    for (let n = 0; n < s.count; n++) {
+      if (!(await arrived(n))) return void res.destroy()
+      const b = s.bounds(n)
+      const data = await s.read(b.start, b.end)
+      h.update(data)
+      if (!res.write(data)) await drained(res)
+      if (res.destroyed) return
+    }
+    if (`sha256:${h.digest('hex')}` !== digest) return void res.destroy()
+    res.end()
+  }
+
+  private refused(res: ServerResponse, err: unknown): void {
+    if (res.headersSent) return void res.destroy()
+    if (err instanceof SupernodeRefusal && err.code === Code.NeedAuth) {
+      const www = err.data?.wwwAuthenticate
+      const headers: Record<string, string> = typeof www === 'string' ? { 'www-authenticate': www } : {}
+      sendJson(res, err.status === 403 ? 403 : 401, { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }, headers)
+      return
+    }
+    const why = err instanceof SupernodesDown ? 'no supernode answered' : (err as Error).message
+    sendJson(res, 502, { code: Code.SystemError, msg: `P2P: ${why}` }, { [ERROR_TYPE]: 'proxy' })
+  }
+}

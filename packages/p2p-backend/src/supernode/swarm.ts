@@ -1,0 +1,86 @@
+import type { CdnTask } from './cdn.js'
+
+/** A node that serves pieces: a dfdaemon or a dfget (`ip:port`), or the supernode itself. */
+export interface Peer {
+  id: string
+  ip: string
+  port: number
+  lastSeen: number
+  /** Pieces assigned to be fetched from it and not yet reported. */
+  uploading: number
+  ok: number
+  failed: number
+  /** Bytes per ms, a moving average of its reported piece transfers. */
+  speed: number
+  /** Bad pieces it sent that the supernode's own copy proved bad. */
+  reports: number
+}
+
+/** One peer's part in one task: a cid (v1's client id) and the pieces it has. */
+export interface PeerTask {
+  cid: string
+  peer: Peer
+  have: Uint8Array
+  haveCount: number
+  /** Assigned and not reported: piece -> where from and since when. */
+  inflight: Map<number, { from: Peer; at: number }>
+  /** Pieces a range reader asked for, first served. */
+  wants: number[]
+  whole: boolean
+  path: string
+}
+
+export interface Task {
+  id: string
+  url: string
+  length: number
+  pieceSize: number
+  count: number
+  /** Needs credentials at the origin: every caller's are checked there. */
+  private: boolean
+  headers: Record<string, string>
+  cdn: CdnTask
+  peers: Map<string, PeerTask>
+  /** Peers (ids) proved to send bad pieces of this task. */
+  excluded: Set<string>
+  /** How many peers have each piece (rarest first). */
+  copies: Uint16Array
+  /** Per piece, assignments from the supernode's copy not yet reported: it feeds each new piece to few peers. */
+  fromCdn: Uint16Array
+  lastUsed: number
+}
+
+export const newPeerTask = (cid: string, peer: Peer, count: number, path: string, whole: boolean): PeerTask => ({
+  cid,
+  peer,
+  have: new Uint8Array(count),
+  haveCount: 0,
+  inflight: new Map(),
+  wants: [],
+  whole,
+  path
+})
+
+export function markHave(task: Task, pt: PeerTask, n: number): void {
+  if (pt.have[n] === 1) return
+  pt.have[n] = 1
+  pt.haveCount++
+  task.copies[n]++
+}
+
+/** An assignment of piece `n` to `pt` ends (reported, timed out, or its peer left): the parent's slot is free. */
+export function release(task: Task, pt: PeerTask, n: number): { from: Peer } | undefined {
+  const a = pt.inflight.get(n)
+  if (a === undefined) return undefined
+  pt.inflight.delete(n)
+  a.from.uploading = Math.max(0, a.from.uploading - 1)
+  if (a.from.id === 'supernode' && task.fromCdn[n] > 0) task.fromCdn[n]--
+  return a
+}
+
+/** The piece is no longer offered by `pt` (it left, or was found bad). */
+export function dropPeerTask(task: Task, pt: PeerTask): void {
+  for (let n = 0; n < pt.have.length; n++) if (pt.have[n] === 1) task.copies[n]--
+  for (const n of [...pt.inflight.keys()]) release(task, pt, n)
+  task.peers.delete(pt.cid)
+}

@@ -1,0 +1,47 @@
+import test from 'ava'
+import { startDfdaemon, startSupernode, tempDir } from '@nydusjs/testkit'
+import { blobOrigin, dfget, metric, originBytes } from './helpers.js'
+
+const MiB = 1024 * 1024
+
+test('dfget: 6 downloads of one blob at once through the swarm; every copy right, the origin sends it once, peers trade pieces', async t => {
+  const o = await blobOrigin(t, 24 * MiB)
+  const sn = await startSupernode(t, { home: await tempDir(t) })
+  const runs = await Promise.all(Array.from({ length: 6 }, async () => await dfget(t, ['--url', o.url, '--node', sn.addr])))
+  for (const r of runs) {
+    t.is(r.code, 0, r.stderr)
+    t.true(r.out?.equals(o.data), 'copy differs from the blob')
+  }
+  t.true(originBytes(o) <= 1.1 * o.data.length, `origin sent ${originBytes(o)} bytes for a ${o.data.length}-byte blob`)
+  const m = await sn.get('/metrics')
+  t.true(metric(m, 'dragonfly_supernode_pieces_scheduled_total', 'source="peer"') > 0, 'no piece came from a peer')
+  t.true(metric(m, 'dragonfly_supernode_upload_bytes_total') < 3 * o.data.length, 'the supernode served most copies itself')
+})
+
+test('dfdaemon: range reads of a blob (GET /v2/.../blobs/<digest> with Range) through three nodes; each range right, the origin sends each piece once', async t => {
+  const o = await blobOrigin(t, 8 * MiB)
+  const sn = await startSupernode(t, { home: await tempDir(t) })
+  const nodes = await Promise.all([0, 1, 2].map(async () => await startDfdaemon(t, { home: await tempDir(t), nodes: [sn.addr] })))
+  const path = new URL(o.url).pathname
+  const upstream = new URL(o.url).origin
+  for (const [i, d] of nodes.entries())
+    for (const [start, len] of [
+      [0, 100],
+      [3 * MiB - 10, 20],
+      [8 * MiB - 5, 5],
+      [i * MiB + 7, MiB]
+    ]) {
+      const res = await fetch(`http://${d.addr}${path}`, {
+        headers: { 'x-dragonfly-registry': upstream, range: `bytes=${start}-${start + len - 1}` }
+      })
+      t.is(res.status, 206)
+      t.true(Buffer.from(await res.arrayBuffer()).equals(o.data.subarray(start, start + len)), `node ${i} range ${start}+${len}`)
+    }
+  // Lazy tasks: 1 MiB pieces, fetched only when read; each piece left the origin once.
+  t.true(originBytes(o) <= 5 * MiB, `origin sent ${originBytes(o)} bytes`)
+  const whole = await fetch(`http://${nodes[2].addr}${path}`, { headers: { 'x-dragonfly-registry': upstream } })
+  t.is(whole.status, 200)
+  t.true(Buffer.from(await whole.arrayBuffer()).equals(o.data))
+  t.is(whole.headers.get('docker-content-digest'), o.digest)
+  t.true(originBytes(o) <= 1.1 * o.data.length, `origin sent ${originBytes(o)} bytes`)
+})
