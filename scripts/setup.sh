@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # command -> Debian package
 runtime=(tar:tar gzip:gzip zstd:zstd python3:python3 make:make g++:g++ fusermount:fuse)
-testing=(containerd:containerd runc:runc ctr-remote:stargz-snapshotter getfattr:attr setfattr:attr mksquashfs:squashfs-tools /usr/bin/time:time debootstrap:debootstrap chroot:coreutils docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl skopeo:skopeo umoci:umoci squashfuse:squashfuse mkfs.erofs:erofs-utils redis-server:redis-server tc:iproute2)
+testing=(containerd:containerd runc:runc ctr-remote:stargz-snapshotter getfattr:attr setfattr:attr mksquashfs:squashfs-tools /usr/bin/time:time debootstrap:debootstrap chroot:coreutils docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl skopeo:skopeo umoci:umoci squashfuse:squashfuse mkfs.erofs:erofs-utils redis-server:redis-server tc:iproute2 curl:curl)
 want=("${runtime[@]}")
 [ "${1:-}" = "--test" ] && want+=("${testing[@]}")
 

@@ -117,7 +117,11 @@ export interface TestRegistry {
  */
 export async function startRegistry(
   t: Teardown,
-  o: { auth?: RegistryAuth; tls?: boolean /** Serve from inside this namespace, on its address. */; netns?: TestNetns } = {}
+  o: {
+    auth?: RegistryAuth
+    tls?: boolean /** Serve from inside this namespace, on its address. */
+    netns?: Pick<TestNetns, 'nsIp' | 'prefix'>
+  } = {}
 ): Promise<TestRegistry> {
   const ip = o.netns?.nsIp ?? '127.0.0.1'
   const dir = await tempDir(t, 'registry-')

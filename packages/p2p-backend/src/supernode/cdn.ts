@@ -118,10 +118,14 @@ export class CdnTask extends EventEmitter {
     void (async () => {
       try {
         // Runs of missing pieces: what a lazy reader already brought is not fetched again.
-        for (let first = this.firstMissing(); first !== -1; first = this.firstMissing()) {
+        // Pieces known from another supernode are the swarm's to trade: fetched here only when wanted.
+        const missing = (n: number): boolean => !this.has(n) && !this.known.has(n)
+        for (let first = 0; first < this.count; first++) {
+          if (!missing(first)) continue
           let last = first
-          while (last + 1 < this.count && !this.has(last + 1)) last++
+          while (last + 1 < this.count && missing(last + 1)) last++
           await this.fetch(first, last, true)
+          first = last
         }
       } catch (err) {
         this.fail(err as Error)
@@ -156,10 +160,6 @@ export class CdnTask extends EventEmitter {
     this.abort.abort()
     await this.fh?.close().catch(() => {})
     if (remove) await rm(this.file, { force: true })
-  }
-
-  private firstMissing(): number {
-    return this.digests.indexOf(undefined)
   }
 
   /** Pieces [first, last] from the origin, with retries that resume at the first piece not yet complete. */

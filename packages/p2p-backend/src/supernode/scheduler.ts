@@ -42,7 +42,8 @@ export class Scheduler {
     for (const n of this.candidates(task, pt)) {
       if (out.length >= free) break
       if (task.cdn.digestOf(n) === undefined) {
-        task.cdn.want(n)
+        // Not copied yet: a range reader's piece is fetched now; a whole download waits for the stream.
+        if (pt.wants.includes(n)) task.cdn.want(n)
         continue
       }
       const a = this.parentFor(task, pt, n, now)
@@ -76,7 +77,7 @@ export class Scheduler {
       if (p.uploading >= this.limits.maxUp || now - p.lastSeen > this.limits.peerExpireMs) continue
       cands.push(o)
     }
-    const best = this.best(cands)
+    const best = this.best(cands, task)
     if (best !== undefined) return { piece: n, from: best.peer, fromCid: best.cid, path: best.path }
     // The supernode's copy feeds a piece to one peer at a time while nobody else has it: the swarm spreads it
     // from there. A piece some peer has (all its holders busy) or a range reader's waiting piece may go to more.
@@ -88,12 +89,32 @@ export class Scheduler {
     }
     if (this.supernode.uploading >= this.limits.maxUpSupernode) return undefined
     if (!waited && task.fromCdn[n] >= (task.copies[n] === 0 ? 1 : 2)) return undefined
+    // First copies spread over the peers (super-seeding): a peer gets a piece nobody has from the supernode's
+    // copy only while it is the sole holder of no other piece, so no peer becomes the only source of many
+    // pieces and the uploader of most of the swarm's bytes.
+    if (!waited && task.peers.size > 1 && (this.fromSupernode(pt) || this.soleHolder(task, pt))) return undefined
     return { piece: n, from: this.supernode, fromCid: this.supernodeCid, path: `/peer/file/${task.id}` }
   }
 
-  private best(cands: PeerTask[]): PeerTask | undefined {
+  private fromSupernode(pt: PeerTask): boolean {
+    for (const a of pt.inflight.values()) if (a.from === this.supernode) return true
+    return false
+  }
+
+  private soleHolder(task: Task, pt: PeerTask): boolean {
+    for (let n = 0; n < task.count; n++) if (pt.have[n] === 1 && task.copies[n] === 1) return true
+    return false
+  }
+
+  private best(cands: PeerTask[], task: Task): PeerTask | undefined {
+    if (cands.length === 0) return undefined
+    // Past twice the fair share of this task's uploads (and two pieces), a parent rests: the swarm waits
+    // a moment for another holder rather than letting one node carry it.
+    const cap = (2 * task.peerUploaded) / Math.max(1, task.peers.size) + 2 * task.pieceSize
+    cands = cands.filter(c => c.peer.uploaded <= cap)
     if (cands.length === 0) return undefined
     const speeds = cands.map(c => c.peer.speed).filter(s => s > 0)
+    const meanUp = cands.reduce((sum, c) => sum + c.peer.uploaded, 0) / cands.length
     const median = speeds.length >= 3 ? speeds.sort((a, b) => a - b)[Math.floor(speeds.length / 2)] : 0
     let best: PeerTask | undefined
     let bestScore = -1
@@ -102,8 +123,11 @@ export class Scheduler {
       // Far slower than the rest: another parent serves this piece.
       if (median > 0 && p.speed > 0 && p.speed < median / 4 && cands.length > 1) continue
       const ratio = (p.ok + 1) / (p.ok + p.failed + 1)
-      const speed = median > 0 && p.speed > 0 ? Math.min(2, p.speed / median) : 1
-      const score = (this.limits.maxUp - p.uploading) * ratio * speed + Math.random() * 0.01
+      // Slower than the median costs a parent; faster earns nothing (it would end up carrying the swarm).
+      const speed = median > 0 && p.speed > 0 ? Math.min(1, p.speed / median) : 1
+      // A parent that has uploaded more than the others yields to them: no node carries the swarm.
+      const share = ((meanUp + 1) / (p.uploaded + meanUp + 1)) ** 2
+      const score = (this.limits.maxUp - p.uploading) * ratio * speed * share + Math.random() * 0.01
       if (score > bestScore) {
         best = c
         bestScore = score

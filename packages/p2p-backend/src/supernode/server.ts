@@ -67,6 +67,7 @@ export class SupernodeServer {
       const body = await this.sn.metrics.registry.metrics()
       return void res.writeHead(200, { 'content-type': this.sn.metrics.registry.contentType }).end(body)
     }
+    if (method === 'GET' && (p === '/api/v1/peers' || p === '/peers')) return sendJson(res, 200, this.sn.peerList())
     if (method === 'GET' && p.startsWith('/peer/file/')) return await this.upload(req, res, p.slice('/peer/file/'.length))
     if (method === 'POST' && p === '/peer/registry') {
       const body = await readJson(req)

@@ -51,7 +51,18 @@ export class Supernode {
   readonly metrics = new SupernodeMetrics()
   readonly registry: TaskRegistry
   readonly peers = new Map<string, Peer>()
-  readonly self: Peer = { id: SUPERNODE_CID, ip: '', port: 0, lastSeen: Infinity, uploading: 0, ok: 0, failed: 0, speed: 0, reports: 0 }
+  readonly self: Peer = {
+    id: SUPERNODE_CID,
+    ip: '',
+    port: 0,
+    lastSeen: Infinity,
+    uploading: 0,
+    ok: 0,
+    failed: 0,
+    speed: 0,
+    reports: 0,
+    uploaded: 0
+  }
   readonly limits: SchedulerLimits
   readonly waiters = new TaskWaiters()
   private readonly origin = new Origin()
@@ -231,6 +242,21 @@ export class Supernode {
     return ok()
   }
 
+  /** GET /api/v1/peers (v1's peer list): what the scheduler knows of each peer. */
+  peerList(): Array<Record<string, unknown>> {
+    return [...this.peers.values()].map(p => ({
+      ID: p.id,
+      IP: p.ip,
+      port: p.port,
+      uploading: p.uploading,
+      uploadedBytes: p.uploaded,
+      succeeded: p.ok,
+      failed: p.failed,
+      badPieces: p.reports,
+      lastSeen: new Date(p.lastSeen).toISOString()
+    }))
+  }
+
   heartbeat(ip: string, port: number): Answer {
     const p = this.peers.get(`${ip}:${port}`)
     if (p !== undefined) p.lastSeen = Date.now()
@@ -267,7 +293,7 @@ export class Supernode {
   private peer(id: string, ip: string, port: number): Peer {
     let p = this.peers.get(id)
     if (p === undefined) {
-      p = { id, ip, port, lastSeen: Date.now(), uploading: 0, ok: 0, failed: 0, speed: 0, reports: 0 }
+      p = { id, ip, port, lastSeen: Date.now(), uploading: 0, ok: 0, failed: 0, speed: 0, reports: 0, uploaded: 0 }
       this.peers.set(id, p)
       this.metrics.peers.set(this.peers.size)
     }
@@ -285,9 +311,12 @@ export class Supernode {
     if (n >= task.count) return
     const a = release(task, pt, n)
     if (a !== undefined) {
-      if (success) a.from.ok++
-      else a.from.failed++
       const b = pieceBounds(n, task.length, task.pieceSize)
+      if (success) {
+        a.from.ok++
+        a.from.uploaded += b.end - b.start + 1
+        if (a.from !== this.self) task.peerUploaded += b.end - b.start + 1
+      } else a.from.failed++
       const rate = (b.end - b.start + 1) / costMs
       if (success && costMs > 0) a.from.speed = a.from.speed === 0 ? rate : a.from.speed * 0.7 + rate * 0.3
     }

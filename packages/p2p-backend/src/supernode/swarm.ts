@@ -14,6 +14,8 @@ export interface Peer {
   speed: number
   /** Bad pieces it sent that the supernode's own copy proved bad. */
   reports: number
+  /** Piece bytes it uploaded (reported by the receivers). */
+  uploaded: number
 }
 
 /** One peer's part in one task: a cid (v1's client id) and the pieces it has. */
@@ -47,6 +49,8 @@ export interface Task {
   copies: Uint16Array
   /** Per piece, assignments from the supernode's copy not yet reported: it feeds each new piece to few peers. */
   fromCdn: Uint16Array
+  /** Piece bytes peers uploaded to each other in this task (the fair share is this over the peers). */
+  peerUploaded: number
   lastUsed: number
 }
 

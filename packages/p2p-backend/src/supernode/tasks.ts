@@ -122,6 +122,7 @@ export class TaskRegistry {
       excluded: new Set(shared === undefined ? [] : await shared.excluded(spec.id)),
       copies: new Uint16Array(cdn.count),
       fromCdn: new Uint16Array(cdn.count),
+      peerUploaded: 0,
       lastUsed: Date.now()
     }
     this.tasks.set(spec.id, task)
