@@ -31,6 +31,8 @@ export class TaskDownload {
   private running?: Promise<void>
   private whole = false
   failure?: Error
+  /** Piece-sized buffers handed back after use: a fresh 4 MiB buffer per piece costs its page faults, a tenth of a CPU-s per 64 MiB here. */
+  private readonly buffers: Buffer[] = []
   /** Bytes this node fetched from peers, and from the supernode's copy. */
   readonly fetched = { peers: 0, supernode: 0, bad: 0 }
 
@@ -166,9 +168,26 @@ export class TaskDownload {
       return
     }
     const size = range.end - range.start + 1
+    const buf = this.buffers.pop() ?? Buffer.allocUnsafeSlow(this.stored.pieceSize)
+    try {
+      await this.fetchInto(p, n, buf.subarray(0, size), t0, report, error)
+    } finally {
+      if (this.buffers.length < 8) this.buffers.push(buf)
+    }
+  }
+
+  private async fetchInto(
+    p: PieceTask,
+    n: number,
+    dst: Buffer,
+    t0: number,
+    report: Record<string, string>,
+    error: (errorType: string, extra?: Record<string, string>) => Promise<void>
+  ): Promise<void> {
+    const size = dst.length
     let data: Buffer
     try {
-      data = await this.get(p, size)
+      data = await this.get(p, dst)
     } catch (err) {
       this.ctx.log.debug({ task: this.id, piece: n, from: p.cid, err: (err as Error).message }, 'piece fetch failed')
       await error(ClientError.FileNotExist)
@@ -187,8 +206,9 @@ export class TaskDownload {
     await this.ctx.client.reportSuccess({ ...report, cost: Math.max(1, Date.now() - t0) }).catch(() => {})
   }
 
-  /** The piece's bytes from the peer (or the supernode) the schedule named; never more than `size`. */
-  private async get(p: PieceTask, size: number): Promise<Buffer> {
+  /** The piece's bytes, into `out`, from the peer (or the supernode) the schedule named; never more than it holds. */
+  private async get(p: PieceTask, out: Buffer): Promise<Buffer> {
+    const size = out.length
     const host = p.peerIp === '' ? this.ctx.client.node : `${p.peerIp.includes(':') ? `[${p.peerIp}]` : p.peerIp}:${p.peerPort}`
     const res = await this.ctx.agent.request({
       origin: `http://${host}`,
@@ -201,7 +221,6 @@ export class TaskDownload {
       await res.body.dump()
       throw new Error(`${host} answered ${res.statusCode}`)
     }
-    const out = Buffer.allocUnsafe(size)
     let got = 0
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
       if (got + chunk.length > size) {
