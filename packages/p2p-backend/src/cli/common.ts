@@ -1,3 +1,4 @@
+import { parseArgs } from 'node:util'
 import { oneLine } from '@nydusjs/errors'
 import { pino, type Logger } from 'pino'
 
@@ -32,4 +33,24 @@ export function rate(name: string, v: string | undefined): number | undefined {
   if (m === null) throw new Error(`--${name} ${JSON.stringify(v)}: want a rate like 20M, 800K or 1G (bytes per second)`)
   const unit = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G']
   return Math.floor(Number(m[1]) * unit)
+}
+
+/**
+ * A daemon's flags: every name a string flag (plus --log-level and -h/--help).
+ * An exit code instead when there is nothing to run: 0 after printing the
+ * usage for --help, 2 after one line for an unknown or malformed flag.
+ */
+export function daemonFlags(prog: string, argv: string[], names: string[], usage: string): Record<string, string | undefined> | number {
+  let v: Record<string, string | boolean | undefined>
+  try {
+    const options = Object.fromEntries([...names, 'log-level'].map(n => [n, { type: 'string' as const }]))
+    v = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true }).values
+  } catch (err) {
+    return fail(prog, `${(err as Error).message} (see --help)`, 2)
+  }
+  if (v.help === true) {
+    process.stdout.write(`${usage}\n`)
+    return 0
+  }
+  return v as Record<string, string | undefined>
 }

@@ -1,8 +1,7 @@
-import { parseArgs } from 'node:util'
 import { BlobFace } from '../peer/blob-face.js'
 import { PeerNode } from '../peer/peer-node.js'
 import { DFDAEMON_PORT } from '../protocol/codes.js'
-import { fail, logger, num, rate, untilSignal } from './common.js'
+import { daemonFlags, fail, logger, num, rate, untilSignal } from './common.js'
 
 const USAGE = `dfdaemon: the node daemon of the swarm (Dragonfly v1's dfdaemon)
 
@@ -23,53 +22,34 @@ Usage: dfdaemon --node HOST:PORT[,HOST:PORT...] [--port ${DFDAEMON_PORT}] [--hom
   --heartbeat S      seconds between heartbeats (default 5)`
 
 export async function main(argv: string[]): Promise<number> {
-  let v: Record<string, string | boolean | undefined>
-  try {
-    v = parseArgs({
-      args: argv,
-      options: {
-        node: { type: 'string' },
-        port: { type: 'string' },
-        listen: { type: 'string' },
-        home: { type: 'string' },
-        registry: { type: 'string' },
-        ip: { type: 'string' },
-        totallimit: { type: 'string' },
-        'max-disk': { type: 'string' },
-        heartbeat: { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' }
-      },
-      strict: true
-    }).values
-  } catch (err) {
-    return fail('dfdaemon', `${(err as Error).message} (see --help)`, 2)
-  }
-  if (v.help === true) {
-    process.stdout.write(`${USAGE}\n`)
-    return 0
-  }
+  const v = daemonFlags(
+    'dfdaemon',
+    argv,
+    ['node', 'port', 'listen', 'home', 'registry', 'ip', 'totallimit', 'max-disk', 'heartbeat'],
+    USAGE
+  )
+  if (typeof v === 'number') return v
   try {
     const nodes = String(v.node ?? '')
       .split(',')
       .map(s => s.trim())
       .filter(Boolean)
     if (nodes.length === 0) return fail('dfdaemon', '--node: give at least one supernode (host:port)', 2)
-    const log = logger(v['log-level'] as string | undefined, 'dfdaemon')
+    const log = logger(v['log-level'], 'dfdaemon')
     let face: BlobFace | undefined
     const node = await PeerNode.start({
       nodes,
-      home: (v.home as string | undefined) ?? '/var/lib/dfdaemon',
-      maxBytes: rate('max-disk', v['max-disk'] as string | undefined),
-      port: num('port', v.port as string | undefined, DFDAEMON_PORT),
-      listen: v.listen as string | undefined,
-      ip: v.ip as string | undefined,
-      totalLimit: rate('totallimit', v.totallimit as string | undefined),
-      heartbeatMs: num('heartbeat', v.heartbeat as string | undefined, 5, 0.05) * 1000,
+      home: v.home ?? '/var/lib/dfdaemon',
+      maxBytes: rate('max-disk', v['max-disk']),
+      port: num('port', v.port, DFDAEMON_PORT),
+      listen: v.listen,
+      ip: v.ip,
+      totalLimit: rate('totallimit', v.totallimit),
+      heartbeatMs: num('heartbeat', v.heartbeat, 5, 0.05) * 1000,
       log,
       extra: async (req, res) => (await face?.handle(req, res)) ?? false
     })
-    face = new BlobFace(node, v.registry as string | undefined)
+    face = new BlobFace(node, v.registry)
     log.info({ port: node.port, ip: node.ip, nodes }, 'dfdaemon listening')
     const why = await untilSignal()
     log.info({ why }, 'stopping')

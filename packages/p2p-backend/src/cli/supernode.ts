@@ -1,8 +1,7 @@
-import { parseArgs } from 'node:util'
 import { SUPERNODE_PORT } from '../protocol/codes.js'
 import { SupernodeServer } from '../supernode/server.js'
 import { Supernode } from '../supernode/service.js'
-import { fail, logger, num, untilSignal } from './common.js'
+import { daemonFlags, fail, logger, num, untilSignal } from './common.js'
 
 const USAGE = `supernode: schedules peers and keeps the one origin copy of each task (Dragonfly v1's supernode)
 
@@ -20,43 +19,19 @@ API: POST /peer/registry, GET /peer/task, /peer/piece/suc, /peer/piece/error,
 /metrics, POST /preheat, GET /preheat/{id}.`
 
 export async function main(argv: string[]): Promise<number> {
-  let v: Record<string, string | boolean | undefined>
+  const v = daemonFlags('supernode', argv, ['port', 'listen', 'home', 'peer-expire', 'long-poll', 'redis'], USAGE)
+  if (typeof v === 'number') return v
   try {
-    v = parseArgs({
-      args: argv,
-      options: {
-        port: { type: 'string' },
-        listen: { type: 'string' },
-        home: { type: 'string' },
-        'peer-expire': { type: 'string' },
-        'long-poll': { type: 'string' },
-        redis: { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' }
-      },
-      strict: true
-    }).values
-  } catch (err) {
-    return fail('supernode', `${(err as Error).message} (see --help)`, 2)
-  }
-  if (v.help === true) {
-    process.stdout.write(`${USAGE}\n`)
-    return 0
-  }
-  try {
-    const log = logger(v['log-level'] as string | undefined, 'supernode')
+    const log = logger(v['log-level'], 'supernode')
     const sn = await Supernode.start({
-      home: (v.home as string | undefined) ?? '/var/lib/supernode',
+      home: v.home ?? '/var/lib/supernode',
       log,
-      limits: { peerExpireMs: num('peer-expire', v['peer-expire'] as string | undefined, 30, 0.1) * 1000 },
-      longPollMs: num('long-poll', v['long-poll'] as string | undefined, 5, 0) * 1000,
-      redis: v.redis as string | undefined
+      limits: { peerExpireMs: num('peer-expire', v['peer-expire'], 30, 0.1) * 1000 },
+      longPollMs: num('long-poll', v['long-poll'], 5, 0) * 1000,
+      redis: v.redis
     })
     const server = new SupernodeServer(sn)
-    const port = await server.listen(
-      num('port', v.port as string | undefined, SUPERNODE_PORT, 0),
-      (v.listen as string | undefined) ?? '0.0.0.0'
-    )
+    const port = await server.listen(num('port', v.port, SUPERNODE_PORT, 0), v.listen ?? '0.0.0.0')
     log.info({ port }, 'supernode listening')
     const why = await untilSignal()
     log.info({ why }, 'stopping')
