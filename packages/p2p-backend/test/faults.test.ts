@@ -54,18 +54,19 @@ test('a node that uploads corrupt pieces: every copy is still right, and the sup
     body: JSON.stringify({ rawURL: o.url, cID: 'evil', IP: '127.0.0.1', port })
   })
   const { data } = (await reg.json()) as { data: { taskId: string; fileLength: number; pieceSize: number } }
-  // Wait for the supernode's copy, then claim every piece.
-  await dfget(t, ['--url', o.url, '--node', sn.addr])
-  for (let start = 0; start < data.fileLength; start += data.pieceSize) {
-    const end = Math.min(data.fileLength, start + data.pieceSize) - 1
-    await fetch(`http://${sn.addr}/peer/piece/suc?taskId=${data.taskId}&cid=evil&dstCid=supernode&pieceRange=${start}-${end}`)
-  }
+  // It heartbeats like any node (a slow machine must not let it expire before it claims anything).
   const hb = setInterval(
     () =>
       void fetch(`http://${sn.addr}/peer/heartbeat`, { method: 'POST', body: JSON.stringify({ IP: '127.0.0.1', port }) }).catch(() => {}),
     200
   )
   t.teardown(() => clearInterval(hb))
+  // Wait for the supernode's copy, then claim every piece.
+  await dfget(t, ['--url', o.url, '--node', sn.addr])
+  for (let start = 0; start < data.fileLength; start += data.pieceSize) {
+    const end = Math.min(data.fileLength, start + data.pieceSize) - 1
+    await fetch(`http://${sn.addr}/peer/piece/suc?taskId=${data.taskId}&cid=evil&dstCid=supernode&pieceRange=${start}-${end}`)
+  }
   const runs = await Promise.all(Array.from({ length: 4 }, async () => await dfget(t, ['--url', o.url, '--node', sn.addr])))
   for (const r of runs) {
     t.is(r.code, 0, r.stderr)

@@ -6,7 +6,7 @@ import { ClientError, Code, TOKEN_HEADER } from '../protocol/codes.js'
 import type { PieceTask, RegisterData } from '../protocol/messages.js'
 import { parseRange } from '../protocol/pieces.js'
 import type { StoredTask } from './piece-store.js'
-import { SupernodeRefusal, type SupernodeClient } from './supernode-client.js'
+import { SupernodeRefusal, SupernodesDown, type SupernodeClient } from './supernode-client.js'
 
 /** Where a task's pieces come from and how it was registered; `register` runs again after a migration. */
 export interface TaskContext {
@@ -86,6 +86,8 @@ export class TaskDownload {
 
   /** The pull loop (one per task), started if not running. */
   private start(progress?: (bytes: number) => void): Promise<void> {
+    // A new loop is a new try: an earlier one's failure (a supernode that did not answer) is not held against it.
+    if (this.running === undefined) this.failure = undefined
     this.running ??= this.loop(progress).finally(() => {
       this.running = undefined
     })
@@ -101,6 +103,7 @@ export class TaskDownload {
   private async loop(progress?: (bytes: number) => void): Promise<void> {
     const inflight = new Set<Promise<void>>()
     let idle = 0
+    let unanswered = 0
     try {
       while (this.needed()) {
         const want = this.whole ? undefined : [...this.wants].filter(n => !this.stored.has(n)).join(',')
@@ -113,8 +116,14 @@ export class TaskDownload {
             await this.ctx.register(Buffer.from(this.stored.have).toString('base64'))
             continue
           }
+          // No supernode answered: a busy one gets a few more tries before the task fails (the caller's fallback).
+          if (err instanceof SupernodesDown && ++unanswered <= 3) {
+            await sleep(300 * unanswered)
+            continue
+          }
           throw err
         }
+        unanswered = 0
         this.ctx.log.debug(
           {
             task: this.id,

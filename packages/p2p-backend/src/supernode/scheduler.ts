@@ -75,6 +75,8 @@ export class Scheduler {
       const p = o.peer
       if (o.have[n] !== 1 || p.id === pt.peer.id || task.excluded.has(p.id)) continue
       if (p.uploading >= this.limits.maxUp || now - p.lastSeen > this.limits.peerExpireMs) continue
+      // Three failed uploads in a row (a node killed, or drowning): it rests for a while.
+      if (p.failStreak >= 3 && now - p.lastFail < REST_MS) continue
       cands.push(o)
     }
     const best = this.best(cands, task)
@@ -92,17 +94,21 @@ export class Scheduler {
     // First copies spread over the peers (super-seeding): a peer gets a piece nobody has from the supernode's
     // copy only while it is the sole holder of no other piece, so no peer becomes the only source of many
     // pieces and the uploader of most of the swarm's bytes.
-    if (!waited && task.peers.size > 1 && (this.fromSupernode(pt) || this.soleHolder(task, pt))) return undefined
+    if (!waited && this.superSeeding(task, pt)) return undefined
     return { piece: n, from: this.supernode, fromCid: this.supernodeCid, path: `/peer/file/${task.id}` }
   }
 
-  private fromSupernode(pt: PeerTask): boolean {
+  /**
+   * Whether `pt` must wait for the supernode's next new piece: it has one on the way from there already, or
+   * it is the only holder of a piece another whole download still lacks. With no other whole download
+   * (alone, or beside range readers only), nobody would take its pieces: no wait.
+   */
+  private superSeeding(task: Task, pt: PeerTask): boolean {
+    const now = Date.now()
+    const others = [...task.peers.values()].filter(o => o !== pt && o.whole && o.haveCount < task.count && now - o.lastPull < PULLING_MS)
+    if (others.length === 0) return false
     for (const a of pt.inflight.values()) if (a.from === this.supernode) return true
-    return false
-  }
-
-  private soleHolder(task: Task, pt: PeerTask): boolean {
-    for (let n = 0; n < task.count; n++) if (pt.have[n] === 1 && task.copies[n] === 1) return true
+    for (let n = 0; n < task.count; n++) if (pt.have[n] === 1 && task.copies[n] === 1 && others.some(o => o.have[n] === 0)) return true
     return false
   }
 
@@ -136,6 +142,11 @@ export class Scheduler {
     return best
   }
 }
+
+/** How long a parent whose uploads keep failing is left out. */
+const REST_MS = 15_000
+/** A whole download that asked for pieces this recently is still downloading. */
+const PULLING_MS = 10_000
 
 function hash(s: string): number {
   let h = 2166136261

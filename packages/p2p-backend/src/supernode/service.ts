@@ -61,7 +61,9 @@ export class Supernode {
     failed: 0,
     speed: 0,
     reports: 0,
-    uploaded: 0
+    uploaded: 0,
+    failStreak: 0,
+    lastFail: 0
   }
   readonly limits: SchedulerLimits
   readonly waiters = new TaskWaiters()
@@ -178,6 +180,7 @@ export class Supernode {
     if ('status' in found) return found
     const { task, pt } = found
     pt.peer.lastSeen = Date.now()
+    pt.lastPull = Date.now()
     const last = parseRange(q.get('range'))
     if (last !== undefined) this.settle(task, pt, last.start, Number(q.get('result')) === PieceResult.Success, Number(q.get('cost') ?? 0))
     // A range reader that now wants the whole file (a full pull after lazy reads).
@@ -293,7 +296,20 @@ export class Supernode {
   private peer(id: string, ip: string, port: number): Peer {
     let p = this.peers.get(id)
     if (p === undefined) {
-      p = { id, ip, port, lastSeen: Date.now(), uploading: 0, ok: 0, failed: 0, speed: 0, reports: 0, uploaded: 0 }
+      p = {
+        id,
+        ip,
+        port,
+        lastSeen: Date.now(),
+        uploading: 0,
+        ok: 0,
+        failed: 0,
+        speed: 0,
+        reports: 0,
+        uploaded: 0,
+        failStreak: 0,
+        lastFail: 0
+      }
       this.peers.set(id, p)
       this.metrics.peers.set(this.peers.size)
     }
@@ -314,9 +330,14 @@ export class Supernode {
       const b = pieceBounds(n, task.length, task.pieceSize)
       if (success) {
         a.from.ok++
+        a.from.failStreak = 0
         a.from.uploaded += b.end - b.start + 1
         if (a.from !== this.self) task.peerUploaded += b.end - b.start + 1
-      } else a.from.failed++
+      } else {
+        a.from.failed++
+        a.from.failStreak++
+        a.from.lastFail = Date.now()
+      }
       const rate = (b.end - b.start + 1) / costMs
       if (success && costMs > 0) a.from.speed = a.from.speed === 0 ? rate : a.from.speed * 0.7 + rate * 0.3
     }

@@ -16,6 +16,9 @@ export interface Peer {
   reports: number
   /** Piece bytes it uploaded (reported by the receivers). */
   uploaded: number
+  /** Failed uploads in a row, and when the last one was: a parent that keeps failing (gone, overloaded) rests. */
+  failStreak: number
+  lastFail: number
 }
 
 /** One peer's part in one task: a cid (v1's client id) and the pieces it has. */
@@ -30,6 +33,8 @@ export interface PeerTask {
   wants: number[]
   whole: boolean
   path: string
+  /** When it last asked for pieces: only peers that do are waited for (super-seeding). */
+  lastPull: number
 }
 
 export interface Task {
@@ -62,7 +67,8 @@ export const newPeerTask = (cid: string, peer: Peer, count: number, path: string
   inflight: new Map(),
   wants: [],
   whole,
-  path
+  path,
+  lastPull: 0
 })
 
 export function markHave(task: Task, pt: PeerTask, n: number): void {
