@@ -104,7 +104,7 @@ export async function startContainerd(t: Teardown, o: ContainerdOptions = {}): P
   for (let i = 0; ; i++) {
     if (proc.exitCode !== null) throw new Error(`containerd exited: ${stderr}`)
     if ((await ctr(['version'])).code === 0) break
-    if (i > 200) throw new Error(`containerd did not answer on ${address}: ${stderr}`)
+    if (i > 1200) throw new Error(`containerd did not answer on ${address}: ${stderr}`)
     await sleep(50)
   }
   return { address, namespace, root, state, ctr, rpull, logs: () => stderr, stop }
@@ -139,7 +139,7 @@ export async function startSnapshotter(
   } = ownedDaemon(t, process.execPath, [bin, '--root', root, '--address', address, '--log-level', 'debug', ...(o.args ?? [])])
   for (let i = 0; !logs().includes('"serving"'); i++) {
     if (proc.exitCode !== null) throw new Error(`snapshotter exited ${proc.exitCode}: ${logs()}`)
-    if (i > 200) throw new Error(`snapshotter did not start: ${logs()}`)
+    if (i > 1200) throw new Error(`snapshotter did not start: ${logs()}`)
     await sleep(50)
   }
   return { address, root, pid: proc.pid, logs, stop }

@@ -119,7 +119,7 @@ export async function mountImage(
   t.teardown(async () => {
     await stop()
   })
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1200; i++) {
     if (proc.exitCode !== null) throw new Error(`nydusd exited ${proc.exitCode}: ${stderr.trim()}`)
     if (
       (await isMounted(o.mnt)) &&
@@ -130,7 +130,7 @@ export async function mountImage(
     )
       break
     await sleep(50)
-    if (i === 199) throw new Error(`nydusd did not mount ${o.mnt} within 10 s: ${stderr.trim()}`)
+    if (i === 1199) throw new Error(`nydusd did not mount ${o.mnt} within 60 s: ${stderr.trim()}`)
   }
   return {
     mnt: o.mnt,

@@ -37,7 +37,8 @@ async function start(t: Teardown, bin: string, what: string, args: string[], o: 
     o.prefix === undefined
       ? ownedDaemon(t, process.execPath, argv)
       : ownedDaemon(t, o.prefix[0], [...o.prefix.slice(1), process.execPath, ...argv])
-  for (let i = 0; i < 400; i++) {
+  // Up to a minute: a machine busy with a 32-node swarm starts daemons slowly (they exit early on failure).
+  for (let i = 0; i < 2400; i++) {
     const line = d
       .stderr()
       .split('\n')
@@ -80,7 +81,7 @@ export async function startRedis(
     d.proc.stdout?.on('data', (b: Buffer) => {
       out += b.toString()
     })
-    for (let i = 0; i < 200 && d.proc.exitCode === null; i++) {
+    for (let i = 0; i < 2400 && d.proc.exitCode === null; i++) {
       const ok = await new Promise<boolean>(resolve => {
         const s = connect({ host, port }, () => {
           s.end('PING\r\n')

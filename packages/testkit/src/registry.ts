@@ -152,7 +152,7 @@ export async function startRegistry(
     const cmd = [...(o.netns?.prefix ?? []), 'docker-registry', 'serve', join(dir, 'config.yml')]
     const { proc, stderr, stop } = ownedDaemon(t, cmd[0], cmd.slice(1))
     for (let i = 0; proc.exitCode === null && !(await listensOn(proc.pid!, port)); i++) {
-      if (i > 200) throw new Error(`docker-registry did not listen on ${port}: ${stderr()}`)
+      if (i > 2400) throw new Error(`docker-registry did not listen on ${port}: ${stderr()}`)
       await sleep(25)
     }
     if (proc.exitCode === null)
