@@ -9,7 +9,7 @@ import { TokenSigner } from '../protocol/token.js'
 import { SupernodeMetrics } from './metrics.js'
 import { headerRecord, Origin } from './origin.js'
 import { DEFAULT_LIMITS, Scheduler, type Assignment, type SchedulerLimits } from './scheduler.js'
-import { dropPeerTask, markHave, newPeerTask, release, type Peer, type PeerTask, type Task } from './swarm.js'
+import { dropPeerTask, markHave, newPeer, newPeerTask, release, type Peer, type PeerTask, type Task } from './swarm.js'
 import { SharedState } from './shared-state.js'
 import { OriginRefusal, TaskRegistry, type TaskSpec } from './tasks.js'
 import { TaskWaiters } from './waiters.js'
@@ -51,20 +51,7 @@ export class Supernode {
   readonly metrics = new SupernodeMetrics()
   readonly registry: TaskRegistry
   readonly peers = new Map<string, Peer>()
-  readonly self: Peer = {
-    id: SUPERNODE_CID,
-    ip: '',
-    port: 0,
-    lastSeen: Infinity,
-    uploading: 0,
-    ok: 0,
-    failed: 0,
-    speed: 0,
-    reports: 0,
-    uploaded: 0,
-    failStreak: 0,
-    lastFail: 0
-  }
+  readonly self: Peer = newPeer(SUPERNODE_CID, '', 0, Infinity)
   readonly limits: SchedulerLimits
   readonly waiters = new TaskWaiters()
   private readonly origin = new Origin()
@@ -296,20 +283,7 @@ export class Supernode {
   private peer(id: string, ip: string, port: number): Peer {
     let p = this.peers.get(id)
     if (p === undefined) {
-      p = {
-        id,
-        ip,
-        port,
-        lastSeen: Date.now(),
-        uploading: 0,
-        ok: 0,
-        failed: 0,
-        speed: 0,
-        reports: 0,
-        uploaded: 0,
-        failStreak: 0,
-        lastFail: 0
-      }
+      p = newPeer(id, ip, port, Date.now())
       this.peers.set(id, p)
       this.metrics.peers.set(this.peers.size)
     }

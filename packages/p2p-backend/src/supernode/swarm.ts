@@ -59,6 +59,21 @@ export interface Task {
   lastUsed: number
 }
 
+export const newPeer = (id: string, ip: string, port: number, lastSeen: number): Peer => ({
+  id,
+  ip,
+  port,
+  lastSeen,
+  uploading: 0,
+  ok: 0,
+  failed: 0,
+  speed: 0,
+  reports: 0,
+  uploaded: 0,
+  failStreak: 0,
+  lastFail: 0
+})
+
 export const newPeerTask = (cid: string, peer: Peer, count: number, path: string, whole: boolean): PeerTask => ({
   cid,
   peer,
