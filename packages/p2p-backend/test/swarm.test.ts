@@ -1,3 +1,6 @@
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import test from 'ava'
 import { startDfdaemon, startSupernode, tempDir } from '@nydusjs/testkit'
 import { blobOrigin, dfget, metric, originBytes } from './helpers.js'
@@ -44,4 +47,24 @@ test('dfdaemon: range reads of a blob (GET /v2/.../blobs/<digest> with Range) th
   t.true(Buffer.from(await whole.arrayBuffer()).equals(o.data))
   t.is(whole.headers.get('docker-content-digest'), o.digest)
   t.true(originBytes(o) <= 1.1 * o.data.length, `origin sent ${originBytes(o)} bytes`)
+})
+
+test('a task nobody asks about is dropped with its copy after --task-expire-time; asked again, it is made anew', async t => {
+  const o = await blobOrigin(t, 2 * MiB)
+  const home = await tempDir(t)
+  const sn = await startSupernode(t, { home, args: ['--task-expire-time', '1', '--peer-expire', '1'] })
+  const first = await dfget(t, ['--url', o.url, '--node', sn.addr])
+  t.is(first.code, 0, first.stderr)
+  t.is(metric(await sn.get('/metrics'), 'dragonfly_supernode_tasks'), 1)
+  let tasks = 1
+  for (let i = 0; i < 200 && tasks > 0; i++) {
+    await sleep(50)
+    tasks = metric(await sn.get('/metrics'), 'dragonfly_supernode_tasks')
+  }
+  t.is(tasks, 0, 'the task was not dropped')
+  t.deepEqual(await readdir(join(home, 'cdn')), [], 'its copy is still on disk')
+  const again = await dfget(t, ['--url', o.url, '--node', sn.addr])
+  t.is(again.code, 0, again.stderr)
+  t.true(again.out?.equals(o.data))
+  t.true(originBytes(o) >= 2 * o.data.length, 'the second download came from a fresh copy')
 })

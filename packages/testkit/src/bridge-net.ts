@@ -92,3 +92,46 @@ export async function startBridgeNet(t: Teardown, count: number): Promise<Bridge
   }
   return { hostIp, nodes, stop }
 }
+
+export interface SwarmNet extends BridgeNet {
+  /** True when the nodes are loopback addresses, not namespaces: no tc shaping, no per-node byte counts. */
+  loopback: boolean
+  /** Why it fell back to loopback, to be said in the test's log. */
+  why?: string
+}
+
+/**
+ * The swarm's network: namespaces on a bridge, or, where they cannot be made
+ * (no CAP_NET_ADMIN, no `ip netns`) or NYDUS_TEST_NET=loopback asks for it,
+ * one loopback address per node (127.0.X.N, ports on loopback only): the same
+ * processes and addresses, without `limit` and `sentBytes`.
+ */
+export async function startSwarmNet(t: Teardown, count: number, o: { loopback?: boolean } = {}): Promise<SwarmNet> {
+  let why = o.loopback === true || process.env.NYDUS_TEST_NET === 'loopback' ? 'loopback asked for' : undefined
+  if (why === undefined) {
+    const steps: Array<() => Promise<void>> = []
+    try {
+      return { ...(await startBridgeNet({ teardown: fn => steps.push(async () => await fn()) }, count)), loopback: false }
+    } catch (err) {
+      why = `network namespaces unavailable: ${(err as Error).message.split('\n')[0]}`
+    } finally {
+      for (const fn of steps) t.teardown(fn)
+    }
+  }
+  const x = 2 + (randomBytes(1)[0] % 250)
+  const nodes = Array.from(
+    { length: count },
+    (_, i): NetNode => ({
+      name: `loopback-${i}`,
+      ip: `127.0.${x}.${i + 2}`,
+      prefix: ['env'],
+      limit: async () => {
+        throw new Error('tc shaping needs network namespaces; this swarm is on loopback')
+      },
+      sentBytes: async () => {
+        throw new Error('per-node byte counts need network namespaces; this swarm is on loopback')
+      }
+    })
+  )
+  return { hostIp: '127.0.0.1', nodes, stop: async () => {}, loopback: true, why }
+}

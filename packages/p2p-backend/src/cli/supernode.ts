@@ -5,12 +5,14 @@ import { daemonFlags, fail, logger, num, untilSignal } from './common.js'
 
 const USAGE = `supernode: schedules peers and keeps the one origin copy of each task (Dragonfly v1's supernode)
 
-Usage: supernode [--port 8002] [--home DIR] [--listen ADDR] [--peer-expire SECONDS] [--log-level info]
+Usage: supernode [--port 8002] [--home DIR] [--listen ADDR] [--peer-expire S] [--task-expire-time S] [--log-level info]
 
   --port N            HTTP API and piece uploads (default ${SUPERNODE_PORT})
   --listen ADDR       address to bind (default 0.0.0.0)
   --home DIR          where task copies are kept (default /var/lib/supernode)
   --peer-expire S     a peer not heard from for S seconds leaves the schedule (default 30)
+  --task-expire-time S
+                      a task no peer asked about for S seconds is dropped with its copy (default 180)
   --long-poll S       how long /peer/task waits for schedulable pieces (default 5)
   --redis URL         share task state with other supernodes (redis://host:port)
 
@@ -19,7 +21,7 @@ API: POST /peer/registry, GET /peer/task, /peer/piece/suc, /peer/piece/error,
 /metrics, POST /preheat, GET /preheat/{id}.`
 
 export async function main(argv: string[]): Promise<number> {
-  const v = daemonFlags('supernode', argv, ['port', 'listen', 'home', 'peer-expire', 'long-poll', 'redis'], USAGE)
+  const v = daemonFlags('supernode', argv, ['port', 'listen', 'home', 'peer-expire', 'task-expire-time', 'long-poll', 'redis'], USAGE)
   if (typeof v === 'number') return v
   try {
     const log = logger(v['log-level'], 'supernode')
@@ -28,7 +30,8 @@ export async function main(argv: string[]): Promise<number> {
       log,
       limits: { peerExpireMs: num('peer-expire', v['peer-expire'], 30, 0.1) * 1000 },
       longPollMs: num('long-poll', v['long-poll'], 5, 0) * 1000,
-      redis: v.redis
+      redis: v.redis,
+      taskExpireMs: num('task-expire-time', v['task-expire-time'], 180, 0.1) * 1000
     })
     const server = new SupernodeServer(sn)
     const port = await server.listen(num('port', v.port, SUPERNODE_PORT, 0), v.listen ?? '0.0.0.0')

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { endFlushed, writeFlushed } from '../io/piece-buffers.js'
 import { Code } from '../protocol/codes.js'
 import { sendJson } from '../protocol/http.js'
 import { parseHttpRange, piecesCovering } from '../protocol/pieces.js'
 import type { PeerNode } from './peer-node.js'
 import { SupernodeRefusal, SupernodesDown } from './supernode-client.js'
 import type { TaskDownload } from './task-download.js'
-import { drained } from './uploader.js'
 
 const BLOB_PATH =
   /^\/v2\/((?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)\/blobs\/(sha256:[0-9a-f]{64})$/
@@ -95,13 +95,16 @@ export class BlobFace {
     } catch (err) {
       return this.refused(res, err)
     }
-    const body = await task.stored.read(start, end)
+    const buffers = this.node.buffers
+    const body = await task.stored.read(start, end, buffers.take(end - start + 1))
     res.writeHead(206, {
       'content-length': body.length,
       'content-range': `bytes ${start}-${end}/${task.stored.length}`,
       'content-type': 'application/octet-stream'
     })
-    res.end(body)
+    res.write(body)
+    await endFlushed(res)
+    buffers.give(body)
   }
 
   /** The whole blob in order, piece by piece as they arrive; a digest mismatch at the end aborts the connection. */
@@ -123,16 +126,26 @@ export class BlobFace {
     if (!(await arrived(0))) return this.refused(res, failure ?? task.failure)
     res.writeHead(200, { 'content-length': s.length, 'docker-content-digest': digest, 'content-type': 'application/octet-stream' })
     const h = createHash('sha256')
-    for (let n = 0; n < s.count; n++) {
-      if (!(await arrived(n))) return void res.destroy()
-      const b = s.bounds(n)
-      const data = await s.read(b.start, b.end)
-      h.update(data)
-      if (!res.write(data)) await drained(res)
-      if (res.destroyed) return
+    // Two buffers in turn: the next piece is read while the socket still sends the last.
+    const buffers = this.node.buffers
+    const sending: Array<{ buf: Buffer; flushed: Promise<void> }> = []
+    try {
+      for (let n = 0; n < s.count && !res.destroyed; n++) {
+        if (!(await arrived(n))) return void res.destroy()
+        const b = s.bounds(n)
+        const prev = sending.length < 2 ? undefined : sending.shift()
+        await prev?.flushed
+        const buf = prev?.buf ?? buffers.take(Math.min(s.pieceSize, s.length))
+        const data = await s.read(b.start, b.end, buf.subarray(0, b.end - b.start + 1))
+        h.update(data)
+        sending.push({ buf, flushed: writeFlushed(res, data) })
+      }
+      if (res.destroyed || `sha256:${h.digest('hex')}` !== digest) return void res.destroy()
+      await endFlushed(res)
+    } finally {
+      await Promise.all(sending.map(x => x.flushed))
+      for (const x of sending) buffers.give(x.buf)
     }
-    if (`sha256:${h.digest('hex')}` !== digest) return void res.destroy()
-    res.end()
   }
 
   private refused(res: ServerResponse, err: unknown): void {

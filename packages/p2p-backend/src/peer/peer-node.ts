@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
+import { PieceBuffers } from '../io/piece-buffers.js'
 import { Code } from '../protocol/codes.js'
 import { sendJson } from '../protocol/http.js'
 import type { RegisterData } from '../protocol/messages.js'
@@ -55,6 +56,8 @@ export class PeerNode {
   readonly verifier = new TokenVerifier()
   readonly uploader: Uploader
   readonly agent: Dispatcher = pieceAgent()
+  /** Piece buffers for every download, upload and local client of this node. */
+  readonly buffers = new PieceBuffers(16)
   private readonly tasks = new Map<string, TaskDownload>()
   /** Callers whose credentials the supernode accepted for a task lately (task id + credential hash). */
   private readonly accepted = new Map<string, number>()
@@ -71,6 +74,7 @@ export class PeerNode {
       verifier: this.verifier,
       peerId: () => this.peerId,
       maxUploads: o.maxUploads ?? 5,
+      buffers: this.buffers,
       limiter: o.totalLimit === undefined ? undefined : new RateLimiter(o.totalLimit)
     })
     this.server = createServer((req, res) => {
@@ -136,7 +140,14 @@ export class PeerNode {
     const existing = this.tasks.get(id)
     if (existing !== undefined && existing.failure === undefined) return existing
     const stored = await this.store.obtain(id, data.fileLength, data.pieceSize)
-    const t = new TaskDownload(data, stored, { client: this.client, agent: this.agent, cid, log: this.o.log, register })
+    const t = new TaskDownload(data, stored, {
+      client: this.client,
+      agent: this.agent,
+      buffers: this.buffers,
+      cid,
+      log: this.o.log,
+      register
+    })
     this.tasks.set(id, t)
     for (const gone of await this.store.shrink()) {
       const d = this.tasks.get(gone)

@@ -60,10 +60,9 @@ export class StoredTask {
     })
   }
 
-  /** Bytes [start, end] (inclusive) of pieces this task holds. */
-  async read(start: number, end: number): Promise<Buffer> {
+  /** Bytes [start, end] (inclusive) of pieces this task holds, into `buf` (of that length) when given. */
+  async read(start: number, end: number, buf: Buffer = Buffer.allocUnsafe(end - start + 1)): Promise<Buffer> {
     this.lastUsed = Date.now()
-    const buf = Buffer.allocUnsafe(end - start + 1)
     let got = 0
     while (got < buf.length) {
       const { bytesRead } = await this.fh.read(buf, got, buf.length - got, start + got)

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { drained, endFlushed, type PieceBuffers } from '../io/piece-buffers.js'
 import { Code, TOKEN_HEADER } from '../protocol/codes.js'
 import { sendJson } from '../protocol/http.js'
 import { parseHttpRange } from '../protocol/pieces.js'
@@ -26,7 +27,14 @@ export class Uploader {
   readonly stats: UploaderStats = { bytes: 0, refused: 0, busy: 0 }
 
   constructor(
-    private readonly o: { store: PieceStore; verifier: TokenVerifier; peerId: () => string; maxUploads: number; limiter?: RateLimiter }
+    private readonly o: {
+      store: PieceStore
+      verifier: TokenVerifier
+      peerId: () => string
+      maxUploads: number
+      limiter?: RateLimiter
+      buffers: PieceBuffers
+    }
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse, taskId: string): Promise<void> {
@@ -51,7 +59,7 @@ export class Uploader {
     this.active++
     t.users++
     try {
-      const data = await t.read(r.start, r.end)
+      const data = await t.read(r.start, r.end, this.o.buffers.take(r.end - r.start + 1))
       res.writeHead(206, {
         'content-type': 'application/octet-stream',
         'content-length': data.length,
@@ -63,23 +71,11 @@ export class Uploader {
         if (!res.write(part)) await drained(res)
         this.stats.bytes += part.length
       }
-      res.end()
+      await endFlushed(res)
+      this.o.buffers.give(data)
     } finally {
       this.active--
       t.users--
     }
   }
-}
-
-/** Resolves when `res` can take more, or is gone; leaves no listener behind. */
-export async function drained(res: ServerResponse): Promise<void> {
-  await new Promise<void>(resolve => {
-    const done = (): void => {
-      res.off('drain', done)
-      res.off('close', done)
-      resolve()
-    }
-    res.on('drain', done)
-    res.on('close', done)
-  })
 }

@@ -97,6 +97,11 @@ export class CdnTask extends EventEmitter {
     })
   }
 
+  /** Still fetching from the origin (a preheat with no peer yet must not expire mid-copy). */
+  get busy(): boolean {
+    return this.streaming || this.fetching.size > 0
+  }
+
   get complete(): boolean {
     return this.digests.every(d => d !== undefined)
   }
@@ -135,11 +140,10 @@ export class CdnTask extends EventEmitter {
     })()
   }
 
-  /** The bytes of piece `n` from this copy. */
-  async read(n: number): Promise<Buffer> {
+  /** The bytes of piece `n` from this copy, into `buf` (at least a piece long) when given. */
+  async read(n: number, buf: Buffer = Buffer.allocUnsafe(this.o.pieceSize)): Promise<Buffer> {
     const start = n * this.o.pieceSize
     const len = Math.min(this.o.length, start + this.o.pieceSize) - start
-    const buf = Buffer.allocUnsafe(len)
     const { bytesRead } = await this.fh!.read(buf, 0, len, start)
     return buf.subarray(0, bytesRead)
   }
@@ -233,7 +237,8 @@ export class CdnTask extends EventEmitter {
     if (this.verified || this.o.digest === undefined) return
     this.verified = true
     const h = createHash('sha256')
-    for (let n = 0; n < this.count; n++) h.update(await this.read(n))
+    const buf = Buffer.allocUnsafe(this.o.pieceSize)
+    for (let n = 0; n < this.count; n++) h.update(await this.read(n, buf))
     const got = `sha256:${h.digest('hex')}`
     if (got !== this.o.digest) this.fail(new Error(`the origin's file hashes to ${got}, not ${this.o.digest}`))
     else this.emit('verified')

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { endFlushed } from '../io/piece-buffers.js'
 import { Code, TOKEN_HEADER } from '../protocol/codes.js'
 import { readJson, remoteIp, sendJson } from '../protocol/http.js'
 import { HeartbeatRequest, PreheatRequest } from '../protocol/messages.js'
@@ -113,7 +114,9 @@ export class SupernodeServer {
       'content-length': body.length,
       'content-range': `bytes ${r.start}-${r.end}/${task.length}`
     })
-    res.end(body)
+    res.write(body)
+    await endFlushed(res)
+    this.sn.buffers.give(data)
   }
 
   private async preheat(req: IncomingMessage): Promise<Answer> {

@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import { PieceBuffers } from '../io/piece-buffers.js'
 import { ClientError, Code, PieceResult, type ResultInfo } from '../protocol/codes.js'
 import { RegisterRequest, type PieceTask, type RegisterData } from '../protocol/messages.js'
 import { parseRange, pieceBounds, rangeString } from '../protocol/pieces.js'
@@ -23,6 +24,8 @@ export interface SupernodeOptions {
   signer?: TokenSigner
   /** Redis URL: share the token key, piece digests and exclusions with other supernodes. */
   redis?: string
+  /** A task no peer has asked about for this long is dropped with its copy (v1's task-expire-time; default 3 min). */
+  taskExpireMs?: number
 }
 
 /** Reports of bad pieces (proved by the supernode's own copy) after which a peer is evicted everywhere. */
@@ -54,6 +57,8 @@ export class Supernode {
   readonly self: Peer = newPeer(SUPERNODE_CID, '', 0, Infinity)
   readonly limits: SchedulerLimits
   readonly waiters = new TaskWaiters()
+  /** Buffers for pieces read from the CDN copies and sent to peers. */
+  readonly buffers = new PieceBuffers(16)
   private readonly origin = new Origin()
   private readonly scheduler: Scheduler
   private readonly evicted = new Map<string, number>()
@@ -253,11 +258,11 @@ export class Supernode {
     return ok({ needRegister: p === undefined })
   }
 
-  /** The token holder may read piece `n` of `taskId` from the supernode's copy. */
+  /** The token holder may read piece `n` of `taskId` from the supernode's copy; give the buffer back to `buffers` once sent. */
   async readPiece(taskId: string, n: number): Promise<Buffer | undefined> {
     const task = this.registry.tasks.get(taskId)
     if (task === undefined || !task.cdn.has(n)) return undefined
-    const b = await task.cdn.read(n)
+    const b = await task.cdn.read(n, this.buffers.take(task.cdn.o.pieceSize))
     this.metrics.uploadBytes.inc(b.length)
     return b
   }
@@ -277,6 +282,7 @@ export class Supernode {
     if (task === undefined) return notFound(`task ${taskId} is not known here`)
     const pt = task.peers.get(cid)
     if (pt === undefined) return notFound(`peer ${cid} has not registered for task ${taskId}`)
+    task.lastUsed = Date.now()
     return { task, pt }
   }
 
@@ -349,9 +355,15 @@ export class Supernode {
     this.metrics.peers.set(this.peers.size)
   }
 
-  /** Peers not heard from leave the schedule; assignments never reported free their slots. */
+  /** Peers not heard from leave the schedule; assignments never reported free their slots; unused tasks go. */
   private expire(now: number): void {
     for (const p of [...this.peers.values()]) if (now - p.lastSeen > this.limits.peerExpireMs) this.forget(p)
+    const taskExpire = this.o.taskExpireMs ?? 180_000
+    for (const t of [...this.registry.tasks.values()])
+      if (t.peers.size === 0 && !t.cdn.busy && now - t.lastUsed > taskExpire) {
+        this.o.log.info({ task: t.id }, 'task expired: its copy is removed')
+        void this.registry.drop(t)
+      }
     for (const t of this.registry.tasks.values())
       for (const pt of t.peers.values())
         for (const [n, a] of [...pt.inflight])
