@@ -11,6 +11,7 @@ import {
   startFaultProxy,
   startRegistry,
   startSupernode,
+  startSwarmNet,
   tempDir
 } from '@nydusjs/testkit'
 
@@ -18,7 +19,7 @@ const REPO = 'p2p/image'
 const AUTH = Buffer.from('puller:pull-Secret-7').toString('base64')
 
 test.serial(
-  'nydusd through the dragonfly link: eight nodes (one nydusd and one dfdaemon each) read one image, every file right, the registry sends each byte about once; without the swarm the registry link serves',
+  'nydusd through the dragonfly link: eight nodes (network namespaces, one nydusd and one dfdaemon each) read one image, every file right, the registry sends each byte about once; without the swarm the registry link serves',
   async t => {
     // An image of 40 files (12 MiB, incompressible) in a private registry behind a counting proxy.
     const dir = await tempDir(t)
@@ -40,27 +41,33 @@ test.serial(
       blobBytes += data.length
       await pushBlob(reg, REPO, data, `Basic ${AUTH}`)
     }
-    const origin = await startFaultProxy(t, reg.url)
+    // The supernode and the nodes in namespaces on one bridge; the registry (behind a counting proxy on the bridge) on the host.
+    const net = await startSwarmNet(t, 9)
+    if (net.why !== undefined) t.log(`${net.why}: the nodes run on loopback addresses`)
+    const origin = await startFaultProxy(t, reg.url, { host: net.hostIp })
     const served = (): number => [...origin.blobBytes().values()].reduce((a, b) => a + b, 0)
-
-    const sn = await startSupernode(t, { home: await tempDir(t) })
+    const [snNet, ...nodeNets] = net.nodes
+    const sn = await startSupernode(t, { home: await tempDir(t), host: snNet.ip, prefix: snNet.prefix })
     const nodes = await Promise.all(
-      [0, 1, 2, 3, 4, 5, 6, 7].map(async () => await startDfdaemon(t, { home: await tempDir(t), nodes: [sn.addr] }))
+      nodeNets.map(async n => await startDfdaemon(t, { home: await tempDir(t), host: n.ip, prefix: n.prefix, nodes: [sn.addr] }))
     )
     const registry = { type: 'registry', config: { scheme: 'http', host: origin.host, repo: REPO, auth: AUTH } }
-    const mount = async (proxy: string): Promise<string> => {
+    // nydusd enters its node's network namespace only: its FUSE mount stays visible to the test.
+    const mount = async (i: number): Promise<string> => {
       const d = await tempDir(t)
       const mnt = join(d, 'mnt')
       await mkdir(mnt)
+      const proxy = `http://${nodes[i].addr}`
       await mountImage(t, {
         dir: d,
         bootstrap: join(dir, 'image.boot'),
         mnt,
+        prefix: nodeNets[i].netPrefix,
         config: { device: { backend: { type: 'chain', config: { backends: [{ type: 'dragonfly', config: { proxy } }, registry] } } } }
       })
       return mnt
     }
-    const mnts = await Promise.all(nodes.map(async n => await mount(`http://${n.addr}`)))
+    const mnts = await Promise.all(nodes.map(async (_, i) => await mount(i)))
     await Promise.all(
       mnts.map(async mnt => {
         for (const [name, want] of files) t.true((await readFile(join(mnt, name))).equals(want), `${mnt}/${name}`)
@@ -75,7 +82,7 @@ test.serial(
     for (const n of nodes) await n.stop()
     await sn.stop()
     const before = served()
-    const alone = await mount(`http://${nodes[0].addr}`)
+    const alone = await mount(0)
     for (const [name, want] of files) t.true((await readFile(join(alone, name))).equals(want), `without the swarm: ${name}`)
     t.true(served() - before >= 0.9 * blobBytes, 'the registry link did not serve')
   }

@@ -13,6 +13,12 @@ export interface NetNode {
   ip: string
   /** `ip netns exec NAME` prefix for spawning a command inside. */
   prefix: string[]
+  /**
+   * `nsenter --net=...`: enters the network namespace only. `ip netns exec`
+   * also gives the command a mount namespace of its own, which hides a FUSE
+   * mount made inside from the test; nydusd starts with this one.
+   */
+  netPrefix: string[]
   /** Shapes what leaves it (its answers) with `tc tbf` at `mbit`; 0 removes it. */
   limit: (mbit: number) => Promise<void>
   /** Bytes that left it through its veth since it was made. */
@@ -76,6 +82,7 @@ export async function startBridgeNet(t: Teardown, count: number): Promise<Bridge
       name,
       ip,
       prefix: ['ip', ...inNs([])],
+      netPrefix: ['nsenter', `--net=/run/netns/${name}`],
       limit: async mbit => {
         if (mbit === 0) await run('ip', inNs(['tc', 'qdisc', 'del', 'dev', nsIf, 'root']))
         else
@@ -125,6 +132,7 @@ export async function startSwarmNet(t: Teardown, count: number, o: { loopback?: 
       name: `loopback-${i}`,
       ip: `127.0.${x}.${i + 2}`,
       prefix: ['env'],
+      netPrefix: ['env'],
       limit: async () => {
         throw new Error('tc shaping needs network namespaces; this swarm is on loopback')
       },

@@ -33,11 +33,17 @@ export interface FaultProxy {
 }
 
 /**
- * An HTTP proxy on a free loopback port in front of any source. Requests for
- * blobs (`/blobs/` in the path) get the current fault; others (tokens) pass.
+ * An HTTP proxy on a free loopback port (or on `o.host`, e.g. a test bridge's
+ * address) in front of any source. Requests for blobs (`/blobs/` in the
+ * path) get the current fault; others (tokens) pass.
  */
-export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) => void }, upstream: string): Promise<FaultProxy> {
+export async function startFaultProxy(
+  t: { teardown: (fn: () => Promise<void>) => void },
+  upstream: string,
+  o: { host?: string } = {}
+): Promise<FaultProxy> {
   const up = new URL(upstream)
+  const listenHost = o.host ?? '127.0.0.1'
   let mode: Fault = 'pass'
   const queue: Fault[] = []
   let pattern: Fault[] = []
@@ -134,7 +140,7 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
         if (f !== 'pass') delete headers['content-length']
         // Upload locations name the upstream; point them back here so the whole upload passes the proxy.
         if (typeof headers.location === 'string' && headers.location.startsWith(up.origin))
-          headers.location = `http://127.0.0.1:${port}${headers.location.slice(up.origin.length)}`
+          headers.location = `http://${listenHost}:${port}${headers.location.slice(up.origin.length)}`
         res.writeHead(upRes.statusCode ?? 502, headers)
         if (f === 'pass') {
           const digest = /\/blobs\/(sha256:[0-9a-f]{64})/.exec(req.url ?? '')?.[1]
@@ -161,7 +167,7 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
     req.pipe(out)
   }
   let port = 0
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>(resolve => server.listen(0, listenHost, resolve))
   port = (server.address() as AddressInfo).port
   const close = async (): Promise<void> => {
     for (const r of stalled) r.destroy()
@@ -170,8 +176,8 @@ export async function startFaultProxy(t: { teardown: (fn: () => Promise<void>) =
   }
   t.teardown(close)
   return {
-    host: `127.0.0.1:${port}`,
-    url: `http://127.0.0.1:${port}`,
+    host: `${listenHost}:${port}`,
+    url: `http://${listenHost}:${port}`,
     set: f => {
       mode = f
       pattern = []

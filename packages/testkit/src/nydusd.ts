@@ -70,6 +70,8 @@ export async function mountImage(
     uid?: number
     /** Added to the daemon's environment. */
     env?: Record<string, string>
+    /** Runs nydusd through this command (e.g. a node's `netPrefix`: nsenter into its network namespace). */
+    prefix?: string[]
   }
 ): Promise<MountedImage> {
   const cfg = join(o.dir, `nydusd-${Date.now()}-${Math.random().toString(16).slice(2)}.json`)
@@ -96,7 +98,8 @@ export async function mountImage(
     o.uid === undefined
       ? [process.execPath, args]
       : ['setpriv', ['--reuid', String(o.uid), '--regid', String(o.uid), '--clear-groups', process.execPath, ...args]]
-  const proc = spawnOwned(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } })
+  const [head, ...rest] = [...(o.prefix ?? []), cmd, ...argv]
+  const proc = spawnOwned(head, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } })
   reaper.mount(o.mnt)
   let stderr = ''
   proc.stderr!.on('data', (b: Buffer) => {
