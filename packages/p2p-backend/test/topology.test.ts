@@ -120,6 +120,7 @@ async function originMeter(s: Swarm): Promise<() => Promise<number>> {
 
 for (const [n, loopback] of [
   [8, false],
+  [16, false],
   [32, false],
   [8, true]
 ] as const) {
