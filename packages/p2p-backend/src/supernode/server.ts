@@ -8,7 +8,8 @@ import { parseHttpRange } from '../protocol/pieces.js'
 import { TASK_ID, taskIdOf } from '../protocol/task-id.js'
 import { TokenVerifier } from '../protocol/token.js'
 import { headerRecord } from './origin.js'
-import { bad, describe, SUPERNODE_CID, type Answer, type Supernode } from './service.js'
+import { bad, describe, type Answer } from './answers.js'
+import { SUPERNODE_CID, type Supernode } from './service.js'
 
 /**
  * The supernode's HTTP face: Dragonfly v1's /peer/* API, the piece uploads

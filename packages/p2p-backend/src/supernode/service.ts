@@ -2,15 +2,17 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { PieceBuffers } from '../io/piece-buffers.js'
-import { ClientError, Code, PieceResult, type ResultInfo } from '../protocol/codes.js'
+import { ClientError, Code, PieceResult } from '../protocol/codes.js'
 import { RegisterRequest, type PieceTask, type RegisterData } from '../protocol/messages.js'
-import { parseRange, pieceBounds, rangeString } from '../protocol/pieces.js'
+import { parseRange } from '../protocol/pieces.js'
 import { TASK_ID, taskIdOf } from '../protocol/task-id.js'
 import { TokenSigner } from '../protocol/token.js'
+import { type Answer, bad, describe, notFound, ok, parseWant, refused } from './answers.js'
 import { SupernodeMetrics } from './metrics.js'
+import { pieceTasks } from './piece-tasks.js'
 import { headerRecord, Origin } from './origin.js'
 import { DEFAULT_LIMITS, Scheduler, type Assignment, type SchedulerLimits } from './scheduler.js'
-import { dropPeerTask, markHave, newPeer, newPeerTask, release, type Peer, type PeerTask, type Task } from './swarm.js'
+import { dropPeerTask, markHave, newPeer, newPeerTask, recordUpload, release, type Peer, type PeerTask, type Task } from './swarm.js'
 import { SharedState } from './shared-state.js'
 import { OriginRefusal, TaskRegistry, type TaskSpec } from './tasks.js'
 import { TaskWaiters } from './waiters.js'
@@ -33,16 +35,6 @@ const EVICT_AFTER = 3
 /** An assignment not reported for this long frees its slots (a peer gives up on a piece after 30 s). */
 const INFLIGHT_TIMEOUT_MS = 45_000
 export const SUPERNODE_CID = 'supernode'
-
-/** An API answer: HTTP status and v1's ResultInfo body. */
-export interface Answer {
-  status: number
-  body: ResultInfo | Record<string, unknown>
-}
-
-const ok = (data?: unknown): Answer => ({ status: 200, body: { code: Code.Success, data } })
-export const bad = (msg: string): Answer => ({ status: 400, body: { code: Code.ParamError, msg } })
-const notFound = (msg: string): Answer => ({ status: 404, body: { code: Code.TargetNotFound, msg } })
 
 /**
  * The supernode's API operations (Dragonfly v1's /peer/* semantics): tasks
@@ -118,15 +110,7 @@ export class Supernode {
       })
     } catch (err) {
       if (!(err instanceof OriginRefusal)) throw err
-      const auth = err.status === 401 || err.status === 403
-      return {
-        status: auth ? err.status : 502,
-        body: {
-          code: auth ? Code.NeedAuth : Code.URLNotReachable,
-          msg: err.message,
-          data: { status: err.status, wwwAuthenticate: err.wwwAuthenticate }
-        }
-      }
+      return refused(err, true)
     }
     const peer = this.peer(peerId, ip, r.port)
     let pt = task.peers.get(r.cID)
@@ -159,10 +143,7 @@ export class Supernode {
       return { status: 200, body: { ID: task.id } }
     } catch (err) {
       if (!(err instanceof OriginRefusal)) throw err
-      return {
-        status: 502,
-        body: { code: err.status === 401 || err.status === 403 ? Code.NeedAuth : Code.URLNotReachable, msg: err.message }
-      }
+      return refused(err, false)
     }
   }
 
@@ -192,11 +173,18 @@ export class Supernode {
         return { status: 200, body: { code: Code.SourceError, msg: `the origin copy failed: ${task.cdn.failed.message}` } }
       if (this.done(task, pt)) return { status: 200, body: { code: Code.PeerFinish, data: { fileLength: task.length, md5: '' } } }
       const got = this.scheduler.schedule(task, pt, Date.now())
-      if (got.length > 0) return { status: 200, body: { code: Code.PeerContinue, data: await this.pieceTasks(task, pt, got) } }
+      if (got.length > 0) return { status: 200, body: { code: Code.PeerContinue, data: await this.answerPieces(task, pt, got) } }
       const left = deadline - Date.now()
       if (left <= 0 || signal?.aborted === true) return { status: 200, body: { code: Code.PeerWait, msg: 'no piece can be fetched yet' } }
       await this.waiters.wait(task.id, left, signal)
     }
+  }
+
+  private async answerPieces(task: Task, pt: PeerTask, got: Assignment[]): Promise<PieceTask[]> {
+    const fromSelf = got.filter(a => a.from === this.self).length
+    this.metrics.piecesScheduled.inc({ source: 'peer' }, got.length - fromSelf)
+    this.metrics.piecesScheduled.inc({ source: 'supernode' }, fromSelf)
+    return await pieceTasks(this.signer, task, pt, got)
   }
 
   /** GET /peer/piece/suc: `cid` has the piece `pieceRange`, fetched from `dstCid`. */
@@ -306,21 +294,7 @@ export class Supernode {
     const n = Math.floor(start / task.pieceSize)
     if (n >= task.count) return
     const a = release(task, pt, n)
-    if (a !== undefined) {
-      const b = pieceBounds(n, task.length, task.pieceSize)
-      if (success) {
-        a.from.ok++
-        a.from.failStreak = 0
-        a.from.uploaded += b.end - b.start + 1
-        if (a.from !== this.self) task.peerUploaded += b.end - b.start + 1
-      } else {
-        a.from.failed++
-        a.from.failStreak++
-        a.from.lastFail = Date.now()
-      }
-      const rate = (b.end - b.start + 1) / costMs
-      if (success && costMs > 0) a.from.speed = a.from.speed === 0 ? rate : a.from.speed * 0.7 + rate * 0.3
-    }
+    if (a !== undefined) recordUpload(task, a.from, n, success, costMs, a.from === this.self)
     this.metrics.pieceReports.inc({ result: success ? 'success' : 'failure' })
     if (success) markHave(task, pt, n)
     this.waiters.notify(task.id)
@@ -373,53 +347,4 @@ export class Supernode {
             this.waiters.notify(t.id)
           }
   }
-
-  private async pieceTasks(task: Task, pt: PeerTask, got: Assignment[]): Promise<PieceTask[]> {
-    const tokens = new Map<Peer, Promise<string>>()
-    for (const a of got)
-      if (!tokens.has(a.from))
-        tokens.set(
-          a.from,
-          this.signer.sign({ task: task.id, src: a.from.id, dst: pt.cid, pieces: got.filter(g => g.from === a.from).map(g => g.piece) })
-        )
-    this.metrics.piecesScheduled.inc({ source: 'peer' }, got.filter(a => a.from !== this.self).length)
-    this.metrics.piecesScheduled.inc({ source: 'supernode' }, got.filter(a => a.from === this.self).length)
-    return await Promise.all(
-      got.map(async a => {
-        const b = pieceBounds(a.piece, task.length, task.pieceSize)
-        return {
-          range: rangeString(b.start, b.end),
-          pieceNum: a.piece,
-          pieceSize: b.end - b.start + 1,
-          pieceMd5: '',
-          pieceDigest: `sha256:${task.cdn.digestOf(a.piece)}`,
-          cid: a.fromCid,
-          peerIp: a.from.ip,
-          peerPort: a.from.port,
-          path: a.path,
-          downLink: 0,
-          token: await tokens.get(a.from)!
-        }
-      })
-    )
-  }
-}
-
-/** "1,2,5-9" into piece numbers below `count` (at most 4,096); undefined when malformed. */
-export function parseWant(s: string, count: number): number[] | undefined {
-  const out: number[] = []
-  for (const part of s.split(',')) {
-    const m = /^(\d{1,9})(?:-(\d{1,9}))?$/.exec(part)
-    if (m === null) return undefined
-    const a = Number(m[1])
-    const b = m[2] === undefined ? a : Number(m[2])
-    if (b < a || b >= count || out.length + (b - a + 1) > 4096) return undefined
-    for (let n = a; n <= b; n++) out.push(n)
-  }
-  return out
-}
-
-export function describe(err: { issues: Array<{ path: PropertyKey[]; message: string }> }): string {
-  const i = err.issues[0]
-  return `${i.path.map(String).join('.') || 'body'}: ${i.message}`
 }

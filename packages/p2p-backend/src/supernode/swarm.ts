@@ -103,6 +103,22 @@ export function release(task: Task, pt: PeerTask, n: number): { from: Peer } | u
   return a
 }
 
+/** A parent's record after an upload of piece `n` ended: success ratio, fail streak, bytes, speed (a moving average). */
+export function recordUpload(task: Task, from: Peer, n: number, success: boolean, costMs: number, isSupernode: boolean): void {
+  const size = Math.min(task.length, (n + 1) * task.pieceSize) - n * task.pieceSize
+  if (success) {
+    from.ok++
+    from.failStreak = 0
+    from.uploaded += size
+    if (!isSupernode) task.peerUploaded += size
+    if (costMs > 0) from.speed = from.speed === 0 ? size / costMs : from.speed * 0.7 + (size / costMs) * 0.3
+  } else {
+    from.failed++
+    from.failStreak++
+    from.lastFail = Date.now()
+  }
+}
+
 /** The piece is no longer offered by `pt` (it left, or was found bad). */
 export function dropPeerTask(task: Task, pt: PeerTask): void {
   for (let n = 0; n < pt.have.length; n++) if (pt.have[n] === 1) task.copies[n]--
