@@ -56,7 +56,7 @@ export class PeerNode {
   readonly verifier = new TokenVerifier()
   readonly uploader: Uploader
   readonly agent: Dispatcher = pieceAgent()
-  /** Piece buffers for every download, upload and local client of this node. */
+  /** Piece buffers for this node's uploads and its local clients' reads. */
   readonly buffers = new PieceBuffers(16)
   private readonly tasks = new Map<string, TaskDownload>()
   /** Callers whose credentials the supernode accepted for a task lately (task id + credential hash). */
@@ -143,7 +143,6 @@ export class PeerNode {
     const t = new TaskDownload(data, stored, {
       client: this.client,
       agent: this.agent,
-      buffers: this.buffers,
       cid,
       log: this.o.log,
       register

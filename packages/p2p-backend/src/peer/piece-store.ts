@@ -38,13 +38,15 @@ export class StoredTask {
     return { start, end: Math.min(this.length, start + this.pieceSize) - 1 }
   }
 
-  /** Stores a verified piece, then wakes whoever waits for it. */
-  async write(n: number, data: Buffer): Promise<void> {
+  /** Stores a verified piece (its bytes as they came, in one writev), then wakes whoever waits for it. */
+  async write(n: number, chunks: Buffer[]): Promise<void> {
     if (this.has(n)) return
-    await this.fh.write(data, 0, data.length, n * this.pieceSize)
+    const size = chunks.reduce((sum, c) => sum + c.length, 0)
+    const { bytesWritten } = await this.fh.writev(chunks, n * this.pieceSize)
+    if (bytesWritten !== size) throw new Error(`piece store: ${this.id} piece ${n}: ${bytesWritten} of ${size} bytes written`)
     this.have[n] = 1
     this.haveCount++
-    this.bytes += data.length
+    this.bytes += size
     this.lastUsed = Date.now()
     for (const w of this.waiting.get(n) ?? []) w()
     this.waiting.delete(n)

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { Agent, type Dispatcher } from 'undici'
-import type { PieceBuffers } from '../io/piece-buffers.js'
 import { ClientError, Code, TOKEN_HEADER } from '../protocol/codes.js'
 import type { PieceTask, RegisterData } from '../protocol/messages.js'
 import { parseRange } from '../protocol/pieces.js'
@@ -13,7 +12,6 @@ import { SupernodeRefusal, SupernodesDown, type SupernodeClient } from './supern
 export interface TaskContext {
   client: SupernodeClient
   agent: Dispatcher
-  buffers: PieceBuffers
   cid: string
   log: Logger
   register: (have?: string) => Promise<RegisterData>
@@ -177,47 +175,33 @@ export class TaskDownload {
       return
     }
     const size = range.end - range.start + 1
-    const buf = this.ctx.buffers.take(size)
+    let piece: { chunks: Buffer[]; sha256: string }
     try {
-      await this.fetchInto(p, n, buf, t0, report, error)
-    } finally {
-      this.ctx.buffers.give(buf)
-    }
-  }
-
-  private async fetchInto(
-    p: PieceTask,
-    n: number,
-    dst: Buffer,
-    t0: number,
-    report: Record<string, string>,
-    error: (errorType: string, extra?: Record<string, string>) => Promise<void>
-  ): Promise<void> {
-    const size = dst.length
-    let data: Buffer
-    try {
-      data = await this.get(p, dst)
+      piece = await this.get(p, size)
     } catch (err) {
       this.ctx.log.debug({ task: this.id, piece: n, from: p.cid, err: (err as Error).message }, 'piece fetch failed')
       await error(ClientError.FileNotExist)
       return
     }
-    const got = `sha256:${createHash('sha256').update(data).digest('hex')}`
+    const got = `sha256:${piece.sha256}`
     if (got !== p.pieceDigest) {
       this.fetched.bad++
       this.ctx.log.warn({ task: this.id, piece: n, from: p.cid }, 'piece refused: its sha256 is not the supernode copy')
       await error(ClientError.DigestMismatch, { realMd5: got, expectMd5: p.pieceDigest })
       return
     }
-    await this.stored.write(n, data)
+    await this.stored.write(n, piece.chunks)
     if (p.cid === 'supernode') this.fetched.supernode += size
     else this.fetched.peers += size
     await this.ctx.client.reportSuccess({ ...report, cost: Math.max(1, Date.now() - t0) }).catch(() => {})
   }
 
-  /** The piece's bytes, into `out`, from the peer (or the supernode) the schedule named; never more than it holds. */
-  private async get(p: PieceTask, out: Buffer): Promise<Buffer> {
-    const size = out.length
+  /**
+   * The piece's bytes as they came off the socket (no copy: they are written
+   * with writev) and their sha256, hashed as they arrive; from the peer (or
+   * the supernode) the schedule named, never more than the piece.
+   */
+  private async get(p: PieceTask, size: number): Promise<{ chunks: Buffer[]; sha256: string }> {
     const host = p.peerIp === '' ? this.ctx.client.node : `${p.peerIp.includes(':') ? `[${p.peerIp}]` : p.peerIp}:${p.peerPort}`
     const res = await this.ctx.agent.request({
       origin: `http://${host}`,
@@ -230,17 +214,20 @@ export class TaskDownload {
       await res.body.dump()
       throw new Error(`${host} answered ${res.statusCode}`)
     }
+    const chunks: Buffer[] = []
+    const h = createHash('sha256')
     let got = 0
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
       if (got + chunk.length > size) {
         res.body.destroy()
         throw new Error(`${host} sent more than the piece`)
       }
-      chunk.copy(out, got)
+      h.update(chunk)
+      chunks.push(chunk)
       got += chunk.length
     }
     if (got !== size) throw new Error(`${host} sent ${got} of ${size} bytes`)
-    return out
+    return { chunks, sha256: h.digest('hex') }
   }
 }
 
