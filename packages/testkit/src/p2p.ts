@@ -5,7 +5,7 @@ import { repoRoot } from './paths.js'
 import { ownedDaemon, type OwnedDaemon } from './reaper.js'
 
 export const supernodeBin = join(repoRoot, 'packages/p2p-backend/bin/supernode.cjs')
-export const dfdaemonBin = join(repoRoot, 'packages/p2p-backend/bin/dfdaemon.cjs')
+export const dfdaemonBin = join(repoRoot, 'packages/registry-proxy/bin/dfdaemon.cjs')
 export const dfgetBin = join(repoRoot, 'packages/p2p-backend/bin/dfget.cjs')
 
 interface Teardown {

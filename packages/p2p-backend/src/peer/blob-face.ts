@@ -30,9 +30,8 @@ export class BlobFace {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const url = new URL(req.url ?? '/', 'http://dfdaemon')
-    const m = BLOB_PATH.exec(url.pathname)
-    if (m === null || (req.method !== 'GET' && req.method !== 'HEAD')) return false
-    const upstream = this.upstream(req, url)
+    if (BLOB_PATH.exec(url.pathname) === null || (req.method !== 'GET' && req.method !== 'HEAD')) return false
+    const upstream = upstreamOf(req, url, this.defaultRegistry)
     if (upstream === undefined) {
       sendJson(
         res,
@@ -42,6 +41,13 @@ export class BlobFace {
       )
       return true
     }
+    return await this.serve(req, res, new URL(`${upstream}${url.pathname}`))
+  }
+
+  /** A GET or HEAD of the blob at `blob` (an origin's `/v2/<repo>/blobs/<digest>` URL) through the swarm; false if it is none. */
+  async serve(req: IncomingMessage, res: ServerResponse, blob: URL): Promise<boolean> {
+    const m = BLOB_PATH.exec(blob.pathname)
+    if (m === null || (req.method !== 'GET' && req.method !== 'HEAD')) return false
     const headers: string[] = []
     for (const k of FORWARD) {
       const v = req.headers[k]
@@ -49,7 +55,7 @@ export class BlobFace {
     }
     let task: TaskDownload
     try {
-      task = await this.node.task({ url: `${upstream}/v2/${m[1]}/blobs/${m[2]}`, headers, lazy: req.headers.range !== undefined })
+      task = await this.node.task({ url: `${blob.origin}${blob.pathname}`, headers, lazy: req.headers.range !== undefined })
     } catch (err) {
       this.refused(res, err)
       return true
@@ -74,19 +80,6 @@ export class BlobFace {
     if (r === 'none') await this.whole(res, task, m[2])
     else await this.range(res, task, r.start, r.end)
     return true
-  }
-
-  private upstream(req: IncomingMessage, url: URL): string | undefined {
-    const h = req.headers['x-dragonfly-registry']
-    const ns = url.searchParams.get('ns')
-    const raw = typeof h === 'string' ? h : ns !== null ? `https://${ns}` : this.defaultRegistry
-    if (raw === undefined) return undefined
-    try {
-      const u = new URL(raw.includes('://') ? raw : `https://${raw}`)
-      return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined
-    } catch {
-      return undefined
-    }
   }
 
   private async range(res: ServerResponse, task: TaskDownload, start: number, end: number): Promise<void> {
@@ -158,5 +151,23 @@ export class BlobFace {
     }
     const why = err instanceof SupernodesDown ? 'no supernode answered' : (err as Error).message
     sendJson(res, 502, { code: Code.SystemError, msg: `P2P: ${why}` }, { [ERROR_TYPE]: 'proxy' })
+  }
+}
+
+/**
+ * The registry a mirror request is for: X-Dragonfly-Registry, else
+ * containerd's `?ns=` (a host; docker.io is registry-1.docker.io), else the
+ * configured default; an origin (`scheme://host[:port]`) or undefined.
+ */
+export function upstreamOf(req: IncomingMessage, url: URL, dflt?: string): string | undefined {
+  const h = req.headers['x-dragonfly-registry']
+  const ns = url.searchParams.get('ns')
+  const raw = typeof h === 'string' ? h : ns !== null ? `https://${ns === 'docker.io' ? 'registry-1.docker.io' : ns}` : dflt
+  if (raw === undefined) return undefined
+  try {
+    const u = new URL(raw.includes('://') ? raw : `https://${raw}`)
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined
+  } catch {
+    return undefined
   }
 }

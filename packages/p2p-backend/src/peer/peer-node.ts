@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
@@ -31,8 +32,10 @@ export interface PeerNodeOptions {
   maxUploads?: number
   heartbeatMs?: number
   log: Logger
-  /** Other requests to this node's port (dfdaemon's blob face). */
+  /** Other requests to this node's port (dfdaemon's blob face, the registry mirror). */
   extra?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
+  /** CONNECT requests (the registry mirror's forward proxy); refused with 405 without it. */
+  connect?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
 }
 
 export interface TaskSpec {
@@ -83,6 +86,16 @@ export class PeerNode {
         if (!res.headersSent) sendJson(res, 500, { code: Code.SystemError, msg: 'internal error' })
         else res.destroy()
       })
+    })
+    this.server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (o.connect !== undefined) return o.connect(req, socket, head)
+      socket.end('HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+    })
+    // A malformed request line or header: one status line naming this daemon's refusal, and the connection closed.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (!socket.writable) return void socket.destroy()
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
+      socket.end(`HTTP/1.1 ${status}\r\nX-Dragonfly-Error-Type: proxy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
     })
   }
 

@@ -1,0 +1,8 @@
+export { DfdaemonConfig, loadConfig, parseConfig } from './config.js'
+export { ConnectProxy } from './connect.js'
+export type { HijackCa } from './hijack.js'
+export { isLocalClient } from './local-clients.js'
+export { RegistryMirror, type MirrorOptions } from './mirror.js'
+export { ProxyRules, type Route } from './rules.js'
+export { TlsTrust } from './tls-trust.js'
+export { endToEnd, ERROR_TYPE, passThrough, proxyError } from './upstream.js'
