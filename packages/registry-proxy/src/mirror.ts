@@ -57,7 +57,8 @@ export class RegistryMirror {
   /** A request for `url` (a mirror's upstream URL, or what a proxy client asked for), routed by the proxy rules. */
   async forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const route = this.o.rules.route(url, req.method ?? 'GET')
-    if (route.kind === 'p2p' && (await this.o.face.serve(req, res, route.url))) return
+    // No supernode answering: the origin serves (a pull never fails for want of the swarm).
+    if (route.kind === 'p2p' && (await this.o.face.serve(req, res, route.url, true))) return
     await this.direct(req, res, route.url)
   }
 

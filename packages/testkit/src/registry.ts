@@ -17,6 +17,8 @@ interface Teardown {
 export interface TestCa {
   caPem: string
   caFile: string
+  /** The CA's own key (a test can make it issue more, e.g. as a proxy's hijacking CA). */
+  caKeyFile: string
   certFile: string
   keyFile: string
 }
@@ -69,7 +71,13 @@ export async function makeTestCa(dir: string): Promise<TestCa> {
     '-out',
     f('server.pem')
   ])
-  return { caPem: await readFile(f('ca.pem'), 'utf8'), caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server.key') }
+  return {
+    caPem: await readFile(f('ca.pem'), 'utf8'),
+    caFile: f('ca.pem'),
+    caKeyFile: f('ca.key'),
+    certFile: f('server.pem'),
+    keyFile: f('server.key')
+  }
 }
 
 export async function freePort(): Promise<number> {

@@ -44,8 +44,12 @@ export class BlobFace {
     return await this.serve(req, res, new URL(`${upstream}${url.pathname}`))
   }
 
-  /** A GET or HEAD of the blob at `blob` (an origin's `/v2/<repo>/blobs/<digest>` URL) through the swarm; false if it is none. */
-  async serve(req: IncomingMessage, res: ServerResponse, blob: URL): Promise<boolean> {
+  /**
+   * A GET or HEAD of the blob at `blob` (an origin's `/v2/<repo>/blobs/<digest>`
+   * URL) through the swarm; false if it is none, or (with `fallback`) when no
+   * supernode answers, for the caller to fetch it from the origin instead.
+   */
+  async serve(req: IncomingMessage, res: ServerResponse, blob: URL, fallback = false): Promise<boolean> {
     const m = BLOB_PATH.exec(blob.pathname)
     if (m === null || (req.method !== 'GET' && req.method !== 'HEAD')) return false
     const headers: string[] = []
@@ -57,6 +61,7 @@ export class BlobFace {
     try {
       task = await this.node.task({ url: `${blob.origin}${blob.pathname}`, headers, lazy: req.headers.range !== undefined })
     } catch (err) {
+      if (fallback && err instanceof SupernodesDown) return false
       this.refused(res, err)
       return true
     }
@@ -162,11 +167,26 @@ export class BlobFace {
 export function upstreamOf(req: IncomingMessage, url: URL, dflt?: string): string | undefined {
   const h = req.headers['x-dragonfly-registry']
   const ns = url.searchParams.get('ns')
-  const raw = typeof h === 'string' ? h : ns !== null ? `https://${ns === 'docker.io' ? 'registry-1.docker.io' : ns}` : dflt
+  // containerd names the host only: the configured default's scheme when it is that host (a plain-HTTP registry).
+  const byNs =
+    ns === null
+      ? undefined
+      : dflt !== undefined && hostOf(dflt) === ns
+        ? dflt
+        : `https://${ns === 'docker.io' ? 'registry-1.docker.io' : ns}`
+  const raw = typeof h === 'string' ? h : (byNs ?? dflt)
   if (raw === undefined) return undefined
   try {
     const u = new URL(raw.includes('://') ? raw : `https://${raw}`)
     return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function hostOf(url: string): string | undefined {
+  try {
+    return new URL(url).host
   } catch {
     return undefined
   }

@@ -1,0 +1,61 @@
+import { connect } from 'node:net'
+import test from 'ava'
+import { freePort, pushBlob, startFaultProxy, startRegistry, tempDir } from '@nydusjs/testkit'
+import { pushTestImages, skopeoBlobs, startMirror } from './helpers.js'
+
+test('no supernode answers: pulls through the mirror still succeed, from the registry', async t => {
+  const reg = await startRegistry(t)
+  await pushTestImages(t, reg)
+  const m = await startMirror(t, { registry: reg.url, nodes: [`127.0.0.1:${await freePort()}`] })
+  const direct = await skopeoBlobs(`${reg.host}/lib/bb:1`, await tempDir(t))
+  const mirrored = await skopeoBlobs(`${m.addr}/lib/bb:1`, await tempDir(t))
+  t.is(mirrored.code, 0, mirrored.stderr)
+  t.deepEqual(mirrored.blobs, direct.blobs)
+})
+
+test('a registry that closes mid-blob: the pull through the mirror gets the right bytes', async t => {
+  const reg = await startRegistry(t)
+  const data = Buffer.alloc(6 << 20)
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i)
+  const digest = await pushBlob(reg, 'lib/cut', data)
+  const proxy = await startFaultProxy(t, reg.url)
+  // The HEAD passes; the GET of the whole blob is cut off mid-body, and so is every other first try after it.
+  proxy.firstTries(['pass', 'truncate'])
+  const m = await startMirror(t, { registry: proxy.url })
+  const res = await fetch(`http://${m.addr}/v2/lib/cut/blobs/${digest}`)
+  t.is(res.status, 200)
+  t.true(Buffer.from(await res.arrayBuffer()).equals(data))
+  t.true(proxy.counts().truncate >= 1, 'the fault never happened')
+})
+
+test('bad input: a malformed request line or header, an absurd Range, no upstream: a clear 4xx marked as the proxy, and the daemon keeps answering', async t => {
+  const reg = await startRegistry(t)
+  const digest = await pushBlob(reg, 'lib/a', Buffer.alloc(1000, 1))
+  const m = await startMirror(t)
+  const [host, port] = m.addr.split(':')
+  const raw = async (text: string): Promise<string> =>
+    await new Promise((resolve, reject) => {
+      const s = connect(Number(port), host, () => s.end(text))
+      let out = ''
+      s.on('data', b => {
+        out += b.toString()
+      })
+      s.on('close', () => resolve(out))
+      s.on('error', reject)
+    })
+  for (const bad of ['GARBAGE\r\n\r\n', 'GET /v2/ HTTP/1.1\r\nHo st: x\r\n\r\n', `GET /v2/ HTTP/1.1\r\nX: ${'a'.repeat(20_000)}\r\n\r\n`]) {
+    const out = await raw(bad)
+    t.regex(out, /^HTTP\/1\.1 4\d\d /, JSON.stringify(bad.slice(0, 30)))
+    t.regex(out, /X-Dragonfly-Error-Type: proxy/i)
+  }
+  const none = await fetch(`http://${m.addr}/v2/lib/a/manifests/1`)
+  t.is(none.status, 400)
+  t.is(none.headers.get('x-dragonfly-error-type'), 'proxy')
+  t.regex(await none.text(), /no upstream registry/)
+  const absurd = await fetch(`http://${m.addr}/v2/lib/a/blobs/${digest}`, {
+    headers: { 'x-dragonfly-registry': reg.url, range: 'bytes=99999999999-' }
+  })
+  t.is(absurd.status, 416)
+  const ping = await fetch(`http://${m.addr}/v2/`, { headers: { 'x-dragonfly-registry': reg.url } })
+  t.is(ping.status, 200, 'still answering')
+})
