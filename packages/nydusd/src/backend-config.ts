@@ -37,7 +37,7 @@ async function linksOf(l: BackendConfig, after: readonly BackendConfig[]): Promi
   }
   if (l.type === 'localfs') return [{ backend: new LocalFsBackend(l.config.dir), options }]
   // Loaded only for a network backend: the HTTP client is about a fifth of the daemon's start-up.
-  const { HttpBackend, S3Backend, s3Options, registryLinks, dragonflyLink } = await import('@nydusjs/storage')
+  const { HttpBackend, S3Backend, s3Options, registryLinks, dragonflyLink, PingGatedBackend } = await import('@nydusjs/storage')
   if (l.type === 'http')
     return [
       {
@@ -69,7 +69,15 @@ async function linksOf(l: BackendConfig, after: readonly BackendConfig[]): Promi
     failureLimit: m.failure_limit,
     healthCheckInterval: m.health_check_interval
   }))
-  return registryLinks(await registryOptions(r), mirrors, options as LinkOptions)
+  const origin = await registryOptions(r)
+  const links = registryLinks(origin, mirrors, options as LinkOptions)
+  const p = r.proxy
+  if (p === undefined) return links
+  // nydus's proxy: blob reads through the node's dfdaemon first; with ping_url, skipped while it does not answer.
+  const proxy = dragonflyLink(p.url, origin, options)
+  if (p.ping_url !== undefined)
+    proxy.backend = new PingGatedBackend(proxy.backend, { pingUrl: p.ping_url, intervalMs: p.check_interval * 1000 })
+  return p.fallback ? [proxy, ...links] : [proxy]
 }
 
 async function registryOptions(r: RegistryConfig['config']): Promise<RegistryBackendOptions> {

@@ -50,7 +50,20 @@ const Registry = z.strictObject({
           health_check_interval: z.number().positive().optional().describe('seconds until an open mirror is probed again')
         })
       )
-      .default([])
+      .default([]),
+    // nydus's P2P proxy: the node's dfdaemon, before the registry (and instead of it without `fallback`).
+    proxy: z
+      .strictObject({
+        url: z.url({ protocol: /^https?$/ }).describe("the node's dfdaemon, e.g. http://127.0.0.1:65001"),
+        fallback: z.boolean().default(true).describe('to the registry while the proxy fails'),
+        ping_url: z
+          .url({ protocol: /^https?$/ })
+          .optional()
+          .describe('its health URL, e.g. http://127.0.0.1:65001/_ping'),
+        check_interval: z.number().positive().default(5).describe('seconds between pings'),
+        use_http: z.boolean().default(false).describe('accepted; requests to the proxy are always plain HTTP here')
+      })
+      .optional()
   })
 })
 

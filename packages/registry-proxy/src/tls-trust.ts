@@ -24,7 +24,7 @@ export class TlsTrust {
     for (const h of config.hijack_https?.hosts ?? [])
       this.trusts.push({ re: compile(h.regx, 'hijack_https.hosts regx'), insecure: h.insecure, certs: h.certs })
     // Unreadable CA files are a config error: found now, not at the first pull.
-    for (const t of this.trusts) for (const c of t.certs) readCa(c)
+    for (const c of [...m.certs, ...this.trusts.flatMap(x => x.certs)]) readCa(c)
   }
 
   dispatcher(host: string): Dispatcher {

@@ -220,7 +220,8 @@ export class ResilientBackend implements BlobBackend {
           signal?.aborted === true ||
           (err as AbandonedBufferError).bufferAbandoned === true
         if (last) {
-          if (signal?.aborted !== true && code !== 'ERR_BLOB_NOT_FOUND') this.breaker.failure()
+          // A source that was not tried (gated off: its health URL fails) is no failure of this link.
+          if (signal?.aborted !== true && code !== 'ERR_BLOB_NOT_FOUND' && code !== 'ERR_BACKEND_CIRCUIT_OPEN') this.breaker.failure()
           throw err
         }
         await sleep(Math.random() * Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** attempt))
