@@ -74,6 +74,10 @@ export async function skopeoBlobs(
 export async function snMetric(sn: P2pDaemon, name: string): Promise<number> {
   const text = await sn.get('/metrics')
   let sum = 0
-  for (const line of text.split('\n')) if (line.startsWith(name) && /^[a-z_]+(\{[^}]*\})? /.test(line)) sum += Number(line.split(' ').pop())
+  // `name` may carry labels to match: dragonfly_supernode_pieces_scheduled_total{source="peer"}.
+  const [base, labels] = name.split('{')
+  for (const line of text.split('\n'))
+    if (line.startsWith(base) && /^[a-z_]+(\{[^}]*\})? /.test(line) && (labels === undefined || line.includes(labels.replace('}', ''))))
+      sum += Number(line.split(' ').pop())
   return sum
 }
