@@ -1,6 +1,8 @@
-import { connect } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { createServer } from 'node:http'
+import { type AddressInfo, connect } from 'node:net'
 import test from 'ava'
-import { freePort, pushBlob, startFaultProxy, startRegistry, tempDir } from '@nydusjs/testkit'
+import { freePort, pushBlob, startDfdaemon, startFaultProxy, startRegistry, tempDir } from '@nydusjs/testkit'
 import { pushTestImages, skopeoBlobs, startMirror } from './helpers.js'
 
 test('no supernode answers: pulls through the mirror still succeed, from the registry', async t => {
@@ -58,4 +60,44 @@ test('bad input: a malformed request line or header, an absurd Range, no upstrea
   t.is(absurd.status, 416)
   const ping = await fetch(`http://${m.addr}/v2/`, { headers: { 'x-dragonfly-registry': reg.url } })
   t.is(ping.status, 200, 'still answering')
+})
+
+test('a peer that serves corrupt pieces: a pull through another mirror still gets the blob with its digest', async t => {
+  const reg = await startRegistry(t)
+  const data = randomBytes(12 << 20)
+  const digest = await pushBlob(reg, 'lib/evil', data)
+  const a = await startMirror(t, { registry: reg.url })
+  const url = `${reg.url}/v2/lib/evil/blobs/${digest}`
+  t.is((await fetch(`http://${a.addr}/v2/lib/evil/blobs/${digest}`)).status, 200)
+  // The bad node: registers, claims every piece, answers every piece request with garbage.
+  let served = 0
+  const bad = createServer((_req, res) => {
+    served++
+    res.writeHead(206, { 'content-length': 4 << 20 }).end(Buffer.alloc(4 << 20, 0x5a))
+  })
+  await new Promise<void>(resolve => bad.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    bad.closeAllConnections()
+    bad.close()
+  })
+  const port = (bad.address() as AddressInfo).port
+  const sn = `http://${a.sn.addr}`
+  const reg1 = await (
+    await fetch(`${sn}/peer/registry`, { method: 'POST', body: JSON.stringify({ rawURL: url, cID: 'evil', IP: '127.0.0.1', port }) })
+  ).json()
+  const { taskId, fileLength, pieceSize } = (reg1 as { data: { taskId: string; fileLength: number; pieceSize: number } }).data
+  const hb = setInterval(
+    () => void fetch(`${sn}/peer/heartbeat`, { method: 'POST', body: JSON.stringify({ IP: '127.0.0.1', port }) }).catch(() => {}),
+    200
+  )
+  t.teardown(() => clearInterval(hb))
+  for (let start = 0; start < fileLength; start += pieceSize)
+    await fetch(
+      `${sn}/peer/piece/suc?taskId=${taskId}&cid=evil&dstCid=supernode&pieceRange=${start}-${Math.min(fileLength, start + pieceSize) - 1}`
+    )
+  const b = await startDfdaemon(t, { home: await tempDir(t), nodes: [a.sn.addr], args: ['--registry', reg.url] })
+  const res = await fetch(`http://${b.addr}/v2/lib/evil/blobs/${digest}`)
+  t.is(res.status, 200)
+  t.true(Buffer.from(await res.arrayBuffer()).equals(data), 'a corrupt copy')
+  t.true(served > 0, 'the bad node was never asked')
 })

@@ -1,7 +1,20 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import test from 'ava'
-import { adminToken, pushBlob, run, startContainerd, startRegistry, tempDir } from '@nydusjs/testkit'
+import {
+  adminToken,
+  busyboxFixture,
+  criClient,
+  mustRun,
+  pushBlob,
+  removePod,
+  run,
+  runPod,
+  skopeoPush,
+  startContainerd,
+  startRegistry,
+  tempDir
+} from '@nydusjs/testkit'
 import { pushTestImages, skopeoBlobs, snMetric, startMirror } from './helpers.js'
 
 test('skopeo through the mirror gets the manifests and blobs it gets from the registry (OCI, schema 2, a multi-arch index); blobs come through P2P', async t => {
@@ -66,3 +79,49 @@ test('a private registry with token auth: a client with credentials pulls throug
   const token = bearer.split(' ')[1]
   for (const log of [m.d.stderr(), m.sn.stderr(), await m.sn.get('/metrics')]) t.false(log.includes(token), 'a credential leaked')
 })
+
+test.serial(
+  "the CRI path: containerd's CRI with registry config_path (hosts.toml naming the mirror) pulls through it, and the pod's container runs with runc",
+  async t => {
+    const reg = await startRegistry(t)
+    await pushTestImages(t, reg)
+    const { oci } = await busyboxFixture()
+    const work = await tempDir(t, 'cri-')
+    await mustRun('cp', ['-a', oci, join(work, 'oci')])
+    await mustRun('umoci', [
+      'config',
+      '--image',
+      `${join(work, 'oci')}:latest`,
+      '--tag',
+      'pause',
+      '--config.cmd',
+      '/bin/sleep',
+      '--config.cmd',
+      '3600'
+    ])
+    await skopeoPush(`${join(work, 'oci')}:pause`, `${reg.host}/lib/pause:1`)
+    const m = await startMirror(t, { registry: reg.url })
+    const hosts = join(work, 'certs.d')
+    await mkdir(join(hosts, reg.host), { recursive: true })
+    await writeFile(
+      join(hosts, reg.host, 'hosts.toml'),
+      `server = "${reg.url}"\n\n[host."http://${m.addr}"]\n  capabilities = ["pull", "resolve"]\n`
+    )
+    const cd = await startContainerd(t, {
+      cri: { sandboxImage: `${reg.host}/lib/pause:1`, snapshotter: 'overlayfs', plainHttp: [], configPath: hosts }
+    })
+    const cri = criClient(cd.address)
+    t.teardown(() => cri.close())
+    const pod = await runPod(cri, {
+      image: `${reg.host}/lib/bb:1`,
+      command: ['/bin/sh', '-c', 'echo pulled through the mirror'],
+      logDir: join(work, 'logs'),
+      cgroupParent: `/${cd.namespace}`,
+      name: 'mirrored'
+    })
+    t.is(pod.exitCode, 0)
+    t.is(pod.output, 'pulled through the mirror\n')
+    t.true((await snMetric(m.sn, 'dragonfly_supernode_origin_bytes_total')) > 0, 'the layers did not come through P2P')
+    await removePod(cri, pod)
+  }
+)

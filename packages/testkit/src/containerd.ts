@@ -37,7 +37,13 @@ export interface ContainerdOptions {
    * The CRI plugin on (namespace k8s.io, host-network pods only: no CNI here):
    * its sandbox image, its snapshotter, and registries it reaches over plain HTTP.
    */
-  cri?: { sandboxImage: string; snapshotter: string; plainHttp: string[] }
+  cri?: {
+    sandboxImage: string
+    snapshotter: string
+    plainHttp: string[]
+    /** CRI's `registry.config_path`: a hosts.toml directory (then `plainHttp` must be empty: containerd refuses both). */
+    configPath?: string
+  }
 }
 
 export async function startContainerd(t: Teardown, o: ContainerdOptions = {}): Promise<TestContainerd> {
@@ -153,6 +159,7 @@ function criConfig(cri: NonNullable<ContainerdOptions['cri']>, dir: string): str
     `${p}\n  sandbox_image = "${cri.sandboxImage}"\n  restrict_oom_score_adj = true\n` +
     `  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n  enable_selinux = false\n` +
     `${p.slice(0, -1)}.containerd]\n  snapshotter = "${cri.snapshotter}"\n  disable_snapshot_annotations = false\n` +
-    `${p.slice(0, -1)}.cni]\n  bin_dir = "${join(dir, 'cni-bin')}"\n  conf_dir = "${join(dir, 'cni-conf')}"\n${mirrors}`
+    `${p.slice(0, -1)}.cni]\n  bin_dir = "${join(dir, 'cni-bin')}"\n  conf_dir = "${join(dir, 'cni-conf')}"\n${mirrors}` +
+    (cri.configPath === undefined ? '' : `${p.slice(0, -1)}.registry]\n  config_path = "${cri.configPath}"\n`)
   )
 }
