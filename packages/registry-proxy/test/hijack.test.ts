@@ -28,26 +28,12 @@ test('HTTPS through the proxy: a hijacked registry host gets a leaf from the mir
   const hijacked = await curl(['--cacert', mirrorCa.caFile, `https://127.0.0.1:${port}/v2/lib/tls/blobs/${digest}`])
   t.is(`sha256:${hijacked.out}`, digest, hijacked.err)
   t.true((await snMetric(m.sn, 'dragonfly_supernode_origin_bytes_total')) >= data.length, 'the blob did not go through P2P')
-  const notThrough = await run('curl', [
-    '-sS',
-    '--fail',
-    '--proxy',
-    `http://${m.addr}`,
-    '--cacert',
-    reg.ca!.caFile,
-    `https://127.0.0.1:${port}/v2/`
-  ])
+  const throughProxy = async (ca: string, url: string): Promise<{ code: number; stderr: string }> =>
+    await run('curl', ['-sS', '--fail', '--proxy', `http://${m.addr}`, '--cacert', ca, url])
+  const notThrough = await throughProxy(reg.ca!.caFile, `https://127.0.0.1:${port}/v2/`)
   t.not(notThrough.code, 0, "the registry's own certificate is not what a hijacked host presents")
   // localhost is not in hijack_https: tunnelled, the registry's own certificate reaches the client.
-  const tunnel = await run('curl', [
-    '-sS',
-    '--fail',
-    '--proxy',
-    `http://${m.addr}`,
-    '--cacert',
-    reg.ca!.caFile,
-    `https://localhost:${port}/v2/`
-  ])
+  const tunnel = await throughProxy(reg.ca!.caFile, `https://localhost:${port}/v2/`)
   t.is(tunnel.code, 0, tunnel.stderr)
   const refused = await run('curl', ['-sS', '--proxy', `http://${m.addr}`, '--cacert', mirrorCa.caFile, 'https://127.0.0.1:1/v2/'])
   t.not(refused.code, 0)

@@ -5,12 +5,11 @@ import {
   adminToken,
   busyboxFixture,
   criClient,
-  mustRun,
   pushBlob,
+  pushPauseImage,
   removePod,
   run,
   runPod,
-  skopeoPush,
   startContainerd,
   startRegistry,
   tempDir
@@ -87,19 +86,7 @@ test.serial(
     await pushTestImages(t, reg)
     const { oci } = await busyboxFixture()
     const work = await tempDir(t, 'cri-')
-    await mustRun('cp', ['-a', oci, join(work, 'oci')])
-    await mustRun('umoci', [
-      'config',
-      '--image',
-      `${join(work, 'oci')}:latest`,
-      '--tag',
-      'pause',
-      '--config.cmd',
-      '/bin/sleep',
-      '--config.cmd',
-      '3600'
-    ])
-    await skopeoPush(`${join(work, 'oci')}:pause`, `${reg.host}/lib/pause:1`)
+    await pushPauseImage(work, oci, reg, 'lib/pause:1')
     const m = await startMirror(t, { registry: reg.url })
     const hosts = join(work, 'certs.d')
     await mkdir(join(hosts, reg.host), { recursive: true })

@@ -8,6 +8,7 @@ import {
   convertImage,
   criClient,
   mustRun,
+  pushPauseImage,
   removePod,
   run,
   runPod,
@@ -23,19 +24,7 @@ test.serial('the CRI path: a kubelet-style pull, sandbox and container of a conv
   const reg = await startRegistry(t)
   const work = await tempDir(t, 'cri-')
   // The sandbox ("pause") image: busybox that sleeps, a plain OCI image through the same snapshotter.
-  await mustRun('cp', ['-a', oci, join(work, 'oci')])
-  await mustRun('umoci', [
-    'config',
-    '--image',
-    `${join(work, 'oci')}:latest`,
-    '--tag',
-    'pause',
-    '--config.cmd',
-    '/bin/sleep',
-    '--config.cmd',
-    '3600'
-  ])
-  await skopeoPush(`${join(work, 'oci')}:pause`, `${reg.host}/library/pause:1`)
+  await pushPauseImage(work, oci, reg, 'library/pause:1')
   await skopeoPush(`${oci}:latest`, `${reg.host}/library/busybox:1`)
   const ref = `${reg.host}/library/busybox:1-nydus`
   const { report } = await convertImage<{ images: Array<{ blobs: string[] }> }>(`${reg.host}/library/busybox:1`, ref)

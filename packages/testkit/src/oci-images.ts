@@ -101,3 +101,11 @@ export async function pushLayoutAsIs(layout: string, tag: string, reg: TestRegis
   await res.body.dump()
   if (res.statusCode !== 201) throw new Error(`manifest put: ${res.statusCode}`)
 }
+
+/** A sandbox ("pause") image in `reg` at `repoTag`: the busybox layout configured to sleep, as a plain OCI image. */
+export async function pushPauseImage(work: string, busyboxOci: string, reg: TestRegistry, repoTag: string): Promise<void> {
+  const layout = join(work, 'pause-oci')
+  await mustRun('cp', ['-a', busyboxOci, layout])
+  await mustRun('umoci', ['config', '--image', `${layout}:latest`, '--tag', 'pause', '--config.cmd', '/bin/sleep', '--config.cmd', '3600'])
+  await skopeoPush(`${layout}:pause`, `${reg.host}/${repoTag}`)
+}
