@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 import { type AddressInfo, connect } from 'node:net'
 import test from 'ava'
@@ -100,4 +100,37 @@ test('a peer that serves corrupt pieces: a pull through another mirror still get
   t.is(res.status, 200)
   t.true(Buffer.from(await res.arrayBuffer()).equals(data), 'a corrupt copy')
   t.true(served > 0, 'the bad node was never asked')
+})
+
+test('a registry that sends wrong bytes for a digest: a client already streaming the blob has its connection cut, never a whole wrong blob', async t => {
+  const data = randomBytes(24 << 20)
+  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`
+  const wrong = Buffer.from(data)
+  wrong[wrong.length - 10] ^= 0xff
+  // A registry that is slow to send the end: the client's stream starts before the bad last piece arrives.
+  const origin = createServer((req, res) => {
+    if (!(req.url ?? '').endsWith(`/blobs/${digest}`)) return void res.writeHead(404).end()
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '')
+    const start = m === null ? 0 : Number(m[1])
+    const end = m === null || m[2] === '' ? wrong.length - 1 : Number(m[2])
+    const head =
+      m === null
+        ? { 'content-length': wrong.length }
+        : { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${wrong.length}` }
+    res.writeHead(m === null ? 200 : 206, head)
+    if (req.method === 'HEAD') return void res.end()
+    const body = wrong.subarray(start, end + 1)
+    res.write(body.subarray(0, body.length - (4 << 20)))
+    setTimeout(() => res.end(body.subarray(body.length - (4 << 20))), 1500)
+  })
+  await new Promise<void>(resolve => origin.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    origin.closeAllConnections()
+    origin.close()
+  })
+  const m = await startMirror(t, { registry: `http://127.0.0.1:${(origin.address() as AddressInfo).port}` })
+  const res = await fetch(`http://${m.addr}/v2/lib/bad/blobs/${digest}`)
+  t.is(res.status, 200, 'the stream starts as the first pieces arrive')
+  await t.throwsAsync(res.arrayBuffer(), undefined, 'a whole answer for a blob that is not its digest')
+  t.is((await fetch(`http://${m.addr}/_ping`)).status, 200)
 })

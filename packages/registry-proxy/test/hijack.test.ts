@@ -38,3 +38,26 @@ test('HTTPS through the proxy: a hijacked registry host gets a leaf from the mir
   const refused = await run('curl', ['-sS', '--proxy', `http://${m.addr}`, '--cacert', mirrorCa.caFile, 'https://127.0.0.1:1/v2/'])
   t.not(refused.code, 0)
 })
+
+test('plain HTTP through the proxy: a blob GET the rules match goes through P2P; other requests pass as they are', async t => {
+  const reg = await startRegistry(t)
+  const data = randomBytes(2 << 20)
+  const digest = await pushBlob(reg, 'lib/plain', data)
+  const m = await startMirror(t)
+  const blob = await run('sh', ['-c', `curl -sS --fail --proxy http://${m.addr} ${reg.url}/v2/lib/plain/blobs/${digest} | sha256sum`])
+  t.is(`sha256:${blob.stdout.slice(0, 64)}`, digest, blob.stderr)
+  t.true((await snMetric(m.sn, 'dragonfly_supernode_origin_bytes_total')) >= data.length, 'the blob did not go through P2P')
+  const ping = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--proxy', `http://${m.addr}`, `${reg.url}/v2/`])
+  t.is(ping.stdout, '200')
+  const missing = await run('curl', [
+    '-sS',
+    '-o',
+    '/dev/null',
+    '-w',
+    '%{http_code}',
+    '--proxy',
+    `http://${m.addr}`,
+    `${reg.url}/v2/lib/plain/manifests/none`
+  ])
+  t.is(missing.stdout, '404', "the registry's own answer")
+})
