@@ -8,6 +8,7 @@ test('bad flags get one line naming the flag and exit 2, for every CLI', async t
   const cases: Array<[string, string[], RegExp]> = [
     [supernodeBin, ['--bogus'], /^supernode: error: Unknown option '--bogus' \(see --help\)\n$/],
     [supernodeBin, ['--port', 'x'], /^supernode: error: --port "x": want a number >= 0\n$/],
+    [supernodeBin, ['--ca-file', '/nonexistent/ca.pem'], /^supernode: error: --ca-file \/nonexistent\/ca\.pem: ENOENT\n$/],
     [dfdaemonBin, ['--port', '65001'], /^dfdaemon: error: --node: give at least one supernode \(host:port\)\n$/],
     [dfdaemonBin, ['--node', 'a:1', '--totallimit', 'fast'], /^dfdaemon: error: --totallimit "fast": want a rate like 20M/],
     [dfgetBin, ['-o', '/tmp/x'], /^dfget: error: --url is required \(see --help\)\n$/],

@@ -24,13 +24,10 @@ export interface Mirror {
 /** A supernode and one dfdaemon whose mirror's upstream is `registry` (or none), with a dfdaemon.yml of `yaml`. */
 export async function startMirror(
   t: ExecutionContext,
-  o: { registry?: string; yaml?: string; supernodeEnv?: string[]; nodes?: string[] } = {}
+  o: { registry?: string; yaml?: string; supernodeArgs?: string[]; nodes?: string[] } = {}
 ): Promise<Mirror> {
   const dir = await tempDir(t)
-  const sn = await startSupernode(t, {
-    home: await tempDir(t),
-    prefix: o.supernodeEnv === undefined ? undefined : ['env', ...o.supernodeEnv]
-  })
+  const sn = await startSupernode(t, { home: await tempDir(t), args: o.supernodeArgs })
   const args: string[] = []
   if (o.registry !== undefined) args.push('--registry', o.registry)
   if (o.yaml !== undefined) {

@@ -18,7 +18,7 @@ test('HTTPS through the proxy: a hijacked registry host gets a leaf from the mir
       certs: [${reg.ca!.caFile}]
 `,
     // The supernode copies the blob from the registry: it must trust the registry's CA too.
-    supernodeEnv: [`NODE_EXTRA_CA_CERTS=${reg.ca!.caFile}`]
+    supernodeArgs: ['--ca-file', reg.ca!.caFile]
   })
   const curl = async (args: string[]): Promise<{ code: number; out: string; err: string }> => {
     const r = await run('sh', ['-c', `curl -sS --fail --proxy http://${m.addr} ${args.join(' ')} | sha256sum`])

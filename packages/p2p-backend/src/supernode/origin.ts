@@ -1,3 +1,4 @@
+import { rootCertificates } from 'node:tls'
 import { Agent, interceptors, type Dispatcher } from 'undici'
 
 /** Headers that describe a connection or the caller's own request, never the resource: not sent on. */
@@ -39,8 +40,11 @@ export interface OriginHead {
 export class Origin {
   readonly dispatcher: Dispatcher
 
-  constructor(timeoutMs = 60_000) {
-    this.dispatcher = new Agent({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connect: { timeout: 10_000 } }).compose(
+  /** `ca`: PEM of extra CAs an origin's TLS may chain to (registries with a private CA), beside the system's. */
+  constructor(o: { timeoutMs?: number; ca?: string } = {}) {
+    const timeoutMs = o.timeoutMs ?? 60_000
+    const tls = o.ca === undefined ? {} : { ca: [...rootCertificates, o.ca] }
+    this.dispatcher = new Agent({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connect: { timeout: 10_000, ...tls } }).compose(
       interceptors.redirect({ maxRedirections: 5 })
     )
   }

@@ -28,6 +28,8 @@ export interface SupernodeOptions {
   redis?: string
   /** A task no peer has asked about for this long is dropped with its copy (v1's task-expire-time; default 3 min). */
   taskExpireMs?: number
+  /** PEM of extra CAs for origins with a private CA (`--ca-file`). */
+  originCa?: string
 }
 
 /** Reports of bad pieces (proved by the supernode's own copy) after which a peer is evicted everywhere. */
@@ -51,7 +53,7 @@ export class Supernode {
   readonly waiters = new TaskWaiters()
   /** Buffers for pieces read from the CDN copies and sent to peers. */
   readonly buffers = new PieceBuffers(16)
-  private readonly origin = new Origin()
+  private readonly origin: Origin
   private readonly scheduler: Scheduler
   private readonly evicted = new Map<string, number>()
   private timer?: NodeJS.Timeout
@@ -62,6 +64,7 @@ export class Supernode {
     private readonly shared?: SharedState
   ) {
     this.limits = { ...DEFAULT_LIMITS, ...o.limits }
+    this.origin = new Origin({ ca: o.originCa })
     this.scheduler = new Scheduler(this.limits, this.self, SUPERNODE_CID)
     this.registry = new TaskRegistry({
       dir: join(o.home, 'cdn'),
