@@ -57,4 +57,7 @@ test('upload tokens: only a trusted key, unexpired and untampered, grants anythi
   t.is(await v.verify(`${h}.${forged}.${s}`), undefined, 'payload changed')
   t.is(await v.verify(`${h}.${p}`), undefined)
   t.is(await v.verify('garbage'), undefined)
+  // A supernode sharing the key through Redis (as a JWK) signs tokens the same public key checks.
+  const twin = await TokenSigner.fromJwk(await signer.exportJwk(), signer.publicPem)
+  t.deepEqual(await v.verify(await twin.sign(grant)), grant)
 })
