@@ -60,11 +60,13 @@ export async function debianFixture(): Promise<{ tar: string; oci: string }> {
   const tar = join(dir, 'rootfs.tar')
   const oci = join(dir, 'oci')
   if (!(await exists(join(oci, 'index.json')))) {
-    await mustRun('bash', [join(fixturesDir, 'scripts', 'build-debian.sh')])
+    // Test workers may ask at the same time: one makes the layout under a lock, the others find it made
+    // (replacing a layout another worker already reads would pull its blobs from under it).
+    await mkdir(fixtureCache, { recursive: true })
+    const scripts = join(fixturesDir, 'scripts')
     const tmp = `${oci}.${process.pid}.tmp`
-    await mustRun('bash', [join(fixturesDir, 'scripts', 'make-oci-layout.sh'), tmp, 'latest', tar])
-    await mustRun('rm', ['-rf', oci])
-    await mustRun('mv', [tmp, oci])
+    const make = `[ -e '${oci}/index.json' ] && exit 0; bash '${scripts}/build-debian.sh' && rm -rf '${tmp}' && bash '${scripts}/make-oci-layout.sh' '${tmp}' latest '${tar}' && rm -rf '${oci}' && mv '${tmp}' '${oci}'`
+    await mustRun('flock', [join(fixtureCache, 'debian-oci.lock'), 'bash', '-c', make])
   }
   return { tar, oci }
 }
