@@ -59,6 +59,7 @@ export class NydusdManager {
   restarts = 0
   private readonly known = new Map<string, { bootstrap: string; imageRef: string }>()
   private readonly starting = new Map<string, Promise<ImageMount>>()
+  private recovering?: Promise<string[]>
   /** When each image's daemon was first seen dead (failover: its successor is given a grace). */
   private readonly deadSince = new Map<string, number>()
 
@@ -80,8 +81,18 @@ export class NydusdManager {
    * ENOTCONN (keeping them alive takes failover, issue #17). Returns the ids restarted.
    */
   async recover(): Promise<string[]> {
+    // One check at a time: the watchdog ticks every second, and a restart under load takes longer.
+    this.recovering ??= this.recoverDead().finally(() => {
+      this.recovering = undefined
+    })
+    return await this.recovering
+  }
+
+  private async recoverDead(): Promise<string[]> {
     const done: string[] = []
     for (const [id, img] of this.known) {
+      // A start already under way (a slow restart the previous check began) is not a second death.
+      if (this.starting.has(id)) continue
       const pid = await readPid(join(this.o.root, 'daemons', `${id}.pid`))
       if (pid !== undefined && alive(pid)) {
         this.deadSince.delete(id)
