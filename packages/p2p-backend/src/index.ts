@@ -6,6 +6,6 @@ export type { PieceTask, RegisterData, RegisterRequest } from './protocol/messag
 export { Supernode, type SupernodeOptions } from './supernode/service.js'
 export { SupernodeServer } from './supernode/server.js'
 export { PeerNode, type PeerNodeOptions, type TaskSpec } from './peer/peer-node.js'
-export { BlobFace, upstreamOf } from './peer/blob-face.js'
+export { BlobFace, ERROR_TYPE, upstreamOf } from './peer/blob-face.js'
 export { daemonFlags, fail, logger, num, rate, untilSignal } from './cli/common.js'
 export { SupernodeClient, SupernodesDown, SupernodeRefusal } from './peer/supernode-client.js'

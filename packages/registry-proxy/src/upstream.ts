@@ -1,8 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { pipeline } from 'node:stream/promises'
+import { ERROR_TYPE } from '@nydusjs/p2p-backend'
 import type { Dispatcher } from 'undici'
-
-export const ERROR_TYPE = 'x-dragonfly-error-type'
 
 /** Hop-by-hop headers (RFC 9110 7.6.1), never forwarded either way. */
 const HOP_BY_HOP = new Set([
