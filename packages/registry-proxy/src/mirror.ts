@@ -41,7 +41,6 @@ export class RegistryMirror {
       return true
     }
     const url = new URL(raw, 'http://mirror')
-    if (url.pathname !== '/v2' && !url.pathname.startsWith('/v2/')) return false
     const upstream = upstreamOf(req, url, this.o.registry ?? this.o.config.registry_mirror.remote)
     if (upstream === undefined) {
       proxyError(res, 400, 'no upstream registry: send X-Dragonfly-Registry or ?ns=, or set --registry or registry_mirror.remote')

@@ -15,34 +15,14 @@ const FORWARD = ['authorization', 'cookie']
 export const ERROR_TYPE = 'x-dragonfly-error-type'
 
 /**
- * dfdaemon's registry-mirror face for blobs: `GET|HEAD /v2/<repo>/blobs/<digest>`
- * through the swarm. The upstream registry comes from X-Dragonfly-Registry,
- * else containerd's `?ns=`, else `--registry`. A Range is served (206) as
- * soon as the pieces covering it are here; a whole blob streams in order as
- * pieces arrive and is cut off if it does not hash to its digest. The
- * origin's 401 and challenge reach the client as they are.
+ * Blob GETs and HEADs through the swarm, for dfdaemon's registry mirror
+ * (which decides the upstream and which requests come here). A Range is
+ * served (206) as soon as the pieces covering it are here; a whole blob
+ * streams in order as pieces arrive and is cut off if it does not hash to
+ * its digest. The origin's 401 and challenge reach the client as they are.
  */
 export class BlobFace {
-  constructor(
-    private readonly node: PeerNode,
-    private readonly defaultRegistry?: string
-  ) {}
-
-  async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const url = new URL(req.url ?? '/', 'http://dfdaemon')
-    if (BLOB_PATH.exec(url.pathname) === null || (req.method !== 'GET' && req.method !== 'HEAD')) return false
-    const upstream = upstreamOf(req, url, this.defaultRegistry)
-    if (upstream === undefined) {
-      sendJson(
-        res,
-        400,
-        { code: Code.ParamError, msg: 'no upstream registry: send X-Dragonfly-Registry or ?ns=, or start dfdaemon with --registry' },
-        { [ERROR_TYPE]: 'proxy' }
-      )
-      return true
-    }
-    return await this.serve(req, res, new URL(`${upstream}${url.pathname}`))
-  }
+  constructor(private readonly node: PeerNode) {}
 
   /**
    * A GET or HEAD of the blob at `blob` (an origin's `/v2/<repo>/blobs/<digest>`

@@ -67,8 +67,14 @@ export async function main(argv: string[]): Promise<number> {
       extra: async (req, res) => (await mirror?.handle(req, res)) ?? false,
       connect: (req, socket, head) => (proxy === undefined ? socket.destroy() : proxy.handle(req, socket, head))
     })
-    const face = new BlobFace(node, v.registry ?? config.registry_mirror.remote)
-    mirror = new RegistryMirror({ face, rules: new ProxyRules(config), trust, config, registry: v.registry, log })
+    mirror = new RegistryMirror({
+      face: new BlobFace(node),
+      rules: new ProxyRules(config),
+      trust,
+      config,
+      registry: v.registry,
+      log
+    })
     const hijack = (config.hijack_https?.hosts ?? []).map(x => compile(x.regx, 'hijack_https.hosts regx'))
     proxy = new ConnectProxy({ mirror, ca, hijack, log, allowed: isLocalClient })
     log.info({ port: node.port, ip: node.ip, nodes, hijack: hijack.length }, 'dfdaemon listening')
