@@ -39,6 +39,7 @@ export const CODE_KIND = {
   ERR_BLOB_CORRUPT: 'corrupt',
   ERR_CHECK_FAILED: 'corrupt',
   ERR_BOOTSTRAP: 'corrupt',
+  ERR_BOOTSTRAP_NOT_FOUND: 'not-found',
   ERR_REGISTRY_RESPONSE: 'corrupt',
   ERR_BACKEND_VERIFY: 'corrupt',
   ERR_CHUNK_VERIFY: 'corrupt',
@@ -57,6 +58,7 @@ export const CODE_KIND = {
   ERR_REGISTRY_REJECTED: 'failed-precondition',
   // the host
   ERR_MOUNT: 'failed-precondition',
+  ERR_MOUNT_NOT_FOUND: 'not-found',
   ERR_MOUNTPOINT_BUSY: 'failed-precondition',
   ERR_MOUNTPOINT_STALE: 'failed-precondition',
   ERR_FUSE_MISSING: 'unavailable',

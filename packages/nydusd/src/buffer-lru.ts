@@ -42,4 +42,12 @@ export class BufferLru {
       this.onEvict?.(val)
     }
   }
+
+  /** Drops every buffer (each to `onEvict`). */
+  clear(): void {
+    const all = [...this.map.values()]
+    this.map.clear()
+    this.bytes = 0
+    for (const v of all) this.onEvict?.(v)
+  }
 }

@@ -49,6 +49,13 @@ export class BufferPool {
     return Buffer.from(ab, 0, len)
   }
 
+  /** Forgets the idle large buffers, so the collector can free them (an idle daemon holds none). */
+  drain(): void {
+    this.free.clear()
+    this.idle.clear()
+    this.idleBytes = 0
+  }
+
   /** Hands back a buffer from `take` (or a view of one). Nothing may touch it afterwards. */
   give(b: Uint8Array): void {
     const ab = b.buffer

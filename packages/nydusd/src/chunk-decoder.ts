@@ -25,7 +25,7 @@ export class ChunkDecoder {
     readonly validate: boolean,
     verifyThread = true
   ) {
-    if (validate && verifyThread) this.verifier = new VerifyWorker(digester)
+    if (validate && verifyThread) this.verifier = VerifyWorker.shared(digester)
   }
 
   /** Chunks the verify thread decoded or hashed. */
@@ -86,7 +86,7 @@ export class ChunkDecoder {
   }
 
   async close(): Promise<void> {
-    await this.verifier?.close()
+    await this.verifier?.release()
   }
 
   /** Decompressed (into a pooled buffer) and, stored raw, copied out of a larger request buffer. */

@@ -55,6 +55,9 @@ export class ChunkFetcher {
   private readonly decoder: ChunkDecoder
   private readonly planner: ReadPlanner
   foregroundInflight = 0
+  /** When a chunk was last asked for (ms), and whether memory was released since. */
+  private lastUse = Date.now()
+  private released = false
 
   constructor(private readonly o: FetcherOptions) {
     const maxChunk = o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0)
@@ -115,6 +118,8 @@ export class ChunkFetcher {
    */
   async withChunk(c: ChunkRef, use: (data: Buffer) => void, foreground = true): Promise<void> {
     // Counted before the first await, so prefetch sees a foreground read the moment it starts.
+    this.lastUse = Date.now()
+    this.released = false
     if (foreground) this.foregroundInflight++
     try {
       const blob = this.o.blobs[c.blobIndex]
@@ -303,6 +308,14 @@ export class ChunkFetcher {
   /** Waits for pending cache writes (at shutdown, so a restart finds them). */
   async flush(): Promise<void> {
     await this.mem.flush()
+  }
+
+  /** No chunk asked for in `idleMs`: the memory tier lets its buffers go; true if it did now. */
+  releaseIdle(idleMs: number): boolean {
+    if (this.released || this.inflight.size > 0 || Date.now() - this.lastUse < idleMs) return false
+    this.released = true
+    this.mem.release()
+    return true
   }
 
   warmUp(): void {

@@ -4,13 +4,15 @@ import { writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { loadConfig } from './config.js'
-import { defaultTransport, liveMounts, Nydusd, VERSION } from './daemon.js'
+import { Nydusd, VERSION } from './daemon.js'
+import { defaultTransport, type FuseTransportName, liveMounts } from './rafs-mount.js'
 import { EXIT_HANDOVER } from './fuse/session-keeper.js'
 
 const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chunks on demand
 
 Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [--log-level info] [--prefetch]
        nydusd --image REGISTRY/REPO:TAG --mountpoint DIR [--config FILE] [--insecure] [--platform OS/ARCH] [--work-dir DIR] ...
+       nydusd --apisock PATH [--fuse-transport T]   (shared: no image; mounts come through POST /api/v1/mount)
 
   --config FILE      JSON config (device.backend, device.cache, digest_validate, fs_prefetch)
   --bootstrap FILE   the image bootstrap (nydus-image create/merge/convert output)
@@ -48,11 +50,14 @@ export async function main(argv: string[]): Promise<number> {
     return 0
   }
   if (args.image !== undefined && args.bootstrap !== undefined) return fail('--image and --bootstrap exclude each other')
-  const required = args.image === undefined ? (['config', 'bootstrap', 'mountpoint'] as const) : (['mountpoint'] as const)
+  const shared = args.image === undefined && args.bootstrap === undefined && args.mountpoint === undefined
+  if (shared && args.apisock === undefined)
+    return fail('missing required flag --bootstrap (or --apisock alone, for a shared daemon) (see --help)')
+  const required = shared ? [] : args.image === undefined ? (['config', 'bootstrap', 'mountpoint'] as const) : (['mountpoint'] as const)
   for (const f of required) if (args[f] === undefined) return fail(`missing required flag --${f} (see --help)`)
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
   if (!levels.includes(args['log-level'])) return fail(`--log-level must be one of ${levels.join(', ')}`)
-  const transport = args['fuse-transport'] ?? defaultTransport()
+  const transport = (args['fuse-transport'] ?? defaultTransport()) as FuseTransportName
   if (args['fuse-fd'] !== undefined && !/^\d+$/.test(args['fuse-fd'])) return fail(`--fuse-fd must be a descriptor number`)
   if (transport !== 'direct' && transport !== 'fuse-native')
     return fail(`--fuse-transport must be direct or fuse-native, not ${JSON.stringify(transport)}`)
@@ -79,21 +84,22 @@ export async function main(argv: string[]): Promise<number> {
       config = img.config
       bootstrap = img.bootstrap
     }
-    daemon = await Nydusd.start({
-      config: config!,
-      bootstrap: bootstrap!,
-      mountpoint: args.mountpoint!,
-      apisock: args.apisock,
-      prefetch: args.prefetch,
-      fuseTransport: transport,
-      // A successor (started by a keeper, which holds its session) starts no keeper of its own.
-      keeper:
-        transport === 'direct' && process.env.NYDUSD_KEEPER_PID === undefined
-          ? { argv: [process.execPath, ...process.argv.slice(1)], failover: args.failover, pidFile: args['pid-file'] }
-          : undefined,
-      fuseFd: args['fuse-fd'] === undefined ? undefined : Number(args['fuse-fd']),
-      log
-    })
+    const image = shared
+      ? undefined
+      : {
+          config: config!,
+          bootstrap: bootstrap!,
+          mountpoint: args.mountpoint!,
+          prefetch: args.prefetch,
+          fuseTransport: transport,
+          // A successor (started by a keeper, which holds its session) starts no keeper of its own.
+          keeper:
+            transport === 'direct' && process.env.NYDUSD_KEEPER_PID === undefined
+              ? { argv: [process.execPath, ...process.argv.slice(1)], failover: args.failover, pidFile: args['pid-file'] }
+              : undefined,
+          fuseFd: args['fuse-fd'] === undefined ? undefined : Number(args['fuse-fd'])
+        }
+    daemon = await Nydusd.start({ image, apisock: args.apisock, fuseTransport: transport, log })
   } catch (err) {
     return fail(oneLine(err), errorCode(err) === undefined ? 1 : statusOf(err).exit)
   }

@@ -118,6 +118,19 @@ export const ConfigSchema = z.strictObject({
    * reads itself. Every open then costs a request, so it is off by default.
    */
   fuse_passthrough: z.boolean().default(false),
+  /** Ours: decoded chunks kept in memory per mount (a shared daemon holds one set per image). */
+  memory: z
+    .strictObject({
+      cache_size: z
+        .number()
+        .int()
+        .min(0)
+        .max(1024 * 1024 * 1024)
+        .default(32 * 1024 * 1024),
+      /** A mount nobody read from for this long lets its buffers go (0: never). */
+      idle_release_secs: z.number().int().min(0).max(86_400).default(10)
+    })
+    .prefault({}),
   fs_prefetch: z
     .strictObject({
       enable: z.boolean().default(false),

@@ -1,425 +1,198 @@
-import { NydusError, withContext } from '@nydusjs/errors'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { access, readFile, stat } from 'node:fs/promises'
-import { constants, readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
-import { resolve as resolvePath } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
-import Fuse from 'fuse-native'
+import { isAbsolute } from 'node:path'
 import { pino, type Logger } from 'pino'
-import { RafsError, loadDigester, openValidated, type BootstrapReader } from '@nydusjs/rafs'
-import { ChunkCache, type ChainBackend } from '@nydusjs/storage/local'
-import { startApi } from './api.js'
-import { makeBackend } from './backend-config.js'
-import { checkBlobs } from './blob-check.js'
-import { ChunkFetcher } from './chunk-fetcher.js'
-import type { NydusdConfig } from './config.js'
+import { AggregatorRegistry } from 'prom-client'
+import { startApi, type ApiHandlers } from './api.js'
+import { parseConfig } from './config.js'
 import { NydusdError } from './errors.js'
-import { BufferPool } from './buffer-pool.js'
-import { DevFuseSession, type RequestHandler } from './fuse/dev-fuse.js'
-import { SessionKeeper } from './fuse/session-keeper.js'
-import { RafsLowLevel } from './fuse/lowlevel.js'
-import { type PassthroughFiles, passthroughFiles } from './fuse/passthrough.js'
-import { FuseSessionWatch, fuseFds } from './fuse-session.js'
-import { DaemonMetrics } from './metrics.js'
-import { Prefetcher } from './prefetch.js'
-import { RafsFs } from './rafs-fs.js'
+import { returnMemory } from './memory-release.js'
+import { defaultTransport, RafsMount, type FuseTransportName, type MountOptions } from './rafs-mount.js'
 
 export const VERSION = '0.1.0'
 
 export interface DaemonOptions {
-  config: NydusdConfig
-  bootstrap: string
-  mountpoint: string
+  /** The image mounted at start (one daemon per image); none: the daemon waits for POST /api/v1/mount (shared). */
+  image?: Omit<MountOptions, 'log'>
   apisock?: string
-  prefetch?: boolean
-  /** `direct`: our own /dev/fuse session (root only); `fuse-native`: libfuse 2 through fuse-native. Default: direct as root. */
+  /** The transport of mounts added through the API. */
   fuseTransport?: FuseTransportName
-  /**
-   * Direct transport only: a SessionKeeper beside the daemon, started with this command line. With
-   * `failover` it starts the daemon again on the same /dev/fuse descriptor when this one dies;
-   * without, it detaches the mount (auto_unmount).
-   */
-  keeper?: { argv: string[]; failover: boolean; pidFile?: string }
-  /** Take over the FUSE session on this inherited descriptor instead of mounting (set by the keeper). */
-  fuseFd?: number
   log?: Logger
 }
 
-export type FuseTransportName = 'direct' | 'fuse-native'
-
-/** The default transport: direct where this process can mount FUSE itself (root), fuse-native (fusermount) elsewhere. */
-export const defaultTransport = (): FuseTransportName => (process.getuid?.() === 0 ? 'direct' : 'fuse-native')
+/** POST /api/v1/mount's body, as nydusd takes it (`config` is the nydusd config, as a JSON string or an object). */
+export interface MountRequest {
+  source: string
+  fs_type?: string
+  config: string | Record<string, unknown>
+  prefetch_files?: string[]
+}
 
 /**
- * Mount options, chosen for an immutable image: the kernel keeps pages and
- * attributes (kernel_cache, long timeouts), reads come in 1 MiB requests,
- * st_ino comes from the bootstrap (use_ino, so hard links share it), and the
- * kernel refuses writes itself (ro).
+ * The daemon: its API and the mounts it serves. Started with an image it is
+ * that image's daemon (and ends with its session); started without, it serves
+ * whatever mounts the API adds (nydus's shared mode). Mounts start one at a
+ * time; each lives and fails on its own.
  */
-export const MOUNT_OPTIONS = {
-  kernelCache: true,
-  attrTimeout: 3600,
-  entryTimeout: 3600,
-  maxRead: 1024 * 1024,
-  fsname: 'nydusd',
-  subtype: 'rafs',
-  allowOther: true,
-  defaultPermissions: true
-}
-const EXTRA_OPTIONS = ['ro', 'use_ino', 'big_writes']
-
-/** fusermount lets a user other than root ask for allow_other only where /etc/fuse.conf says user_allow_other. */
-function mayAllowOther(): boolean {
-  if (process.getuid?.() === 0) return true
-  try {
-    return /^\s*user_allow_other\s*$/m.test(readFileSync('/etc/fuse.conf', 'utf8'))
-  } catch {
-    return false
-  }
-}
-
-/** Mountpoints this process mounted and has not unmounted: what a fatal error must detach (see cli). */
-export const liveMounts = new Set<string>()
-
 export class Nydusd {
-  private fuse?: Fuse
-  private direct?: DevFuseSession
-  private passthrough?: PassthroughFiles
-  private keeper?: SessionKeeper
+  readonly mounts = new Map<string, RafsMount>()
   private api?: Server
-  private prefetcher?: Prefetcher
-  private session?: FuseSessionWatch
-  private sessionEnded = false
-  private endedResolve!: () => void
+  private queue: Promise<unknown> = Promise.resolve()
   private exitResolve!: () => void
+  private idleTimer?: NodeJS.Timeout
   /** Settles on PUT /api/v1/daemon/exit. */
   readonly exitRequested = new Promise<void>(resolve => {
     this.exitResolve = resolve
   })
-  /** Settles when the kernel ends the FUSE session without us (external umount). */
-  readonly ended = new Promise<void>(resolve => {
-    this.endedResolve = resolve
-  })
-  state: 'INIT' | 'RUNNING' | 'STOPPED' = 'INIT'
+  /** The image's daemon: settles when the kernel ends its session without us. A shared daemon: never. */
+  ended: Promise<void> = new Promise(() => {})
 
   private constructor(
     private readonly o: DaemonOptions,
-    readonly reader: BootstrapReader,
-    readonly fs: RafsFs,
-    readonly fetcher: ChunkFetcher,
-    private readonly backend: ChainBackend,
-    readonly metrics: DaemonMetrics,
     readonly log: Logger
   ) {}
 
   static async start(o: DaemonOptions): Promise<Nydusd> {
-    const log = o.log ?? pino({ level: 'info' })
-    const reader = await openBootstrap(o.bootstrap)
-    // A takeover finds the mountpoint mounted: that is the session it inherits.
-    if (o.fuseFd === undefined) await checkMountpoint(o.mountpoint)
-    const c = o.config.device.cache
-    const cache = c === undefined ? undefined : await ChunkCache.open(c.config.work_dir, { sizeLimit: c.config.size_limit })
-    const metrics = new DaemonMetrics()
-    const backend = await makeBackend(o.config, metrics, log).catch((err: unknown) => {
-      throw err instanceof NydusError ? withContext(err, 'backend') : err
-    })
-    if (o.config.check_blobs)
-      await checkBlobs(reader.blobs(), backend, log).catch(async (err: unknown) => {
-        await backend.close()
-        throw err
-      })
-    const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
-    const fetcher = new ChunkFetcher({
-      backend,
-      cache,
-      blobs: reader.blobs(),
-      chunks,
-      digester: await loadDigester(reader.sb.digester),
-      digestValidate: o.config.digest_validate,
-      mergingSize: o.config.fs_prefetch.merging_size,
-      amplifyIo: o.config.amplify_io,
-      metrics,
-      log
-    })
-    const fs = new RafsFs(reader, fetcher, metrics, log, o.config.enable_xattr)
-    const d = new Nydusd(o, reader, fs, fetcher, backend, metrics, log)
-    await d.mount()
-    if (o.apisock !== undefined) d.api = await startApi(o.apisock, d.apiHandlers(), log)
-    d.startPrefetch()
+    const d = new Nydusd(o, o.log ?? pino({ level: 'info' }))
+    if (o.image !== undefined) {
+      const m = await RafsMount.start({ ...o.image, log: d.log })
+      d.mounts.set(m.mountpoint, m)
+      d.ended = m.ended
+    }
+    if (o.apisock !== undefined) d.api = await startApi(o.apisock, d.apiHandlers(), d.log)
+    d.idleTimer = setInterval(() => d.releaseIdle(), 2000).unref()
+    if (o.image === undefined) d.log.info({ apisock: o.apisock }, 'waiting for mounts')
     return d
   }
 
-  private async mount(): Promise<void> {
-    const lister = new RootLister(this.o.mountpoint)
-    try {
-      if ((this.o.fuseTransport ?? defaultTransport()) === 'direct') await this.mountDirect()
-      else await this.mountFuseNative()
-    } catch (err) {
-      lister.cancel()
-      throw err
-    }
-    liveMounts.add(this.o.mountpoint)
-    this.state = 'RUNNING'
-    await this.warmUp(lister)
-    this.log.info(
-      {
-        mountpoint: this.o.mountpoint,
-        bootstrap: this.o.bootstrap,
-        backend: this.o.config.device.backend.type,
-        inodes: this.reader.inodeCount,
-        transport: this.direct === undefined ? 'fuse-native' : 'direct',
-        requests: this.direct?.readerKind
-      },
-      'mounted'
-    )
+  /** The image of a daemon started with one (else the first mount). */
+  get primary(): RafsMount | undefined {
+    return this.mounts.values().next().value
   }
 
-  private async mountDirect(): Promise<void> {
-    const ll = new RafsLowLevel(this.fs, this.reader, new BufferPool(1024 * 1024), this.metrics, this.log, this.o.config.enable_xattr)
-    // Before the mount: an OPEN answered ENOSYS once is never sent again.
-    this.passthrough = passthroughFiles(this.o.config, this.fetcher, this.log)
-    if (this.passthrough !== undefined) ll.usePassthrough(this.passthrough)
-    const handler: RequestHandler = (h, body, reply) => ll.handle(h, body, reply)
-    const passthrough = this.passthrough !== undefined
-    this.direct =
-      this.o.fuseFd === undefined
-        ? await DevFuseSession.mount(this.o.mountpoint, handler, this.log, { passthrough })
-        : DevFuseSession.adopt(this.o.fuseFd, this.o.mountpoint, handler, this.log, passthrough)
-    if (this.o.keeper !== undefined)
-      this.keeper = SessionKeeper.start({ mountpoint: this.o.mountpoint, fd: this.direct.descriptor, ...this.o.keeper })
-    void this.direct.ended.then(() => {
-      if (this.state === 'STOPPED') return
-      this.sessionEnded = true
-      // An aborted connection (fusectl's abort) ends the session with the mount still there, dead: detach it.
-      const dead = readFileSync('/proc/self/mountinfo', 'utf8')
-        .split('\n')
-        .some(l => l.split(' ')[4] === this.o.mountpoint)
-      if (dead) spawnSync('umount', ['-l', '--', this.o.mountpoint], { stdio: 'ignore', timeout: 5000 })
-      this.log.warn(
-        { mountpoint: this.o.mountpoint },
-        dead
-          ? 'FUSE session ended: the connection was aborted; its dead mount was detached'
-          : 'FUSE session ended: the mountpoint was unmounted from outside'
-      )
-      this.endedResolve()
-    })
+  /** Mounts nobody reads from let their buffers go, and the process gives the memory back. */
+  private releaseIdle(): void {
+    let released = false
+    for (const m of this.mounts.values()) released = m.releaseIdle() || released
+    if (released) returnMemory()
   }
 
-  private async mountFuseNative(): Promise<void> {
-    if (this.o.config.fuse_passthrough) this.log.warn('fuse_passthrough needs the direct transport: reads go through the daemon')
-    const ops = this.fs.ops()
-    const allowOther = mayAllowOther()
-    if (!allowOther) this.log.info('not root and no user_allow_other in /etc/fuse.conf: only this user can read the mount')
-    // Reads that wait get RafsFs's own timer, not fuse-native's.
-    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, allowOther, force: false, mkdir: false, timeout: false })
-    const base = fuse._fuseOptions.bind(fuse)
-    fuse._fuseOptions = () => {
-      const s = base()
-      return s === '' ? `-o${EXTRA_OPTIONS.join(',')}` : `${s},${EXTRA_OPTIONS.join(',')}`
-    }
-    const before = await fuseFds()
-    await new Promise<void>((resolve, reject) =>
-      fuse.mount(err => {
-        if (err !== null) reject(new NydusdError('ERR_MOUNT', `mounting ${this.o.mountpoint}: ${err.message}`, { cause: err }))
-        else resolve()
+  /** Adds a mount (POST /api/v1/mount). Unknown fs types, bad configs and busy mountpoints change nothing. */
+  async mount(mountpoint: string | undefined, req: unknown): Promise<RafsMount> {
+    const { mnt, body } = checkMountRequest(mountpoint, req)
+    const config = parseConfig(typeof body.config === 'string' ? parseJson(body.config, mnt) : body.config, `of mount ${mnt}`)
+    const run = async (): Promise<RafsMount> => {
+      if (this.mounts.has(mnt)) throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: this daemon serves it`)
+      const transport = this.o.fuseTransport ?? defaultTransport()
+      const m = await RafsMount.start({
+        config,
+        bootstrap: body.source,
+        mountpoint: mnt,
+        fuseTransport: transport,
+        // If this daemon dies, its mounts are detached (auto_unmount): a supervisor mounts them again.
+        keeper: transport === 'direct' ? { argv: [], failover: false } : undefined,
+        log: this.log
       })
-    )
-    this.fuse = fuse
-    this.session = await FuseSessionWatch.after(before)
-    this.session?.start(() => {
-      this.sessionEnded = true
-      this.log.warn({ mountpoint: this.o.mountpoint }, 'FUSE session ended: the mountpoint was unmounted from outside')
-      this.endedResolve()
-    })
+      this.mounts.set(mnt, m)
+      void m.ended.then(() => {
+        if (this.mounts.get(mnt) === m) this.mounts.delete(mnt)
+      })
+      return m
+    }
+    const p = this.queue.then(run, run)
+    this.queue = p.catch(() => {})
+    return await p
   }
 
-  /**
-   * A first FUSE round trip costs milliseconds (fuse-native's per-thread set-up,
-   * cold JIT); spend it here on the root's metadata rather than on the first
-   * reader, and on decoding and hashing a made-up chunk. No file data is
-   * read, so nothing is fetched.
-   */
-  private async warmUp(lister: RootLister): Promise<void> {
-    this.fetcher.warmUp()
-    await lister.run()
+  /** Removes a mount (DELETE /api/v1/mount): unmounted, its backend and cache closed. */
+  async umount(mountpoint: string | undefined): Promise<void> {
+    if (mountpoint === undefined) throw new NydusdError('ERR_BAD_ARGUMENT', 'DELETE /api/v1/mount: missing ?mountpoint=')
+    const m = this.mounts.get(mountpoint)
+    if (m === undefined) throw new NydusdError('ERR_MOUNT_NOT_FOUND', `no mount at ${mountpoint} in this daemon`)
+    this.mounts.delete(mountpoint)
+    await m.stop()
   }
 
-  private startPrefetch(): void {
-    const p = this.o.config.fs_prefetch
-    const all = this.o.prefetch === true || p.enable
-    if (!all && this.reader.sb.prefetchCount === 0) return
-    this.prefetcher = new Prefetcher(
-      this.reader,
-      this.fetcher,
-      { all, threads: p.threads_count, bandwidthRate: p.bandwidth_rate },
-      this.metrics,
-      this.log
-    )
-    this.prefetcher.run().catch((err: Error) => this.log.error({ err: err.message }, 'prefetch stopped'))
+  private mountOf(id: string | undefined): RafsMount {
+    const m = id === undefined ? this.primary : this.mounts.get(id)
+    if (m === undefined)
+      throw new NydusdError('ERR_MOUNT_NOT_FOUND', id === undefined ? 'this daemon serves no mount' : `no mount at ${id}`)
+    return m
   }
 
-  private apiHandlers(): Parameters<typeof startApi>[1] {
+  private apiHandlers(): ApiHandlers {
     return {
-      daemon: () => ({
-        id: String(process.pid),
-        version: { package_ver: VERSION },
-        state: this.state,
-        mountpoint: this.o.mountpoint,
-        bootstrap: this.o.bootstrap,
-        backend: {
-          type: this.o.config.device.backend.type,
-          links: this.backend.links.map(l => l.name),
-          open_breakers: this.backend.openLinks()
-        },
-        root_digest: this.reader.sb.rootDigest.toString('hex'),
-        transport: this.direct === undefined ? 'fuse-native' : 'direct',
-        /** Direct transport: 'poll' (the main thread reads /dev/fuse when libuv says it is readable) or 'pool'. */
-        fuse_reader: this.direct?.readerKind,
-        passthrough: {
-          enabled: this.passthrough !== undefined && this.direct?.passthrough === true,
-          opens: this.passthrough?.opened ?? 0,
-          files_written: this.passthrough?.written ?? 0
+      daemon: () => {
+        const mounts = [...this.mounts.values()].map(m => m.info())
+        return {
+          id: String(process.pid),
+          version: { package_ver: VERSION },
+          state: this.primary?.state ?? 'RUNNING',
+          mode: this.o.image === undefined ? 'shared' : 'dedicated',
+          // A dedicated daemon's image, at the top as before.
+          ...(this.o.image === undefined ? {} : mounts[0]),
+          mounts
         }
-      }),
-      metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
-      files: () => this.fs.access.list(),
-      prefetch: () => this.prefetcher?.status ?? { state: 'idle', totalChunks: 0, doneChunks: 0, failedChunks: 0, bytes: 0 },
+      },
+      metrics: async () => {
+        const all = await Promise.all([...this.mounts.values()].map(m => m.metrics.registry.getMetricsAsJSON()))
+        const merged = AggregatorRegistry.aggregate(all)
+        return { contentType: merged.contentType, body: await merged.metrics() }
+      },
+      files: id => this.mountOf(id).fs.access.list(),
+      prefetch: id => this.mountOf(id).prefetchStatus(),
+      mounts: () => [...this.mounts.values()].map(m => m.info()),
+      mount: async (mnt, body) => (await this.mount(mnt, body)).info(),
+      umount: async mnt => await this.umount(mnt),
       exit: () => this.exitResolve()
     }
   }
 
-  /** A keeper holds this session for takeover (`--failover`, or this daemon is a successor). */
+  /** The image's session is held by a keeper for takeover (`--failover`, or this daemon is a successor). */
   get kept(): boolean {
-    return this.direct !== undefined && (this.o.keeper?.failover === true || this.o.fuseFd !== undefined)
+    return this.o.image !== undefined && this.primary?.kept === true
   }
 
-  /**
-   * An exit that leaves the mount to a successor (an upgrade): prefetch stops,
-   * no new request is taken (they wait in the kernel), reads in flight are
-   * answered (5 s at most) and cache writes land; whatever is still unanswered
-   * when this process is gone the successor gets again (FUSE_NOTIFY_RESEND).
-   */
+  /** An exit that leaves the mount to a successor (see RafsMount.handOver). */
   async handOver(): Promise<void> {
-    this.prefetcher?.stop()
-    await this.direct?.stopReading()
-    for (let i = 0; i < 100 && this.fetcher.foregroundInflight > 0; i++) await sleep(50)
-    await this.fetcher.flush()
-    await new Promise<void>(resolve => (this.api === undefined ? resolve() : this.api.close(() => resolve())))
-    this.log.info({ mountpoint: this.o.mountpoint }, 'exiting: the FUSE session goes to a successor')
+    for (const m of this.mounts.values()) await m.handOver()
+    await this.closeApi()
   }
 
   async stop(): Promise<void> {
-    if (this.state === 'STOPPED') return
-    this.state = 'STOPPED'
-    this.prefetcher?.stop()
-    this.session?.stop()
-    // A stop is never a crash: the keeper must neither take over nor detach (also when the session already ended).
-    this.keeper?.release()
-    if (!this.sessionEnded) await this.unmount()
-    liveMounts.delete(this.o.mountpoint)
+    clearInterval(this.idleTimer)
+    await Promise.all([...this.mounts.values()].map(async m => await m.stop()))
+    this.mounts.clear()
+    await this.closeApi()
+  }
+
+  private async closeApi(): Promise<void> {
     await new Promise<void>(resolve => (this.api === undefined ? resolve() : this.api.close(() => resolve())))
-    await this.fetcher.close()
-    await this.backend.close()
-    this.log.info({ mountpoint: this.o.mountpoint }, 'unmounted')
-  }
-
-  /** fusermount can hang on a wedged mount; stopping must not. */
-  private async unmount(): Promise<void> {
-    if (this.direct !== undefined) {
-      await this.direct.unmount()
-      return
-    }
-    const fuse = this.fuse
-    if (fuse === undefined) return
-    let timer: NodeJS.Timeout | undefined
-    const done = new Promise<void>(resolve =>
-      fuse.unmount(err => {
-        if (err !== null) this.log.warn({ err: err.message }, 'unmount failed')
-        resolve()
-      })
-    )
-    const late = new Promise<void>(resolve => {
-      timer = setTimeout(() => {
-        this.log.warn({ mountpoint: this.o.mountpoint }, 'unmount did not finish within 5 s; going on')
-        resolve()
-      }, 5000)
-    })
-    await Promise.race([done, late])
-    clearTimeout(timer)
   }
 }
 
-/**
- * Lists the mounted root from a child process, started before the mount so
- * that its start-up costs no reader anything. Not from a thread of ours: one
- * waiting on our own mount would wedge the process in the kernel if it died
- * meanwhile (the request waits for an answer only we could give).
- */
-class RootLister {
-  private readonly child: ChildProcess
-  private readonly exited: Promise<void>
-
-  constructor(mountpoint: string) {
-    this.child = spawn('sh', ['-c', 'read go && exec ls -al -- "$1"', 'sh', mountpoint], { stdio: ['pipe', 'ignore', 'ignore'] })
-    this.exited = new Promise(resolve => {
-      this.child.once('exit', () => resolve())
-      this.child.once('error', () => resolve())
-    })
-    this.child.stdin!.on('error', () => {})
-  }
-
-  async run(): Promise<void> {
-    this.child.stdin!.end('go\n')
-    const timer = setTimeout(() => this.cancel(), 2000)
-    await this.exited
-    clearTimeout(timer)
-  }
-
-  cancel(): void {
-    this.child.kill('SIGKILL')
-  }
-}
-
-export async function openBootstrap(path: string): Promise<BootstrapReader> {
-  const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
-    throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
-  })
-  return await openValidated(buf).catch((err: unknown) => {
-    throw err instanceof RafsError ? withContext(err, `bootstrap ${path}`) : err
-  })
-}
-
-async function checkMountpoint(mnt: string): Promise<void> {
-  // Not root: the setuid fusermount opens /dev/fuse, so it only has to exist.
-  const mode = process.getuid?.() === 0 ? constants.R_OK | constants.W_OK : constants.F_OK
-  await access('/dev/fuse', mode).catch(() => {
+function checkMountRequest(mountpoint: string | undefined, req: unknown): { mnt: string; body: MountRequest } {
+  if (mountpoint === undefined || !isAbsolute(mountpoint))
     throw new NydusdError(
-      'ERR_FUSE_MISSING',
-      "FUSE is not available: /dev/fuse is missing or not accessible (load the fuse module, install Debian's fuse package)"
+      'ERR_BAD_ARGUMENT',
+      `POST /api/v1/mount: ?mountpoint= must be an absolute path, not ${JSON.stringify(mountpoint ?? '')}`
     )
-  })
-  const st = await stat(mnt).catch((err: NodeJS.ErrnoException) => {
-    throw mountpointError(mnt, err)
-  })
-  if (!st.isDirectory()) throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} is not a directory`)
-  const abs = resolvePath(mnt)
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
-  if (mounts.split('\n').some(l => unescapeMount(l.split(' ')[4] ?? '') === abs)) {
-    throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: something is already mounted there`)
-  }
+  const b = req as Partial<MountRequest> | null
+  const where = `mount request for ${mountpoint}`
+  if (typeof b !== 'object' || b === null || Array.isArray(b))
+    throw new NydusdError('ERR_BAD_ARGUMENT', `${where}: the body must be a JSON object`)
+  if (typeof b.source !== 'string' || b.source === '')
+    throw new NydusdError('ERR_BAD_ARGUMENT', `${where}: "source" (the bootstrap file) must be a non-empty string`)
+  if (b.fs_type !== undefined && b.fs_type !== 'rafs')
+    throw new NydusdError('ERR_BAD_ARGUMENT', `${where}: fs_type ${JSON.stringify(b.fs_type)} is not supported (only "rafs")`)
+  if (typeof b.config !== 'string' && (typeof b.config !== 'object' || b.config === null || Array.isArray(b.config)))
+    throw new NydusdError('ERR_BAD_ARGUMENT', `${where}: "config" must be the nydusd config, as a JSON string or object`)
+  return { mnt: mountpoint.replace(/(.)\/+$/, '$1'), body: b as MountRequest }
 }
 
-/** A dead FUSE mount (its daemon killed) answers every access with ENOTCONN: name it and the way out. */
-function mountpointError(mnt: string, err: NodeJS.ErrnoException): NydusdError {
-  if (err.code === 'ENOENT') return new NydusdError('ERR_MOUNT', `mountpoint ${mnt} does not exist`)
-  if (err.code === 'ENOTCONN') {
-    return new NydusdError(
-      'ERR_MOUNTPOINT_STALE',
-      `mountpoint ${mnt} is a dead FUSE mount (ENOTCONN: the daemon that served it is gone); detach it first with: fusermount -uz ${mnt}`
-    )
+function parseJson(text: string, mnt: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new NydusdError('ERR_CONFIG', `config of mount ${mnt}: invalid JSON (${(err as Error).message})`)
   }
-  return new NydusdError('ERR_MOUNT', `mountpoint ${mnt}: ${err.message}`)
 }
-
-const unescapeMount = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))

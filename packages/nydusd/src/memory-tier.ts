@@ -54,6 +54,13 @@ export class MemoryTier {
     this.decoded.set(chunkKey(blobId, offset), data)
   }
 
+  /** Drops the decoded and merged chunks and the pool's idle buffers (a mount nobody reads from). */
+  release(): void {
+    this.decoded.clear()
+    this.merged.clear()
+    this.pool.drain()
+  }
+
   /** Waits for pending cache writes (at shutdown, so a restart finds them). */
   async flush(): Promise<void> {
     while (this.writes.size > 0) await Promise.all([...this.writes])

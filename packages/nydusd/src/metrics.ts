@@ -3,6 +3,12 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 /** Every number the daemon exports at GET /api/v1/metrics (Prometheus text format). */
 export class DaemonMetrics {
   readonly registry = new Registry()
+
+  /** `mountpoint`: a label on every series, so a shared daemon's mounts are told apart. */
+  constructor(mountpoint?: string) {
+    if (mountpoint !== undefined) this.registry.setDefaultLabels({ mountpoint })
+  }
+
   /** FUSE ops are recorded here and reach the three metrics below in batches. */
   readonly fuse: FuseOpRecorder = new FuseOpRecorder(this)
   readonly fuseOps = new Counter({

@@ -20,49 +20,101 @@ interface Waiter {
 
 const shared = (b: Uint8Array): b is Uint8Array & { buffer: SharedArrayBuffer } => b.buffer instanceof SharedArrayBuffer
 
+/** A thread left without work this long exits (an idle daemon keeps no isolate for it); the next chunk starts one. */
+const IDLE_EXIT_MS = 30_000
+
 /**
  * Decompresses and hashes large chunks on a worker thread, so the JS thread
  * serves FUSE while read-ahead chunks are checked. Chunk buffers are
  * SharedArrayBuffers (see BufferPool): the thread works on them in place,
  * with no copy; the caller owns them until the promise settles. Anything else
- * (small chunks, buffers that are not shared) is done here. If the thread
- * dies, pending and later work is done here too: a broken helper must not
- * fail reads.
+ * (small chunks, buffers that are not shared) is done here. The thread starts
+ * with the first chunk and exits when idle; one serves every mount of the
+ * process (`shared`). If it dies, pending and later work is done here too: a
+ * broken helper must not fail reads.
  */
 export class VerifyWorker {
   private worker?: Worker
+  private broken = false
+  private idle?: NodeJS.Timeout
   private readonly waiting = new Map<number, Waiter>()
   private next = 0
   /** Chunks the thread handled. */
   offloaded = 0
 
-  constructor(private readonly digester: Digester) {
-    const w = new Worker(new URL('./verify-thread.js', import.meta.url), { workerData: { digester: digester.name } })
-    w.on('message', (m: VerifyReply) => {
-      const waiter = this.waiting.get(m.id)
-      if (waiter === undefined) return
-      this.waiting.delete(m.id)
-      if (this.waiting.size === 0) w.unref()
-      this.offloaded++
-      if ('error' in m) {
-        waiter.reject(new Error(m.error))
-        return
-      }
-      const data =
-        waiter.req.op === 'digest'
-          ? Buffer.from(waiter.req.buf, waiter.req.off, waiter.req.len)
-          : Buffer.from(waiter.req.dst, waiter.req.dstOff, m.len)
-      waiter.resolve({ data, digest: Buffer.from(m.digest) })
-    })
-    w.on('error', () => this.fallBack())
-    w.on('exit', () => this.fallBack())
+  private static readonly byDigester = new Map<string, { worker: VerifyWorker; users: number }>()
+
+  /** The process's one worker for this digester; `release` when done with it. */
+  static shared(digester: Digester): VerifyWorker {
+    let e = VerifyWorker.byDigester.get(digester.name)
+    if (e === undefined) VerifyWorker.byDigester.set(digester.name, (e = { worker: new VerifyWorker(digester), users: 0 }))
+    e.users++
+    return e.worker
+  }
+
+  /** One user of `shared` is done; the last one stops the thread. */
+  async release(): Promise<void> {
+    const e = VerifyWorker.byDigester.get(this.digester.name)
+    if (e?.worker !== this || --e.users > 0) return
+    VerifyWorker.byDigester.delete(this.digester.name)
+    await this.close()
+  }
+
+  constructor(private readonly digester: Digester) {}
+
+  /** Threads this process has started for verification (they exit when idle). */
+  static started = 0
+
+  private thread(): Worker | undefined {
+    if (this.broken) return undefined
+    if (this.worker !== undefined) return this.worker
+    const w = new Worker(new URL('./verify-thread.js', import.meta.url), { workerData: { digester: this.digester.name } })
+    VerifyWorker.started++
+    w.on('message', (m: VerifyReply) => this.answer(m))
+    // An idle thread we ended is no longer `this.worker`: its exit is not a failure.
+    const failed = (): void => {
+      if (this.worker === w) this.fallBack(true)
+    }
+    w.on('error', failed)
+    w.on('exit', failed)
     // Referenced only while work is pending (after the listeners: adding one re-refs the port).
     w.unref()
     this.worker = w
+    return w
+  }
+
+  private answer(m: VerifyReply): void {
+    const waiter = this.waiting.get(m.id)
+    if (waiter === undefined) return
+    this.waiting.delete(m.id)
+    if (this.waiting.size === 0) this.rest()
+    this.offloaded++
+    if ('error' in m) {
+      waiter.reject(new Error(m.error))
+      return
+    }
+    const data =
+      waiter.req.op === 'digest'
+        ? Buffer.from(waiter.req.buf, waiter.req.off, waiter.req.len)
+        : Buffer.from(waiter.req.dst, waiter.req.dstOff, m.len)
+    waiter.resolve({ data, digest: Buffer.from(m.digest) })
+  }
+
+  /** No work pending: the thread no longer keeps the process alive, and exits if none comes. */
+  private rest(): void {
+    const w = this.worker
+    w?.unref()
+    clearTimeout(this.idle)
+    this.idle = setTimeout(() => {
+      if (this.waiting.size > 0 || this.worker !== w) return
+      this.worker = undefined
+      void w?.terminate()
+    }, IDLE_EXIT_MS)
+    this.idle.unref()
   }
 
   async digest(data: Uint8Array): Promise<Buffer> {
-    if (this.worker === undefined || data.length < OFFLOAD_MIN_BYTES || !shared(data)) return await this.digester.digestAsync(data)
+    if (this.broken || data.length < OFFLOAD_MIN_BYTES || !shared(data)) return await this.digester.digestAsync(data)
     const d = await this.send({ id: this.next++, op: 'digest', buf: data.buffer, off: data.byteOffset, len: data.length }, () => ({
       data: Buffer.from(data.buffer, data.byteOffset, data.length),
       digest: this.digester.digest(data)
@@ -73,7 +125,7 @@ export class VerifyWorker {
   /** A compressed chunk decoded into `dst` (rafs's decompressChunkInto rules), and the digest of the result. */
   async decode(piece: Uint8Array, flags: number, size: number, dst: Buffer): Promise<Decoded> {
     const unpack = (): Buffer => decompressChunkInto(piece, flags, size, dst)
-    if (this.worker !== undefined && size >= OFFLOAD_MIN_BYTES && dst.length >= size && shared(piece) && shared(dst)) {
+    if (!this.broken && size >= OFFLOAD_MIN_BYTES && dst.length >= size && shared(piece) && shared(dst)) {
       const req: VerifyRequest = {
         id: this.next++,
         op: 'decode',
@@ -95,7 +147,9 @@ export class VerifyWorker {
   }
 
   private async send(req: VerifyRequest, local: () => Decoded): Promise<Decoded> {
-    const w = this.worker!
+    const w = this.thread()
+    if (w === undefined) return local()
+    clearTimeout(this.idle)
     return await new Promise((resolve, reject) => {
       if (this.waiting.size === 0) w.ref()
       this.waiting.set(req.id, { req, local, resolve, reject })
@@ -103,7 +157,9 @@ export class VerifyWorker {
     })
   }
 
-  private fallBack(): void {
+  /** The thread is gone: pending work is done here; `broken` (it failed), and later work too. */
+  private fallBack(broken: boolean): void {
+    if (broken) this.broken = true
     this.worker = undefined
     for (const { local, resolve, reject } of this.waiting.values()) {
       try {
@@ -117,7 +173,8 @@ export class VerifyWorker {
 
   async close(): Promise<void> {
     const w = this.worker
-    this.fallBack()
+    clearTimeout(this.idle)
+    this.fallBack(true)
     await w?.terminate()
   }
 }

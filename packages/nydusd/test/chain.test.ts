@@ -82,9 +82,9 @@ test.serial(
       const mm = await mountImage(t, { dir: img.dir, bootstrap: img.boot, mnt: img.mnt, config })
       for (const [f, want] of ref) t.is(sha(await readFile(bytePath(mm.mnt, f))), want, `${fault}: ${f}`)
       const metrics = (await mm.api('/api/v1/metrics', true)) as string
-      t.regex(metrics, /nydusd_backend_failovers_total\{backend="registry"\} [1-9]/, fault)
-      t.regex(metrics, /nydusd_backend_requests_total\{backend="s3",result="ok"\} [1-9]/, fault)
-      if (fault === 'corrupt') t.regex(metrics, /nydusd_chunk_verify_failures_total\{backend="registry"\} [1-9]/)
+      t.regex(metrics, /nydusd_backend_failovers_total\{backend="registry",mountpoint="[^"]+"\} [1-9]/, fault)
+      t.regex(metrics, /nydusd_backend_requests_total\{backend="s3",result="ok",mountpoint="[^"]+"\} [1-9]/, fault)
+      if (fault === 'corrupt') t.regex(metrics, /nydusd_chunk_verify_failures_total\{backend="registry",mountpoint="[^"]+"\} [1-9]/)
       t.false(mm.logs().includes('pull-Secret-42'), 'the secret never reaches the logs')
       t.false(((await mm.api('/api/v1/daemon', true)) as string).includes('pull-Secret-42'))
       t.false(metrics.includes('pull-Secret-42') || metrics.includes(Buffer.from('puller:pull-Secret-42').toString('base64')))

@@ -94,15 +94,15 @@ test.serial('the access list records files in first-access order', async t => {
   const value = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN)
   // The second text.txt came from the page cache (kernel_cache): the daemon returned each file once.
   t.is(
-    value(/^nydusd_read_bytes_total (\d+)$/m),
+    value(/^nydusd_read_bytes_total\{mountpoint="[^"]+"\} (\d+)$/m),
     [...sizes.values()].reduce((a, b) => a + b)
   )
-  const reads = value(/^nydusd_fuse_ops_total\{op="read",result="ok"\} (\d+)$/m)
+  const reads = value(/^nydusd_fuse_ops_total\{op="read",result="ok",mountpoint="[^"]+"\} (\d+)$/m)
   t.true(reads >= 3, `${reads} reads`)
-  t.is(value(/^nydusd_fuse_op_seconds_count\{op="read"\} (\d+)$/m), reads)
+  t.is(value(/^nydusd_fuse_op_seconds_count\{op="read",mountpoint="[^"]+"\} (\d+)$/m), reads)
   // Metadata ops were counted too: getattr through libfuse (paths), lookup over the direct transport (node ids).
   const meta = (op: string): number =>
-    Number(new RegExp(`^nydusd_fuse_ops_total\\{op="${op}",result="ok"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)
+    Number(new RegExp(`^nydusd_fuse_ops_total\\{op="${op}",result="ok",mountpoint="[^"]+"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)
   t.true(meta('getattr') + meta('lookup') >= 3, metrics)
 })
 

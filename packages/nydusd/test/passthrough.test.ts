@@ -25,7 +25,7 @@ async function layer(t: ExecutionContext): Promise<{ tar: string; files: Map<str
 
 const reads = async (m: MountedImage): Promise<number> => {
   const metrics = (await m.api('/api/v1/metrics', true)) as string
-  return Number(/^nydusd_fuse_ops_total\{op="read",result="ok"\} (\d+)$/m.exec(metrics)?.[1] ?? 0)
+  return Number(/^nydusd_fuse_ops_total\{op="read",result="ok",mountpoint="[^"]+"\} (\d+)$/m.exec(metrics)?.[1] ?? 0)
 }
 const daemon = async (m: MountedImage): Promise<{ passthrough: { enabled: boolean; opens: number; files_written: number } }> =>
   (await m.api('/api/v1/daemon')) as never

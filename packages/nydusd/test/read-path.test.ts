@@ -52,7 +52,7 @@ test.serial('lazy: reading one small file fetches only the chunks that cover it 
   t.is(one.length, MiB)
   t.true(srv.bytesSent() >= MiB && srv.bytesSent() <= MiB + merging, `one 1 MiB file cost ${srv.bytesSent()} bytes`)
   const metrics = (await m.api('/api/v1/metrics', true)) as string
-  t.regex(metrics, /nydusd_backend_requests_total\{backend="http",result="ok"\} \d+/)
+  t.regex(metrics, /nydusd_backend_requests_total\{backend="http",result="ok",mountpoint="[^"]+"\} \d+/)
 })
 
 test.serial('amplify_io: small files read in name order, stored in another, cost few requests; with amplify_io 0 one each', async t => {
@@ -74,7 +74,7 @@ test.serial('amplify_io: small files read in name order, stored in another, cost
     })
     for (const f of (await readdir(join(m.mnt, 'd'))).sort()) t.is((await readFile(join(m.mnt, 'd', f))).length, 4096)
     const metrics = (await m.api('/api/v1/metrics', true)) as string
-    requests.set(amplify, Number(/nydusd_backend_requests_total\{backend="http",result="ok"\} (\d+)/.exec(metrics)?.[1]))
+    requests.set(amplify, Number(/nydusd_backend_requests_total\{backend="http",result="ok",mountpoint="[^"]+"\} (\d+)/.exec(metrics)?.[1]))
     await m.stop()
   }
   t.log(JSON.stringify([...requests]))
@@ -105,7 +105,7 @@ test.serial('corruption: a flipped blob byte gives EIO for that file only, never
   t.is((await readFile(join(m.mnt, 'data', 'f04.bin'))).length, MiB)
   t.is(await readFile(join(m.mnt, 'small.txt'), 'utf8'), 'a small file\n')
   const metrics = (await m.api('/api/v1/metrics', true)) as string
-  t.regex(metrics, /nydusd_chunk_verify_failures_total\{backend="localfs"\} [1-9]/)
+  t.regex(metrics, /nydusd_chunk_verify_failures_total\{backend="localfs",mountpoint="[^"]+"\} [1-9]/)
   t.regex(m.logs(), new RegExp(`"blob":"${blob}".*"backend":"localfs".*chunk failed verification`))
   const f04 = JSON.parse((await nydusImage(['inspect', '--bootstrap', img.boot, '--json', '/data/f04.bin'])).stdout) as {
     chunks: Array<{ compressed_offset: number; uncompressed_size: number }>

@@ -77,8 +77,8 @@ test.serial(
     const some = [...ref].slice(0, 4)
     for (const [f, want] of some) t.is(sha(await readFile(bytePath(m.mnt, f))), want, f)
     const metrics = (await m.api('/api/v1/metrics', true)) as string
-    t.regex(metrics, /nydusd_backend_failovers_total\{backend="localfs"\} [1-9]/)
-    t.regex(metrics, /nydusd_backend_failovers_total\{backend="registry"\} [1-9]/)
+    t.regex(metrics, /nydusd_backend_failovers_total\{backend="localfs",mountpoint="[^"]+"\} [1-9]/)
+    t.regex(metrics, /nydusd_backend_failovers_total\{backend="registry",mountpoint="[^"]+"\} [1-9]/)
     t.regex(m.logs(), /no answer within 300 ms/)
     t.true(proxy.counts().stall >= some.length, 'the stalled registry was asked')
     // Read again after the hung links' late answers could have landed: nothing they answer late is ever served.

@@ -21,7 +21,7 @@ async function layer(t: Parameters<typeof tempDir>[0]): Promise<{ tar: string; b
 }
 
 const counter = (metrics: string, op: string, result: string): number =>
-  Number(new RegExp(`^nydusd_fuse_ops_total\\{op="${op}",result="${result}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)
+  Number(new RegExp(`^nydusd_fuse_ops_total\\{op="${op}",result="${result}",mountpoint="[^"]+"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)
 
 const variants = [
   { transport: 'direct', reader: 'poll' },

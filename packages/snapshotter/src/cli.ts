@@ -26,6 +26,7 @@ Usage: containerd-nydus-grpc [--config FILE] [--root DIR] [--address SOCK] [--lo
                     in from the image reference (default: registry + blobcache)
   --recover-policy P  restart (a dead nydusd is started again), failover (a new nydusd takes
                     its FUSE session over: running containers notice nothing) or none
+  --daemon-mode M   dedicated (one nydusd per image) or shared (one nydusd for the node)
   --enable-nydus-overlayfs  Kata's mounts: fuse.nydus-overlayfs with extraoption=
 
 config.toml also takes [metrics] address ("127.0.0.1:9110": GET /metrics)
@@ -49,6 +50,9 @@ export async function main(argv: string[]): Promise<number> {
     const policy = flags['recover-policy'] ?? cfg.daemon.recover_policy
     if (policy !== 'restart' && policy !== 'failover' && policy !== 'none')
       throw new SnapshotterError('ERR_CONFIG', `--recover-policy ${JSON.stringify(policy)}: want restart, failover or none`)
+    const mode = flags['daemon-mode'] ?? cfg.daemon_mode
+    if (mode !== 'dedicated' && mode !== 'shared')
+      throw new SnapshotterError('ERR_CONFIG', `--daemon-mode ${JSON.stringify(mode)}: want dedicated or shared`)
     const root = flags.root ?? cfg.root
     const address = flags.address ?? cfg.address
     const log = pino({ level: flags['log-level'] ?? cfg.log.level, base: { pid: process.pid } }, pino.destination(2))
@@ -65,6 +69,7 @@ export async function main(argv: string[]): Promise<number> {
       nydusdPath: flags['nydusd-path'] ?? cfg.daemon.nydusd_path ?? defaultNydusd(),
       nydusdConfig: flags['nydusd-config'] ?? cfg.daemon.nydusd_config,
       failover: policy === 'failover',
+      daemonMode: mode,
       log
     })
     await nydusd.baseConfig()
@@ -110,6 +115,7 @@ function parse(argv: string[]) {
       'nydusd-path': { type: 'string' },
       'nydusd-config': { type: 'string' },
       'recover-policy': { type: 'string' },
+      'daemon-mode': { type: 'string' },
       'enable-nydus-overlayfs': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' }
     },

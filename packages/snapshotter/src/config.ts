@@ -9,6 +9,8 @@ const Schema = z.strictObject({
   version: z.literal(1).default(1),
   root: z.string().min(1).default('/var/lib/containerd-nydus'),
   address: z.string().min(1).default('/run/containerd-nydus/containerd-nydus-grpc.sock'),
+  /** "dedicated": one nydusd per image; "shared": one nydusd for the node, images mounted through its API. */
+  daemon_mode: z.enum(['dedicated', 'shared']).default('dedicated'),
   log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
   daemon: z
     .strictObject({

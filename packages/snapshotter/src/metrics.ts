@@ -40,10 +40,10 @@ export class SnapshotterMetrics {
     })
     new Gauge({
       name: 'snapshotter_nydusd_count',
-      help: 'nydusd daemons running (one per converted image with a container)',
+      help: 'nydusd daemons running (one per converted image with a container, or the one shared daemon)',
       registers: reg,
       collect() {
-        this.set(daemons.list().filter(d => d.alive).length)
+        this.set(new Set(daemons.list().flatMap(d => (d.alive ? [d.pid] : []))).size)
       }
     })
     new Gauge({

@@ -8,6 +8,8 @@ import { insecureScheme, parseImageRef } from '@nydusjs/registry'
 import type { Logger } from 'pino'
 import { isErrorCode, NydusError } from '@nydusjs/errors'
 import { SnapshotterError } from './errors.js'
+import { alive, isMounted, pidOf, readPid, readText } from './process.js'
+import { SharedDaemon } from './shared-daemon.js'
 
 export interface NydusdManagerOptions {
   root: string
@@ -17,6 +19,8 @@ export interface NydusdManagerOptions {
   nydusdConfig?: string
   /** recover_policy "failover": each nydusd runs with --failover, so a new one takes its FUSE session over. */
   failover?: boolean
+  /** nydus-snapshotter's daemon_mode: one nydusd per image (default), or one for the node. */
+  daemonMode?: 'dedicated' | 'shared'
   log: Logger
 }
 
@@ -53,7 +57,12 @@ const LOOPBACK = /^(127\.|localhost(:|$)|\[::1\])/
  * is already up is reused; one whose daemon is gone is started again.
  */
 export class NydusdManager {
-  constructor(private readonly o: NydusdManagerOptions) {}
+  /** daemon_mode "shared": the node's one nydusd. */
+  private readonly shared?: SharedDaemon
+
+  constructor(private readonly o: NydusdManagerOptions) {
+    if (o.daemonMode === 'shared') this.shared = new SharedDaemon({ root: o.root, nydusdPath: () => this.o.nydusdPath, log: o.log })
+  }
 
   /** Daemons started again after they died (recover_policy "restart"). */
   restarts = 0
@@ -89,6 +98,7 @@ export class NydusdManager {
   }
 
   private async recoverDead(): Promise<string[]> {
+    if (this.shared !== undefined) return await this.recoverShared(this.shared)
     const done: string[] = []
     for (const [id, img] of this.known) {
       // A start already under way (a slow restart the previous check began) is not a second death.
@@ -115,6 +125,28 @@ export class NydusdManager {
     return done
   }
 
+  /**
+   * The shared daemon died: its mounts were detached by their keepers (auto_unmount). A new one
+   * is started and every image mounted again, under both policies (no successor holds the sessions).
+   */
+  private async recoverShared(shared: SharedDaemon): Promise<string[]> {
+    if (this.known.size === 0 || (await shared.pid()) !== undefined) return []
+    const dead = await readPid(shared.pidFile)
+    await shared.ensure()
+    this.restarts++
+    this.o.log.warn({ pid: dead, images: this.known.size }, 'shared nydusd had died: restarted, mounting every image again')
+    const done: string[] = []
+    for (const [id, img] of this.known) {
+      try {
+        await this.ensure(id, img.bootstrap, img.imageRef)
+        done.push(id)
+      } catch (err) {
+        this.o.log.error({ image: img.imageRef, err: (err as Error).message }, 'mount in the shared nydusd failed')
+      }
+    }
+    return done
+  }
+
   /** Every image this snapshotter serves through a nydusd, with its daemon's state. */
   list(): DaemonInfo[] {
     const mounts = new Set(
@@ -123,9 +155,9 @@ export class NydusdManager {
         .map(l => l.split(' ')[4])
     )
     return [...this.known].map(([id, img]) => {
-      const pid = pidOf(readText(join(this.o.root, 'daemons', `${id}.pid`)))
+      const pid = pidOf(readText(this.shared?.pidFile ?? join(this.o.root, 'daemons', `${id}.pid`)))
       const mountpoint = join(this.o.root, 'mnt', id)
-      const apisock = join(this.o.root, 'daemons', `${id}.sock`)
+      const apisock = this.shared?.apisock ?? join(this.o.root, 'daemons', `${id}.sock`)
       return { id, image: img.imageRef, pid, mountpoint, apisock, alive: pid !== undefined && alive(pid), mounted: mounts.has(mountpoint) }
     })
   }
@@ -137,8 +169,11 @@ export class NydusdManager {
    * containers keep reading throughout. Needs recover_policy "failover".
    */
   async upgrade(nydusdPath?: string): Promise<Array<{ id: string; from: number; to: number }>> {
-    if (this.o.failover !== true)
-      throw new SnapshotterError('ERR_CONFIG', 'upgrade needs recover_policy "failover": only a kept FUSE session can change hands')
+    if (this.o.failover !== true || this.shared !== undefined)
+      throw new SnapshotterError(
+        'ERR_CONFIG',
+        'upgrade needs recover_policy "failover" and daemon_mode "dedicated": only a kept FUSE session can change hands'
+      )
     if (nydusdPath !== undefined) {
       await access(nydusdPath, constants.R_OK).catch(() => {
         throw new SnapshotterError('ERR_CONFIG', `nydusd_path ${nydusdPath}: no such readable file`)
@@ -181,7 +216,23 @@ export class NydusdManager {
     await this.stop(id)
   }
 
+  /** The image mounted in the shared daemon (started first if it is not running). */
+  private async startShared(shared: SharedDaemon, id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
+    const mountpoint = join(this.o.root, 'mnt', id)
+    const config = join(this.o.root, 'daemons', `${id}.json`)
+    const pid = await shared.ensure()
+    if ((await isMounted(mountpoint)) && (await shared.mounts()).includes(mountpoint)) return { mountpoint, pid, config }
+    // A mount the daemon does not serve is a dead daemon's (ENOTCONN): detach it.
+    if (await isMounted(mountpoint)) spawnSync('fusermount', ['-uz', '--', mountpoint], { stdio: 'ignore', timeout: 5000 })
+    await mkdir(mountpoint, { recursive: true })
+    await writeFile(config, JSON.stringify(await this.configFor(imageRef, join(this.o.root, 'cache'))))
+    await shared.mount(mountpoint, bootstrap, config, imageRef)
+    this.o.log.info({ image: imageRef, mountpoint, pid }, 'mounted in the shared nydusd')
+    return { mountpoint, pid, config }
+  }
+
   private async start(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
+    if (this.shared !== undefined) return await this.startShared(this.shared, id, bootstrap, imageRef)
     const mountpoint = join(this.o.root, 'mnt', id)
     const pidFile = join(this.o.root, 'daemons', `${id}.pid`)
     const config = join(this.o.root, 'daemons', `${id}.json`)
@@ -232,6 +283,10 @@ export class NydusdManager {
 
   /** Stops the image's nydusd (it unmounts on SIGTERM). */
   private async stop(id: string): Promise<void> {
+    if (this.shared !== undefined) {
+      await this.shared.unmount(join(this.o.root, 'mnt', id))
+      return
+    }
     const pid = await readPid(join(this.o.root, 'daemons', `${id}.pid`))
     if (pid === undefined || !alive(pid)) return
     process.kill(pid, 'SIGTERM')
@@ -304,36 +359,4 @@ async function answers(sock: string, pid: number): Promise<boolean> {
     req.on('error', () => resolve(false))
     req.end()
   })
-}
-
-async function readPid(path: string): Promise<number | undefined> {
-  return pidOf(await readFile(path, 'utf8').catch(() => ''))
-}
-
-function pidOf(text: string): number | undefined {
-  const n = Number(text.trim())
-  return Number.isSafeInteger(n) && n > 0 ? n : undefined
-}
-
-function readText(path: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch {
-    return ''
-  }
-}
-
-/** Running, and not a zombie: a daemon whose parent died is reaped only if init does so. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return false
-  }
-}
-
-async function isMounted(mnt: string): Promise<boolean> {
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
-  return mounts.split('\n').some(l => l.split(' ')[4] === mnt)
 }

@@ -1,0 +1,36 @@
+import { createRequire } from 'node:module'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+
+let collect: (() => void) | undefined
+let trim: ((pad: number) => number) | null | undefined
+
+/**
+ * Gives memory that idle buffers held back to the kernel: a full collection
+ * (an idle process allocates nothing, so V8 would never run one, and dropped
+ * chunk buffers stay resident until it does), then glibc's malloc_trim (freed
+ * blocks inside the heap are otherwise kept for reuse). Both are found once;
+ * if libc cannot be loaded only the collection runs.
+ */
+export function returnMemory(): void {
+  collect ??= exposeGc()
+  collect()
+  trim ??= loadTrim()
+  trim?.(0)
+}
+
+function exposeGc(): () => void {
+  const existing = (globalThis as { gc?: () => void }).gc
+  if (existing !== undefined) return existing
+  setFlagsFromString('--expose-gc')
+  return runInNewContext('gc') as () => void
+}
+
+function loadTrim(): ((pad: number) => number) | null {
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as { load: (lib: string) => { func: (sig: string) => (pad: number) => number } }
+    return koffi.load('libc.so.6').func('int malloc_trim(size_t pad)')
+  } catch {
+    return null
+  }
+}

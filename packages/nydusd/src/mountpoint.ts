@@ -1,0 +1,92 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { constants, readFileSync } from 'node:fs'
+import { access, readFile, stat } from 'node:fs/promises'
+import { resolve as resolvePath } from 'node:path'
+import { withContext } from '@nydusjs/errors'
+import { RafsError, openValidated, type BootstrapReader } from '@nydusjs/rafs'
+import { NydusdError } from './errors.js'
+
+/** fusermount lets a user other than root ask for allow_other only where /etc/fuse.conf says user_allow_other. */
+export function mayAllowOther(): boolean {
+  if (process.getuid?.() === 0) return true
+  try {
+    return /^\s*user_allow_other\s*$/m.test(readFileSync('/etc/fuse.conf', 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Lists the mounted root from a child process, started before the mount so
+ * that its start-up costs no reader anything. Not from a thread of ours: one
+ * waiting on our own mount would wedge the process in the kernel if it died
+ * meanwhile (the request waits for an answer only we could give).
+ */
+export class RootLister {
+  private readonly child: ChildProcess
+  private readonly exited: Promise<void>
+
+  constructor(mountpoint: string) {
+    this.child = spawn('sh', ['-c', 'read go && exec ls -al -- "$1"', 'sh', mountpoint], { stdio: ['pipe', 'ignore', 'ignore'] })
+    this.exited = new Promise(resolve => {
+      this.child.once('exit', () => resolve())
+      this.child.once('error', () => resolve())
+    })
+    this.child.stdin!.on('error', () => {})
+  }
+
+  async run(): Promise<void> {
+    this.child.stdin!.end('go\n')
+    const timer = setTimeout(() => this.cancel(), 2000)
+    await this.exited
+    clearTimeout(timer)
+  }
+
+  cancel(): void {
+    this.child.kill('SIGKILL')
+  }
+}
+
+export async function openBootstrap(path: string): Promise<BootstrapReader> {
+  const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') throw new NydusdError('ERR_BOOTSTRAP_NOT_FOUND', `bootstrap ${path}: no such file`)
+    throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.message}`)
+  })
+  return await openValidated(buf).catch((err: unknown) => {
+    throw err instanceof RafsError ? withContext(err, `bootstrap ${path}`) : err
+  })
+}
+
+export async function checkMountpoint(mnt: string): Promise<void> {
+  // Not root: the setuid fusermount opens /dev/fuse, so it only has to exist.
+  const mode = process.getuid?.() === 0 ? constants.R_OK | constants.W_OK : constants.F_OK
+  await access('/dev/fuse', mode).catch(() => {
+    throw new NydusdError(
+      'ERR_FUSE_MISSING',
+      "FUSE is not available: /dev/fuse is missing or not accessible (load the fuse module, install Debian's fuse package)"
+    )
+  })
+  const st = await stat(mnt).catch((err: NodeJS.ErrnoException) => {
+    throw mountpointError(mnt, err)
+  })
+  if (!st.isDirectory()) throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} is not a directory`)
+  const abs = resolvePath(mnt)
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
+  if (mounts.split('\n').some(l => unescapeMount(l.split(' ')[4] ?? '') === abs)) {
+    throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: something is already mounted there`)
+  }
+}
+
+/** A dead FUSE mount (its daemon killed) answers every access with ENOTCONN: name it and the way out. */
+function mountpointError(mnt: string, err: NodeJS.ErrnoException): NydusdError {
+  if (err.code === 'ENOENT') return new NydusdError('ERR_MOUNT', `mountpoint ${mnt} does not exist`)
+  if (err.code === 'ENOTCONN') {
+    return new NydusdError(
+      'ERR_MOUNTPOINT_STALE',
+      `mountpoint ${mnt} is a dead FUSE mount (ENOTCONN: the daemon that served it is gone); detach it first with: fusermount -uz ${mnt}`
+    )
+  }
+  return new NydusdError('ERR_MOUNT', `mountpoint ${mnt}: ${err.message}`)
+}
+
+const unescapeMount = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))

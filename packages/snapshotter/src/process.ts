@@ -1,0 +1,34 @@
+import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+
+export async function readPid(path: string): Promise<number | undefined> {
+  return pidOf(await readFile(path, 'utf8').catch(() => ''))
+}
+
+export function pidOf(text: string): number | undefined {
+  const n = Number(text.trim())
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined
+}
+
+export function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}
+
+/** Running, and not a zombie: a daemon whose parent died is reaped only if init does so. */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+export async function isMounted(mnt: string): Promise<boolean> {
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
+  return mounts.split('\n').some(l => l.split(' ')[4] === mnt)
+}
