@@ -106,7 +106,9 @@ async function waitFor(test, what) {
 
 const procs = new Set()
 function start(args) {
-  const p = spawn(process.execPath, [nydusd, '--log-level', 'warn', ...args], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const p = spawn(process.execPath, ['--max-semi-space-size=1', nydusd, '--log-level', 'warn', ...args], {
+    stdio: ['ignore', 'ignore', 'inherit']
+  })
   procs.add(p)
   return p
 }

@@ -1,5 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 'use strict'
+// --max-semi-space-size=1 (in the line above; spawners pass it too): V8's young generation
+// otherwise grows to 32 MiB during start-up and stays resident in an idle daemon.
 // CommonJS on purpose: an ES module entry is itself read through libuv's pool,
 // which then starts with its default 4 threads before any of our code runs.
 // File reads run on that pool, and a read from a hung NAS holds a thread for

@@ -8,7 +8,7 @@ import { insecureScheme, parseImageRef } from '@nydusjs/registry'
 import type { Logger } from 'pino'
 import { isErrorCode, NydusError } from '@nydusjs/errors'
 import { SnapshotterError } from './errors.js'
-import { alive, isMounted, pidOf, readPid, readText } from './process.js'
+import { alive, isMounted, NYDUSD_NODE_FLAGS, pidOf, readPid, readText } from './process.js'
 import { SharedDaemon } from './shared-daemon.js'
 
 export interface NydusdManagerOptions {
@@ -247,6 +247,7 @@ export class NydusdManager {
     const child = spawn(
       process.execPath,
       [
+        ...NYDUSD_NODE_FLAGS,
         this.o.nydusdPath,
         '--config',
         config,

@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 
+/** Node flags every nydusd runs with (its bin's first line has them too): a small young generation, see docs/architecture.md. */
+export const NYDUSD_NODE_FLAGS = ['--max-semi-space-size=1']
+
 export async function readPid(path: string): Promise<number | undefined> {
   return pidOf(await readFile(path, 'utf8').catch(() => ''))
 }

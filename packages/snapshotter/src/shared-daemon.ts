@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { isErrorCode, NydusError } from '@nydusjs/errors'
 import type { Logger } from 'pino'
 import { SnapshotterError } from './errors.js'
-import { alive, readPid } from './process.js'
+import { alive, NYDUSD_NODE_FLAGS, readPid } from './process.js'
 
 /**
  * nydus-snapshotter's daemon_mode "shared": one nydusd for the node, started
@@ -66,7 +66,7 @@ export class SharedDaemon {
     await mkdir(join(this.o.root, 'daemons'), { recursive: true })
     const logPath = join(this.o.root, 'daemons', 'shared.log')
     const logFile = await open(logPath, 'a')
-    const child = spawn(process.execPath, [this.o.nydusdPath(), '--apisock', this.apisock], {
+    const child = spawn(process.execPath, [...NYDUSD_NODE_FLAGS, this.o.nydusdPath(), '--apisock', this.apisock], {
       detached: true,
       stdio: ['ignore', logFile.fd, logFile.fd]
     })
