@@ -9,7 +9,7 @@ import {
   type Digester
 } from '@nydusjs/rafs'
 import type { BufferPool } from './buffer-pool.js'
-import { VerifyWorker } from './verify-worker.js'
+import { type OffloadCount, VerifyWorker } from './verify-worker.js'
 
 /**
  * Decompression and verification of chunks into pooled buffers: large
@@ -18,6 +18,8 @@ import { VerifyWorker } from './verify-worker.js'
  */
 export class ChunkDecoder {
   private readonly verifier?: VerifyWorker
+  /** Chunks of this decoder's the thread handled (the thread serves every mount of the process). */
+  private readonly onThread: OffloadCount = { n: 0 }
 
   constructor(
     private readonly pool: BufferPool,
@@ -30,11 +32,11 @@ export class ChunkDecoder {
 
   /** Chunks the verify thread decoded or hashed. */
   get offloaded(): number {
-    return this.verifier?.offloaded ?? 0
+    return this.onThread.n
   }
 
   async digest(data: Buffer): Promise<Buffer> {
-    return await (this.verifier?.digest(data) ?? this.digester.digestAsync(data))
+    return await (this.verifier?.digest(data, this.onThread) ?? this.digester.digestAsync(data))
   }
 
   /** Decompressed and verified on this thread; throws on a mismatch, its buffer back in the pool. */
@@ -62,7 +64,7 @@ export class ChunkDecoder {
     try {
       if (this.verifier !== undefined && (c.flags & CHUNK_FLAG_COMPRESSED) !== 0) {
         dst = this.pool.take(c.uncompressedSize)
-        const decoded = await this.verifier.decode(piece, c.flags, c.uncompressedSize, dst)
+        const decoded = await this.verifier.decode(piece, c.flags, c.uncompressedSize, dst, this.onThread)
         data = decoded.data
         checkChunkDigest(decoded.digest, c)
       } else {

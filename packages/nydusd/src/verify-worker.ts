@@ -11,7 +11,13 @@ export interface Decoded {
   digest: Buffer
 }
 
+/** Counts the work a caller's requests got done on the thread (each mount its own; the worker is shared). */
+export interface OffloadCount {
+  n: number
+}
+
 interface Waiter {
+  count?: OffloadCount
   req: VerifyRequest
   local: () => Decoded
   resolve: (d: Decoded) => void
@@ -89,6 +95,7 @@ export class VerifyWorker {
     this.waiting.delete(m.id)
     if (this.waiting.size === 0) this.rest()
     this.offloaded++
+    if (waiter.count !== undefined) waiter.count.n++
     if ('error' in m) {
       waiter.reject(new Error(m.error))
       return
@@ -113,17 +120,21 @@ export class VerifyWorker {
     this.idle.unref()
   }
 
-  async digest(data: Uint8Array): Promise<Buffer> {
+  async digest(data: Uint8Array, count?: OffloadCount): Promise<Buffer> {
     if (this.broken || data.length < OFFLOAD_MIN_BYTES || !shared(data)) return await this.digester.digestAsync(data)
-    const d = await this.send({ id: this.next++, op: 'digest', buf: data.buffer, off: data.byteOffset, len: data.length }, () => ({
-      data: Buffer.from(data.buffer, data.byteOffset, data.length),
-      digest: this.digester.digest(data)
-    }))
+    const d = await this.send(
+      { id: this.next++, op: 'digest', buf: data.buffer, off: data.byteOffset, len: data.length },
+      () => ({
+        data: Buffer.from(data.buffer, data.byteOffset, data.length),
+        digest: this.digester.digest(data)
+      }),
+      count
+    )
     return d.digest
   }
 
   /** A compressed chunk decoded into `dst` (rafs's decompressChunkInto rules), and the digest of the result. */
-  async decode(piece: Uint8Array, flags: number, size: number, dst: Buffer): Promise<Decoded> {
+  async decode(piece: Uint8Array, flags: number, size: number, dst: Buffer, count?: OffloadCount): Promise<Decoded> {
     const unpack = (): Buffer => decompressChunkInto(piece, flags, size, dst)
     if (!this.broken && size >= OFFLOAD_MIN_BYTES && dst.length >= size && shared(piece) && shared(dst)) {
       const req: VerifyRequest = {
@@ -137,22 +148,26 @@ export class VerifyWorker {
         flags,
         size
       }
-      return await this.send(req, () => {
-        const data = unpack()
-        return { data, digest: this.digester.digest(data) }
-      })
+      return await this.send(
+        req,
+        () => {
+          const data = unpack()
+          return { data, digest: this.digester.digest(data) }
+        },
+        count
+      )
     }
     const data = unpack()
-    return { data, digest: await this.digest(data) }
+    return { data, digest: await this.digest(data, count) }
   }
 
-  private async send(req: VerifyRequest, local: () => Decoded): Promise<Decoded> {
+  private async send(req: VerifyRequest, local: () => Decoded, count?: OffloadCount): Promise<Decoded> {
     const w = this.thread()
     if (w === undefined) return local()
     clearTimeout(this.idle)
     return await new Promise((resolve, reject) => {
       if (this.waiting.size === 0) w.ref()
-      this.waiting.set(req.id, { req, local, resolve, reject })
+      this.waiting.set(req.id, { count, req, local, resolve, reject })
       w.postMessage(req)
     })
   }
