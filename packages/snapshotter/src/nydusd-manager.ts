@@ -74,10 +74,15 @@ export class NydusdManager {
 
   /** The image's nydusd and its mount: the running one, else a new one (one start at a time per image). */
   async ensure(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
-    this.known.set(id, { bootstrap, imageRef })
     let p = this.starting.get(id)
     if (p === undefined) {
-      p = this.start(id, bootstrap, imageRef).finally(() => this.starting.delete(id))
+      // Known (so the watchdog restarts it) once it has mounted: an image that never mounts is not retried every second.
+      p = this.start(id, bootstrap, imageRef)
+        .then(m => {
+          this.known.set(id, { bootstrap, imageRef })
+          return m
+        })
+        .finally(() => this.starting.delete(id))
       this.starting.set(id, p)
     }
     return await p
