@@ -41,7 +41,7 @@ test.serial('daemon_mode shared: two images run at once from one nydusd; killed,
   const sn = await startSnapshotter(t, BIN, { args: ['--daemon-mode', 'shared'] })
   const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
   for (const ref of [plain, marked]) t.is((await cd.rpull(ref)).code, 0)
-  const loop = 'while :; do md5sum /bin/busybox > /tmp/sum; cat /marker.txt > /tmp/marker 2>/dev/null; sleep 0.1; done'
+  const loop = 'while :; do md5sum /bin/busybox > /tmp/sum.new && mv /tmp/sum.new /tmp/sum; sleep 0.1; done'
   for (const [ref, name] of [
     [plain, 'one'],
     [marked, 'two']
@@ -56,7 +56,7 @@ test.serial('daemon_mode shared: two images run at once from one nydusd; killed,
     sums = await Promise.all(['one', 'two'].map(async n => await exec(n, 'cat /tmp/sum')))
   t.regex(sums[0], /^[0-9a-f]{32} {2}\/bin\/busybox\n$/)
   t.is(sums[1], sums[0], 'the same busybox in both')
-  t.is(await exec('two', 'cat /tmp/marker'), 'the second image\n')
+  t.is(await exec('two', 'cat /marker.txt'), 'the second image\n')
   t.is(await exec('one', 'cat /marker.txt 2>&1; true'), "cat: can't open '/marker.txt': No such file or directory\n")
 
   const daemons = await nydusdPids(sn.root)
