@@ -55,8 +55,10 @@ export class ChunkFetcher {
   private readonly decoder: ChunkDecoder
   private readonly planner: ReadPlanner
   foregroundInflight = 0
-  /** When a chunk was last asked for (ms), and whether memory was released since. */
-  private lastUse = Date.now()
+  /** Chunks asked for (the idle check compares counts: no clock read on the read path), and since when none were. */
+  private uses = 0
+  private seenUses = -1
+  private quietSince = 0
   private released = false
 
   constructor(private readonly o: FetcherOptions) {
@@ -118,8 +120,7 @@ export class ChunkFetcher {
    */
   async withChunk(c: ChunkRef, use: (data: Buffer) => void, foreground = true): Promise<void> {
     // Counted before the first await, so prefetch sees a foreground read the moment it starts.
-    this.lastUse = Date.now()
-    this.released = false
+    this.uses++
     if (foreground) this.foregroundInflight++
     try {
       const blob = this.o.blobs[c.blobIndex]
@@ -312,7 +313,13 @@ export class ChunkFetcher {
 
   /** No chunk asked for in `idleMs`: the memory tier lets its buffers go; true if it did now. */
   releaseIdle(idleMs: number): boolean {
-    if (this.released || this.inflight.size > 0 || Date.now() - this.lastUse < idleMs) return false
+    if (this.uses !== this.seenUses) {
+      this.seenUses = this.uses
+      this.quietSince = Date.now()
+      this.released = false
+      return false
+    }
+    if (this.released || this.inflight.size > 0 || Date.now() - this.quietSince < idleMs) return false
     this.released = true
     this.mem.release()
     return true

@@ -24,7 +24,6 @@ export interface MountRequest {
   source: string
   fs_type?: string
   config: string | Record<string, unknown>
-  prefetch_files?: string[]
 }
 
 /**

@@ -1,14 +1,13 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { constants, readFileSync } from 'node:fs'
 import { access, mkdir, open, readFile, writeFile } from 'node:fs/promises'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { insecureScheme, parseImageRef } from '@nydusjs/registry'
 import type { Logger } from 'pino'
 import { isErrorCode, NydusError } from '@nydusjs/errors'
 import { SnapshotterError } from './errors.js'
-import { alive, isMounted, NYDUSD_NODE_FLAGS, pidOf, readPid, readText } from './process.js'
+import { alive, isMounted, NYDUSD_NODE_FLAGS, nydusdApi, pidOf, readPid, readText } from './process.js'
 import { SharedDaemon } from './shared-daemon.js'
 
 export interface NydusdManagerOptions {
@@ -341,28 +340,13 @@ export class NydusdManager {
 
 /** PUT /api/v1/daemon/exit on a nydusd's API socket. */
 async function putExit(sock: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const req = request({ socketPath: sock, method: 'PUT', path: '/api/v1/daemon/exit' }, res => {
-      res.resume()
-      if (res.statusCode === 204) resolve()
-      else reject(new SnapshotterError('ERR_INTERNAL', `nydusd at ${sock} refused to exit: HTTP ${res.statusCode}`))
-    })
-    req.on('error', err => reject(new SnapshotterError('ERR_INTERNAL', `nydusd at ${sock}: ${err.message}`)))
-    req.end()
-  })
+  const r = await nydusdApi(sock, 'PUT', '/api/v1/daemon/exit')
+  if (r.status === 0) throw new SnapshotterError('ERR_INTERNAL', `nydusd at ${sock}: ${r.body}`)
+  if (r.status !== 204) throw new SnapshotterError('ERR_INTERNAL', `nydusd at ${sock} refused to exit: HTTP ${r.status}`)
 }
 
 /** The nydusd on `sock` is `pid` and running. */
 async function answers(sock: string, pid: number): Promise<boolean> {
-  return await new Promise(resolve => {
-    const req = request({ socketPath: sock, path: '/api/v1/daemon' }, res => {
-      let body = ''
-      res.on('data', (b: Buffer) => {
-        body += b.toString()
-      })
-      res.on('end', () => resolve(/"state":"RUNNING"/.test(body) && body.includes(`"id":"${pid}"`)))
-    })
-    req.on('error', () => resolve(false))
-    req.end()
-  })
+  const r = await nydusdApi(sock, 'GET', '/api/v1/daemon')
+  return /"state":"RUNNING"/.test(r.body) && r.body.includes(`"id":"${pid}"`)
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { request } from 'node:http'
 
 /** Node flags every nydusd runs with (its bin's first line has them too): a small young generation, see docs/architecture.md. */
 export const NYDUSD_NODE_FLAGS = ['--max-semi-space-size=1']
@@ -34,4 +35,17 @@ export function alive(pid: number): boolean {
 export async function isMounted(mnt: string): Promise<boolean> {
   const mounts = await readFile('/proc/self/mountinfo', 'utf8')
   return mounts.split('\n').some(l => l.split(' ')[4] === mnt)
+}
+
+/** An HTTP request to a nydusd's API socket: its status and body; status 0 and the error's message when it does not answer. */
+export async function nydusdApi(sock: string, method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
+  return await new Promise(resolve => {
+    const req = request({ socketPath: sock, method, path }, res => {
+      const parts: Buffer[] = []
+      res.on('data', (b: Buffer) => parts.push(b))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
+    })
+    req.on('error', (err: Error) => resolve({ status: 0, body: err.message }))
+    req.end(body)
+  })
 }

@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process'
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { isErrorCode, NydusError } from '@nydusjs/errors'
 import type { Logger } from 'pino'
 import { SnapshotterError } from './errors.js'
-import { alive, NYDUSD_NODE_FLAGS, readPid } from './process.js'
+import { alive, NYDUSD_NODE_FLAGS, nydusdApi, readPid } from './process.js'
 
 /**
  * nydus-snapshotter's daemon_mode "shared": one nydusd for the node, started
@@ -32,7 +31,7 @@ export class SharedDaemon {
   /** The running daemon's pid, else a new one's (one start at a time). */
   async ensure(): Promise<number> {
     const running = await this.pid()
-    if (running !== undefined && (await this.call('GET', '/api/v1/daemon')).status === 200) return running
+    if (running !== undefined && (await nydusdApi(this.apisock, 'GET', '/api/v1/daemon')).status === 200) return running
     this.starting ??= this.start().finally(() => {
       this.starting = undefined
     })
@@ -41,7 +40,7 @@ export class SharedDaemon {
 
   /** Mountpoints the daemon serves. */
   async mounts(): Promise<string[]> {
-    const r = await this.call('GET', '/api/v1/mount')
+    const r = await nydusdApi(this.apisock, 'GET', '/api/v1/mount')
     if (r.status !== 200) return []
     return (JSON.parse(r.body) as Array<{ mountpoint: string }>).map(m => m.mountpoint)
   }
@@ -49,7 +48,7 @@ export class SharedDaemon {
   /** POST /api/v1/mount; the daemon's error (its code and one line) when it refuses. */
   async mount(mountpoint: string, bootstrap: string, config: string, imageRef: string): Promise<void> {
     const body = JSON.stringify({ source: bootstrap, fs_type: 'rafs', config: await readFile(config, 'utf8') })
-    const r = await this.call('POST', `/api/v1/mount?mountpoint=${encodeURIComponent(mountpoint)}`, body)
+    const r = await nydusdApi(this.apisock, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(mountpoint)}`, body)
     if (r.status === 200) return
     const err = parseError(r.body)
     const msg = `shared nydusd did not mount ${imageRef}: ${err.message ?? r.body}`
@@ -59,7 +58,7 @@ export class SharedDaemon {
 
   async unmount(mountpoint: string): Promise<void> {
     if ((await this.pid()) === undefined) return
-    await this.call('DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent(mountpoint)}`)
+    await nydusdApi(this.apisock, 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent(mountpoint)}`)
   }
 
   private async start(): Promise<number> {
@@ -74,7 +73,7 @@ export class SharedDaemon {
     child.unref()
     if (child.pid === undefined) throw new SnapshotterError('ERR_CONFIG', `nydusd ${this.o.nydusdPath()} could not be started`)
     await writeFile(this.pidFile, String(child.pid))
-    for (let i = 0; (await this.call('GET', '/api/v1/daemon')).status !== 200; i++) {
+    for (let i = 0; (await nydusdApi(this.apisock, 'GET', '/api/v1/daemon')).status !== 200; i++) {
       if (child.exitCode !== null || !alive(child.pid) || i > 400) {
         const tail = (await readFile(logPath, 'utf8').catch(() => '')).trim().split('\n').at(-1)
         throw new SnapshotterError('ERR_CONFIG', `shared nydusd did not start: ${tail ?? 'no output'}`)
@@ -83,18 +82,6 @@ export class SharedDaemon {
     }
     this.o.log.info({ pid: child.pid, apisock: this.apisock }, 'shared nydusd started')
     return child.pid
-  }
-
-  private async call(method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
-    return await new Promise(resolve => {
-      const req = request({ socketPath: this.apisock, method, path }, res => {
-        const parts: Buffer[] = []
-        res.on('data', (b: Buffer) => parts.push(b))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
-      })
-      req.on('error', (err: Error) => resolve({ status: 0, body: err.message }))
-      req.end(body)
-    })
   }
 }
 
