@@ -75,11 +75,13 @@ export class NydusdManager {
   async ensure(id: string, bootstrap: string, imageRef: string): Promise<ImageMount> {
     let p = this.starting.get(id)
     if (p === undefined) {
-      // Known (so the watchdog restarts it) once it has mounted: an image that never mounts is not retried every second.
+      // An image that never mounted is forgotten again: the watchdog would start it every second.
+      const known = this.known.has(id)
+      this.known.set(id, { bootstrap, imageRef })
       p = this.start(id, bootstrap, imageRef)
-        .then(m => {
-          this.known.set(id, { bootstrap, imageRef })
-          return m
+        .catch((err: unknown) => {
+          if (!known) this.known.delete(id)
+          throw err
         })
         .finally(() => this.starting.delete(id))
       this.starting.set(id, p)
