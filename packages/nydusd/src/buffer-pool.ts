@@ -13,7 +13,7 @@ export class BufferPool {
   private readonly free = new Map<number, ArrayBufferLike[]>()
   private readonly idle = new Set<ArrayBufferLike>()
   private readonly owned = new WeakSet<ArrayBufferLike>()
-  private readonly top: number
+  private top: number
   private idleBytes = 0
   private readonly small = new SlabBlocks()
   /** Takes served from a handed-back buffer. */
@@ -23,13 +23,19 @@ export class BufferPool {
 
   private reusedLarge = 0
 
-  /** `maxSize`: the largest request to pool; at most `maxIdleBytes` wait in the pool (and always 16 of the largest class). */
+  /** `maxSize`: the largest request to pool; at most `maxIdleBytes` wait in the pool (and always 4 of the largest class). */
   constructor(
     maxSize: number,
-    private readonly maxIdleBytes = 32 * 1024 * 1024
+    private maxIdleBytes = 8 * 1024 * 1024
   ) {
     this.top = classOf(Math.max(maxSize, MIN_CLASS))
-    this.maxIdleBytes = Math.max(maxIdleBytes, 16 * this.top)
+    this.maxIdleBytes = Math.max(maxIdleBytes, 4 * this.top)
+  }
+
+  /** Pools requests up to `maxSize` too (a mount with larger chunks or merged requests); never lower. */
+  raiseTop(maxSize: number): void {
+    this.top = Math.max(this.top, classOf(Math.max(maxSize, MIN_CLASS)))
+    this.maxIdleBytes = Math.max(this.maxIdleBytes, 4 * this.top)
   }
 
   /** `len` bytes: a view of a pooled buffer, or a fresh buffer when `len` is outside the classes. */

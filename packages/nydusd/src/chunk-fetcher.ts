@@ -2,11 +2,12 @@ import { NydusError } from '@nydusjs/errors'
 import type { BlobInfo, ChunkRef, Digester } from '@nydusjs/rafs'
 import type { ChainBackend, ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
+import type { BufferPool } from './buffer-pool.js'
 import { ChunkDecoder } from './chunk-decoder.js'
 import { NydusdError } from './errors.js'
 import { chunkKey, MemoryTier } from './memory-tier.js'
 import type { DaemonMetrics } from './metrics.js'
-import { ReadPlanner } from './read-planner.js'
+import { ReadPlanner, type ChunkTable } from './read-planner.js'
 import { OFFLOAD_MIN_BYTES } from './verify-worker.js'
 
 export interface FetcherOptions {
@@ -14,8 +15,8 @@ export interface FetcherOptions {
   backend: ChainBackend
   cache?: ChunkCache
   blobs: readonly BlobInfo[]
-  /** Every chunk of the image, for merging adjacent misses into one request. */
-  chunks: readonly ChunkRef[]
+  /** Every chunk of the image, for merging adjacent misses into one request (an array, or the bootstrap's table read on demand). */
+  chunks: ChunkTable
   digester: Digester
   digestValidate: boolean
   mergingSize: number
@@ -62,11 +63,11 @@ export class ChunkFetcher {
   private released = false
 
   constructor(private readonly o: FetcherOptions) {
-    const maxChunk = o.chunks.reduce((m, c) => Math.max(m, c.uncompressedSize), 0)
+    let maxChunk = 0
+    for (let i = 0; i < o.chunks.length; i++) maxChunk = Math.max(maxChunk, o.chunks.at(i)!.uncompressedSize)
     this.mem = new MemoryTier(maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, Math.max(o.mergingSize, o.amplifyIo ?? 0), o.cache, o.log)
     this.decoder = new ChunkDecoder(this.mem.pool, o.digester, o.digestValidate, o.verifyThread !== false)
     this.planner = new ReadPlanner(
-      o.blobs,
       o.chunks,
       o.mergingSize,
       {
@@ -80,6 +81,11 @@ export class ChunkFetcher {
       },
       o.amplifyIo ?? 0
     )
+  }
+
+  /** The process's buffer pool (FUSE read replies are cut from it too). */
+  get pool(): BufferPool {
+    return this.mem.pool
   }
 
   /** Chunk buffers served from the pool rather than allocated. */
@@ -311,6 +317,11 @@ export class ChunkFetcher {
     await this.mem.flush()
   }
 
+  /** Chunks asked for so far (the daemon notices a burst of reads has ended when this stops moving). */
+  get requests(): number {
+    return this.uses
+  }
+
   /** No chunk asked for in `idleMs`: the memory tier lets its buffers go; true if it did now. */
   releaseIdle(idleMs: number): boolean {
     if (this.uses !== this.seenUses) {
@@ -332,6 +343,7 @@ export class ChunkFetcher {
   /** Flushes and stops the verify thread. */
   async close(): Promise<void> {
     await this.flush()
+    this.mem.release()
     await this.decoder.close()
   }
 

@@ -6,6 +6,7 @@ import { startApi, type ApiHandlers } from './api.js'
 import { parseConfig } from './config.js'
 import { NydusdError } from './errors.js'
 import { returnMemory } from './memory-release.js'
+import { VerifyWorker } from './verify-worker.js'
 import { defaultTransport, RafsMount, type FuseTransportName, type MountOptions } from './rafs-mount.js'
 
 export const VERSION = '0.1.0'
@@ -38,6 +39,9 @@ export class Nydusd {
   private queue: Promise<unknown> = Promise.resolve()
   private exitResolve!: () => void
   private idleTimer?: NodeJS.Timeout
+  /** Chunks asked for by every mount at the last idle tick, and whether any were since the last collection. */
+  private lastRequests = 0
+  private readSinceCollect = false
   /** Settles on PUT /api/v1/daemon/exit. */
   readonly exitRequested = new Promise<void>(resolve => {
     this.exitResolve = resolve
@@ -68,11 +72,27 @@ export class Nydusd {
     return this.mounts.values().next().value
   }
 
-  /** Mounts nobody reads from let their buffers go, and the process gives the memory back. */
+  /**
+   * Every 2 s: mounts nobody read from for `memory.idle_release_secs` let
+   * their buffers go; and once a burst of reads is over (no chunk asked for
+   * since the last tick), its garbage is collected at once. Dropped chunk
+   * buffers live outside V8's heap, so V8 alone would let some 64 MB of
+   * them pile up before collecting, and never collect in an idle process.
+   */
   private releaseIdle(): void {
     let released = false
-    for (const m of this.mounts.values()) released = m.releaseIdle() || released
-    if (released) returnMemory()
+    let requests = 0
+    for (const m of this.mounts.values()) {
+      released = m.releaseIdle() || released
+      requests += m.requests
+    }
+    const moved = requests !== this.lastRequests
+    const burstOver = !moved && this.readSinceCollect
+    this.readSinceCollect = moved
+    this.lastRequests = requests
+    if (!released && !burstOver) return
+    VerifyWorker.stopIdle()
+    returnMemory()
   }
 
   /** Adds a mount (POST /api/v1/mount). Unknown fs types, bad configs and busy mountpoints change nothing. */

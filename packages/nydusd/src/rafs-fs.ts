@@ -7,20 +7,24 @@ import type { DaemonMetrics } from './metrics.js'
 
 const W_OK = 2
 const LOOKUP_CACHE = 65536
+/** Files whose chunk lists are kept decoded. */
+const CHUNK_LISTS = 1024
 const READAHEAD_CHUNKS = 2
 /** What fuse-native's own per-request timer gave reads (ETIMEDOUT after it). */
 export const READ_TIMEOUT_MS = 15_000
 const noop = (): void => {}
 
-/** First-access order of files, the input of `nydus-image create --prefetch-files`. */
+/** First-access order of files, the input of `nydus-image create --prefetch-files`: inode indexes, paths made when listed. */
 export class AccessLog {
-  private readonly seen = new Set<string>()
-  record(path: string): void {
-    if (this.seen.size < 1_000_000) this.seen.add(path)
+  private readonly seen = new Set<number>()
+  constructor(private readonly r: BootstrapReader) {}
+
+  record(rec: InodeRecord): void {
+    if (this.seen.size < 1_000_000) this.seen.add(rec.index)
   }
 
   list(): string[] {
-    return [...this.seen]
+    return [...this.seen].map(i => `/${this.r.pathOf(this.r.inode(i)).toString('utf8')}`.replace(/^\/\//, '/'))
   }
 }
 
@@ -31,10 +35,9 @@ export class AccessLog {
 export class RafsFs {
   private readonly lookups = new Map<string, InodeRecord | null>()
   private readonly chunkLists = new Map<number, ChunkRef[]>()
-  readonly access = new AccessLog()
+  readonly access: AccessLog
   /** statfs's size: the image is immutable, so it is counted once. */
   readonly blockCount: number
-  private readonly accessed = new Set<number>()
 
   constructor(
     private readonly r: BootstrapReader,
@@ -44,6 +47,7 @@ export class RafsFs {
     private readonly enableXattr = true,
     private readonly readTimeoutMs = READ_TIMEOUT_MS
   ) {
+    this.access = new AccessLog(r)
     this.blockCount = Math.ceil(r.blobs().reduce((s, b) => s + b.uncompressedSize, 0) / 4096)
   }
 
@@ -85,9 +89,7 @@ export class RafsFs {
 
   /** The access list by inode (the direct transport has no paths): its path at the first read. */
   recordAccess(rec: InodeRecord): void {
-    if (this.accessed.has(rec.index) || this.accessed.size >= 1_000_000) return
-    this.accessed.add(rec.index)
-    this.access.record(`/${this.r.pathOf(rec).toString('utf8')}`.replace(/^\/\//, '/'))
+    this.access.record(rec)
   }
 
   stat(rec: InodeRecord): Record<string, unknown> {
@@ -113,6 +115,8 @@ export class RafsFs {
     let list = this.chunkLists.get(rec.ino)
     if (list === undefined) {
       list = this.r.fileChunks(rec)
+      // Files being read keep theirs; the bootstrap has every list again when a file comes back.
+      if (this.chunkLists.size >= CHUNK_LISTS) this.chunkLists.clear()
       this.chunkLists.set(rec.ino, list)
     }
     return list
@@ -250,7 +254,7 @@ export class RafsFs {
           cb(Fuse.EIO)
           return
         }
-        this.access.record(path)
+        this.access.record(rec)
         const done = (n: number): void => {
           stats.record(readId, true, t0, n)
           cb(n)

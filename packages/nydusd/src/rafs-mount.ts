@@ -11,7 +11,6 @@ import { checkBlobs } from './blob-check.js'
 import { ChunkFetcher } from './chunk-fetcher.js'
 import type { NydusdConfig } from './config.js'
 import { NydusdError } from './errors.js'
-import { BufferPool } from './buffer-pool.js'
 import { DevFuseSession, type RequestHandler } from './fuse/dev-fuse.js'
 import { SessionKeeper } from './fuse/session-keeper.js'
 import { RafsLowLevel } from './fuse/lowlevel.js'
@@ -107,6 +106,11 @@ export class RafsMount {
     return secs > 0 && this.fetcher.releaseIdle(secs * 1000)
   }
 
+  /** Chunks asked for so far. */
+  get requests(): number {
+    return this.fetcher.requests
+  }
+
   static async start(o: MountOptions): Promise<RafsMount> {
     const log = o.log.child({ mountpoint: o.mountpoint })
     const reader = await openBootstrap(o.bootstrap)
@@ -123,7 +127,8 @@ export class RafsMount {
         await backend.close()
         throw err
       })
-    const chunks = Array.from({ length: reader.sb.chunkCount }, (_, i) => reader.chunk(i))
+    // Read from the bootstrap when needed: a table of objects would cost a shared daemon about 1 MB per mounted image.
+    const chunks = { length: reader.sb.chunkCount, at: (i: number) => reader.chunk(i) }
     const fetcher = new ChunkFetcher({
       backend,
       cache,
@@ -175,7 +180,7 @@ export class RafsMount {
   }
 
   private async mountDirect(): Promise<void> {
-    const ll = new RafsLowLevel(this.fs, this.reader, new BufferPool(1024 * 1024), this.metrics, this.log, this.o.config.enable_xattr)
+    const ll = new RafsLowLevel(this.fs, this.reader, this.fetcher.pool, this.metrics, this.log, this.o.config.enable_xattr)
     // Before the mount: an OPEN answered ENOSYS once is never sent again.
     this.passthrough = passthroughFiles(this.o.config, this.fetcher, this.log)
     if (this.passthrough !== undefined) ll.usePassthrough(this.passthrough)

@@ -18,8 +18,8 @@ export interface PlannerHooks {
  * image costs about 5% of its bytes.
  */
 export class ReadPlanner {
-  /** Per blob, chunks sorted by compressed offset. */
-  private readonly byBlob = new Map<number, ChunkRef[]>()
+  /** Per blob, its chunks in blob order. */
+  private readonly byBlob = new Map<number, BlobChunks>()
   /** Per blob, where the last fetched run ended: the next run starting there is sequential. */
   private readonly lastEnd = new Map<number, number>()
   /** Blobs with a run-ahead fetch in flight. */
@@ -32,22 +32,19 @@ export class ReadPlanner {
   private readonly nearStreak = new Map<number, number>()
 
   constructor(
-    blobs: readonly BlobInfo[],
-    chunks: readonly ChunkRef[],
+    chunks: ChunkTable,
     private readonly mergingSize: number,
     private readonly hooks: PlannerHooks,
     private readonly amplifyIo = 0
   ) {
-    const seen = new Set<string>()
-    for (const c of chunks) {
-      const k = chunkKey(blobs[c.blobIndex].id, c.compressedOffset)
-      if (seen.has(k)) continue
-      seen.add(k)
-      const list = this.byBlob.get(c.blobIndex) ?? []
-      list.push(c)
-      this.byBlob.set(c.blobIndex, list)
+    const perBlob = new Map<number, number[]>()
+    for (let i = 0; i < chunks.length; i++) {
+      const b = chunks.at(i)!.blobIndex
+      let list = perBlob.get(b)
+      if (list === undefined) perBlob.set(b, (list = []))
+      list.push(i)
     }
-    for (const list of this.byBlob.values()) list.sort((a, b) => a.compressedOffset - b.compressedOffset)
+    for (const [b, list] of perBlob) this.byBlob.set(b, BlobChunks.of(chunks, list))
   }
 
   /** Whether a fetch of `c` continues the last run of its blob. */
@@ -84,8 +81,8 @@ export class ReadPlanner {
     if (list === undefined || limit <= c.compressedSize) return run
     let end = c.compressedOffset + c.compressedSize
     let total = c.compressedSize
-    for (let i = lowerBound(list, c.compressedOffset) + 1; i < list.length; i++) {
-      const n = list[i]
+    for (let i = list.lowerBound(c.compressedOffset) + 1; i < list.length; i++) {
+      const n = list.at(i)
       if (n.compressedOffset !== end || total + n.compressedSize > limit) break
       if (this.hooks.hasLocally(blob.id, n)) break
       run.push(n)
@@ -124,7 +121,8 @@ export class ReadPlanner {
     if (end === undefined || list === undefined || this.aheadBusy.has(c.blobIndex)) return
     const amplified = this.amplifyAfter.delete(c.blobIndex)
     if (end - (c.compressedOffset + c.compressedSize) > Math.max(this.mergingSize, this.amplifyIo)) return
-    const next = list[lowerBound(list, end)]
+    const at = list.lowerBound(end)
+    const next = at < list.length ? list.at(at) : undefined
     if (next === undefined || next.compressedOffset !== end || this.hooks.hasLocally(blob.id, next)) return
     if (amplified) {
       this.amplifyRuns.add(chunkKey(blob.id, next.compressedOffset))
@@ -144,18 +142,18 @@ export class ReadPlanner {
    * stretch of the blob, and fetching only forward leaves every earlier file
    * a miss of its own.
    */
-  private fetchBehind(c: ChunkRef, blob: BlobInfo, list: ChunkRef[]): void {
+  private fetchBehind(c: ChunkRef, blob: BlobInfo, list: BlobChunks): void {
     const windowStart = Math.floor(c.compressedOffset / this.amplifyIo) * this.amplifyIo
-    let i = lowerBound(list, c.compressedOffset)
+    let i = list.lowerBound(c.compressedOffset)
     let end = c.compressedOffset
     while (i > 0) {
-      const p = list[i - 1]
+      const p = list.at(i - 1)
       if (p.compressedOffset < windowStart || p.compressedOffset + p.compressedSize !== end || this.hooks.hasLocally(blob.id, p)) break
       end = p.compressedOffset
       i--
     }
-    const first = list[i]
-    if (first === c) return
+    if (i === list.length || list.offset(i) === c.compressedOffset) return
+    const first = list.at(i)
     this.amplifyRuns.add(chunkKey(blob.id, first.compressedOffset))
     this.hooks.load(first).catch(() => {})
   }
@@ -168,11 +166,11 @@ export class ReadPlanner {
    */
   cacheReadAhead(c: ChunkRef, blob: BlobInfo): void {
     const list = this.byBlob.get(c.blobIndex)
-    const i = list === undefined ? -1 : lowerBound(list, c.compressedOffset)
-    if (list === undefined || i < 1 || !this.hooks.isDecoded(blob.id, list[i - 1])) return
+    const i = list === undefined ? -1 : list.lowerBound(c.compressedOffset)
+    if (list === undefined || i < 1 || !this.hooks.isDecoded(blob.id, list.at(i - 1))) return
     let total = 0
     for (let j = i + 1; j < list.length && total < this.mergingSize; j++) {
-      const n = list[j]
+      const n = list.at(j)
       total += n.compressedSize
       if (!this.hooks.isCached(n)) break
       if (!this.hooks.isInflight(blob.id, n) && !this.hooks.isDecoded(blob.id, n)) this.hooks.load(n).catch(() => {})
@@ -183,13 +181,52 @@ export class ReadPlanner {
 /** Misses near each other, in a row, before amplify_io applies. */
 const NEAR_STREAK = 3
 
-function lowerBound(list: ChunkRef[], offset: number): number {
-  let lo = 0
-  let hi = list.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (list[mid].compressedOffset < offset) lo = mid + 1
-    else hi = mid
+/** An image's chunk table: an array of refs, or the bootstrap's, each made when asked for. */
+export interface ChunkTable {
+  readonly length: number
+  at: (i: number) => ChunkRef | undefined
+}
+
+/** One blob's chunks in blob order, once per offset: table indexes and offsets, the refs made when asked for. */
+class BlobChunks {
+  private constructor(
+    private readonly chunks: ChunkTable,
+    private readonly index: Uint32Array,
+    private readonly offsets: Float64Array
+  ) {}
+
+  static of(chunks: ChunkTable, indexes: number[]): BlobChunks {
+    const off = (i: number): number => chunks.at(i)!.compressedOffset
+    const keyed = indexes.map(i => [off(i), i] as const).sort((a, b) => a[0] - b[0])
+    const unique = keyed.filter(([o], k) => k === 0 || keyed[k - 1][0] !== o)
+    return new BlobChunks(
+      chunks,
+      Uint32Array.from(unique, ([, i]) => i),
+      Float64Array.from(unique, ([o]) => o)
+    )
   }
-  return lo
+
+  get length(): number {
+    return this.index.length
+  }
+
+  at(i: number): ChunkRef {
+    return this.chunks.at(this.index[i])!
+  }
+
+  offset(i: number): number {
+    return this.offsets[i]
+  }
+
+  /** The first position whose offset is at least `offset`. */
+  lowerBound(offset: number): number {
+    let lo = 0
+    let hi = this.offsets.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.offsets[mid] < offset) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
 }

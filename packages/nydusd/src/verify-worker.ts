@@ -113,11 +113,26 @@ export class VerifyWorker {
     w?.unref()
     clearTimeout(this.idle)
     this.idle = setTimeout(() => {
-      if (this.waiting.size > 0 || this.worker !== w) return
-      this.worker = undefined
-      void w?.terminate()
+      if (this.worker === w) this.stopIfIdle()
     }, IDLE_EXIT_MS)
     this.idle.unref()
+  }
+
+  /**
+   * Ends every thread with no work pending (the idle release): an idle
+   * isolate never collects, so the chunk buffers it was handed would stay
+   * alive with it. The next large chunk starts a thread again.
+   */
+  static stopIdle(): void {
+    for (const { worker } of VerifyWorker.byDigester.values()) worker.stopIfIdle()
+  }
+
+  private stopIfIdle(): void {
+    const w = this.worker
+    if (w === undefined || this.waiting.size > 0) return
+    clearTimeout(this.idle)
+    this.worker = undefined
+    void w.terminate()
   }
 
   async digest(data: Uint8Array, count?: OffloadCount): Promise<Buffer> {

@@ -2,7 +2,7 @@ import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { isMounted, mustRun, nydusImage, startBlobServer, startSharedNydusd, tempDir } from '@nydusjs/testkit'
+import { abortFuseConnection, isMounted, nydusImage, startBlobServer, startSharedNydusd, tempDir } from '@nydusjs/testkit'
 
 const IMAGES = 30
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
@@ -132,15 +132,7 @@ test('one daemon serves 30 images: every file right, a dead backend fails only i
   t.deepEqual(await readAll(images[5]), [])
 
   // An aborted FUSE connection ends that mount only.
-  const ctl = '/sys/fs/fuse/connections'
-  if (!(await readFile('/proc/mounts', 'utf8')).includes(` ${ctl} `)) {
-    await mustRun('mount', ['-t', 'fusectl', 'none', ctl])
-    t.teardown(async () => {
-      await mustRun('umount', [ctl])
-    })
-  }
-  const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find(l => l.split(' ')[4] === images[7].mnt)!
-  await writeFile(join(ctl, line.split(' ')[2]!.split(':')[1]!, 'abort'), '1')
+  await abortFuseConnection(images[7].mnt)
   for (let i = 0; i < 100 && (await d.get('/api/v1/mount')).length === IMAGES; i++) await new Promise(r => setTimeout(r, 50))
   t.is((await d.get('/api/v1/mount')).length, IMAGES - 1)
   t.false(await isMounted(images[7].mnt), 'the aborted mount was detached')

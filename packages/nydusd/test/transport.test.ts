@@ -2,7 +2,7 @@ import test from 'ava'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { mustRun, tempDir } from '@nydusjs/testkit'
+import { abortFuseConnection, mustRun, tempDir } from '@nydusjs/testkit'
 import { buildImage, mountOver } from './helpers.js'
 
 const MiB = 1024 * 1024
@@ -55,18 +55,8 @@ test.serial('an aborted FUSE connection (fusectl abort) ends the daemon cleanly 
   const { tar } = await layer(t)
   const img = await buildImage(t, tar)
   const m = await mountOver(t, img, 'direct')
-  // fusectl, where the kernel lists FUSE connections, is mounted for this test only if it is not already.
-  const ctl = '/sys/fs/fuse/connections'
-  if (!(await readFile('/proc/mounts', 'utf8')).includes(` ${ctl} `)) {
-    await mustRun('mount', ['-t', 'fusectl', 'none', ctl])
-    t.teardown(async () => {
-      await mustRun('umount', [ctl])
-    })
-  }
-  const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find(l => l.split(' ')[4] === img.mnt)!
-  const conn = line.split(' ')[2]!.split(':')[1]!
   const exited = new Promise<number | null>(resolve => m.proc.once('exit', code => resolve(code)))
-  await writeFile(join(ctl, conn, 'abort'), '1')
+  await abortFuseConnection(img.mnt)
   t.is(await exited, 0, m.logs())
   t.false((await readFile('/proc/mounts', 'utf8')).includes(` ${img.mnt} `), 'no dead mount left')
 })

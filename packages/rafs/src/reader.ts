@@ -77,6 +77,8 @@ export interface OpenOptions {
 export class BootstrapReader {
   readonly sb: Superblock
   private readonly t: Record<TableName, Buffer>
+  /** Checked blob records (every chunk lookup checks its blob). */
+  private readonly blobInfos: BlobInfo[] = []
 
   private constructor(
     readonly buf: Buffer,
@@ -284,6 +286,8 @@ export class BootstrapReader {
   blob(i: number): BlobInfo {
     if (!Number.isInteger(i) || i < 0 || i >= this.sb.blobCount)
       fail('ERR_RAFS_BAD_REFERENCE', `blob ${i} is out of range (${this.sb.blobCount} blobs)`)
+    const known = this.blobInfos[i]
+    if (known !== undefined) return known
     const b = this.t.blob
     const o = i * BLOB_RECORD_SIZE
     const compressor = COMPRESSORS[b[o + 52]]
@@ -299,6 +303,7 @@ export class BootstrapReader {
     if (compressor === undefined || digester === undefined) fail('ERR_RAFS_BAD_BLOB', `blob ${i} names an unknown compressor or digester`)
     if (Number.isNaN(info.compressedSize) || Number.isNaN(info.uncompressedSize))
       fail('ERR_RAFS_BAD_BLOB', `blob ${i} has a size over 2^53`)
+    this.blobInfos[i] = Object.freeze(info)
     return info
   }
 

@@ -37,6 +37,21 @@ export async function forceUnmount(mnt: string): Promise<void> {
   if (await isMounted(mnt)) await run('umount', ['-l', mnt])
 }
 
+/**
+ * Aborts the FUSE connection of the mount at `mnt`, as fusectl's `abort` does.
+ * fusectl is mounted in a private mount namespace of a child, so tests that
+ * abort at the same time never mount or unmount it under each other.
+ */
+export async function abortFuseConnection(mnt: string): Promise<void> {
+  const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find(l => l.split(' ')[4] === mnt)
+  const minor = line?.split(' ')[2]?.split(':')[1]
+  if (minor === undefined || !/^\d+$/.test(minor)) throw new Error(`abortFuseConnection: nothing is mounted at ${mnt}`)
+  const ctl = '/sys/fs/fuse/connections'
+  const script = `mountpoint -q ${ctl} || mount -t fusectl none ${ctl}; echo 1 > ${ctl}/$1/abort`
+  const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', minor], { timeoutMs: 10_000 })
+  if (r.code !== 0) throw new Error(`abortFuseConnection ${mnt}: ${r.stderr.trim()}`)
+}
+
 export async function apiGet(sock: string, path: string): Promise<{ status: number; body: string }> {
   return await apiRequest(sock, path)
 }
@@ -50,6 +65,8 @@ export async function apiRequest(sock: string, path: string, method = 'GET', bod
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }))
     })
     req.on('error', reject)
+    // A daemon that never answers fails the test naming the request, instead of hanging it.
+    req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${path} on ${sock}: no answer within 60 s`)))
     req.end(body)
   })
 }

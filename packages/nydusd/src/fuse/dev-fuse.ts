@@ -25,9 +25,13 @@ const MAX_PAGES = 256
 /** Nothing is ever written; the kernel still sizes its request buffer by max_write. */
 const MAX_WRITE = 128 * 1024
 const REQUEST_BUFFER = MAX_WRITE + 64 * 1024
+/** Requests read on the main thread are handled before the next is read: every session of the process reads into this one. */
+let pollBuffer: Buffer | undefined
 const READAHEAD_KB = 1024
 /** fuse_notify_code FUSE_NOTIFY_RESEND: sent as the error field of a reply with unique 0. */
 const NOTIFY_RESEND = 7
+/** mount(8) has mounted: the kernel's INIT follows at once, so waiting longer means the session is lost. */
+const INIT_TIMEOUT_MS = 20_000
 
 export type RequestHandler = (h: InHeader, body: Buffer, reply: DevFuseSession) => void
 
@@ -108,13 +112,26 @@ export class DevFuseSession {
     s.startReading()
     try {
       await mounted
-      await s.initDone
+      await s.initWithin(INIT_TIMEOUT_MS)
     } catch (err) {
       s.close()
       throw err
     }
     await s.raiseReadahead().catch((err: Error) => log.debug({ err: err.message }, 'read_ahead_kb not raised'))
     return s
+  }
+
+  /** Waits for the kernel's INIT; without it the mount is detached and the mount fails, rather than waiting for ever. */
+  private async initWithin(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<'late'>(resolve => {
+      timer = setTimeout(() => resolve('late'), ms)
+    })
+    const r = await Promise.race([this.initDone, late])
+    clearTimeout(timer)
+    if (r !== 'late') return
+    await run('umount', ['-l', this.mountpoint])
+    throw new NydusdError('ERR_MOUNT', `mounting ${this.mountpoint}: the kernel's FUSE INIT did not arrive within ${ms / 1000} s`)
   }
 
   data(h: InHeader, ...parts: Buffer[]): void {
@@ -207,7 +224,7 @@ export class DevFuseSession {
       // A polling predecessor left the descriptor non-blocking: pool reads must block.
       if (typeof found !== 'string') found.nonblocking(this.fd, false)
       this.reader = new PoolReader(this.fd, this.mountpoint, REQUEST_BUFFER, hooks)
-    } else this.reader = new PollReader(this.fd, Buffer.allocUnsafe(REQUEST_BUFFER), hooks, uv)
+    } else this.reader = new PollReader(this.fd, (pollBuffer ??= Buffer.allocUnsafe(REQUEST_BUFFER)), hooks, uv)
     this.reader.start()
   }
 
