@@ -149,7 +149,7 @@ async function readEach(slots) {
     for (let s = queue.shift(); s !== undefined; s = queue.shift()) {
       await new Promise((resolve, reject) =>
         // Through a pipe: GNU tar writing to /dev/null itself skips reading file contents.
-        spawn('sh', ['-c', 'set -o pipefail; tar -cf - -C "$1" . | cat > /dev/null', 'sh', s.mnt], { stdio: 'ignore' }).once('exit', c =>
+        spawn('bash', ['-c', 'set -o pipefail; tar -cf - -C "$1" . | cat > /dev/null', 'bash', s.mnt], { stdio: 'ignore' }).once('exit', c =>
           c === 0 ? resolve() : reject(new Error(`tar ${s.mnt}: ${c}`))
         )
       )

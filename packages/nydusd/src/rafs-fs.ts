@@ -1,11 +1,22 @@
 import { errnoOf, statusOf } from '@nydusjs/errors'
-import Fuse from 'fuse-native'
+import { constants } from 'node:os'
 import { isDir, isLnk, isReg, type BootstrapReader, type ChunkRef, type InodeRecord } from '@nydusjs/rafs'
 import type { Logger } from 'pino'
 import type { ChunkFetcher } from './chunk-fetcher.js'
 import type { DaemonMetrics } from './metrics.js'
 
 const W_OK = 2
+const { errno } = constants
+/** fuse-native's answers are negative errnos (its module is loaded only by a mount that uses it). */
+const Errno = {
+  EINVAL: -errno.EINVAL,
+  EIO: -errno.EIO,
+  ENODATA: -errno.ENODATA,
+  ENOENT: -errno.ENOENT,
+  ENOTDIR: -errno.ENOTDIR,
+  EROFS: -errno.EROFS,
+  ETIMEDOUT: -errno.ETIMEDOUT
+}
 const LOOKUP_CACHE = 65536
 /** Files whose chunk lists are kept decoded. */
 const CHUNK_LISTS = 1024
@@ -216,7 +227,7 @@ export class RafsFs {
           r = Array.isArray(res) ? res : [res]
         } catch (err) {
           this.log.error({ op, err: (err as Error).message }, 'FUSE operation failed')
-          r = [Fuse.EIO]
+          r = [Errno.EIO]
         }
         stats.record(id, (r[0] as number) >= 0, t0)
         cb(...r)
@@ -226,32 +237,32 @@ export class RafsFs {
     const rofs =
       (): ((...args: unknown[]) => void) =>
       (...args: unknown[]) => {
-        ;(args.pop() as (e: number) => void)(Fuse.EROFS)
+        ;(args.pop() as (e: number) => void)(Errno.EROFS)
       }
     const ops: Record<string, (...args: any[]) => void> = {
       init: (cb: (e: number) => void) => cb(0),
       getattr: timed('getattr', (path: string) => {
         const rec = this.resolve(path)
-        return rec === undefined ? Fuse.ENOENT : [0, this.stat(rec)]
+        return rec === undefined ? Errno.ENOENT : [0, this.stat(rec)]
       }),
       readdir: timed('readdir', (path: string) => {
         const rec = this.resolve(path)
-        if (rec === undefined) return Fuse.ENOENT
-        if (!isDir(rec.mode)) return Fuse.ENOTDIR
+        if (rec === undefined) return Errno.ENOENT
+        if (!isDir(rec.mode)) return Errno.ENOTDIR
         const names = ['.', '..']
         for (const c of this.r.children(rec)) names.push(c.name.toString('utf8'))
         return [0, names]
       }),
       readlink: timed('readlink', (path: string) => {
         const rec = this.resolve(path)
-        if (rec === undefined) return Fuse.ENOENT
-        return isLnk(rec.mode) ? [0, this.r.readlink(rec).toString('utf8')] : Fuse.EINVAL
+        if (rec === undefined) return Errno.ENOENT
+        return isLnk(rec.mode) ? [0, this.r.readlink(rec).toString('utf8')] : Errno.EINVAL
       }),
       read: (path: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const t0 = process.hrtime.bigint()
         const rec = this.resolve(path)
         if (rec === undefined || !isReg(rec.mode)) {
-          cb(Fuse.EIO)
+          cb(Errno.EIO)
           return
         }
         this.access.record(rec)
@@ -271,7 +282,7 @@ export class RafsFs {
           timedOut: () => {
             stats.record(readId, false, t0)
             this.log.error({ path, offset: pos, length: len, timeoutMs: this.readTimeoutMs }, 'read timed out: ETIMEDOUT')
-            cb(Fuse.ETIMEDOUT)
+            cb(Errno.ETIMEDOUT)
           }
         })
       },
@@ -292,18 +303,18 @@ export class RafsFs {
       },
       access: timed('access', (path: string, mode: number) => {
         const rec = this.resolve(path)
-        if (rec === undefined) return Fuse.ENOENT
-        return (mode & W_OK) !== 0 ? Fuse.EROFS : 0
+        if (rec === undefined) return Errno.ENOENT
+        return (mode & W_OK) !== 0 ? Errno.EROFS : 0
       }),
       getxattr: timed('getxattr', (path: string, name: string) => {
         const rec = this.resolve(path)
-        if (rec === undefined) return Fuse.ENOENT
+        if (rec === undefined) return Errno.ENOENT
         const hit = this.enableXattr ? this.r.xattrs(rec).find(([k]) => k.toString('utf8') === name) : undefined
-        return hit === undefined ? Fuse.ENODATA : [0, Buffer.from(hit[1])]
+        return hit === undefined ? Errno.ENODATA : [0, Buffer.from(hit[1])]
       }),
       listxattr: timed('listxattr', (path: string) => {
         const rec = this.resolve(path)
-        if (rec === undefined) return Fuse.ENOENT
+        if (rec === undefined) return Errno.ENOENT
         return [0, this.enableXattr ? this.r.xattrs(rec).map(([k]) => k.toString('utf8')) : []]
       })
     }

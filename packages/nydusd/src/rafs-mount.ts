@@ -2,7 +2,7 @@ import { NydusError, withContext } from '@nydusjs/errors'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import Fuse from 'fuse-native'
+import type Fuse from 'fuse-native'
 import type { Logger } from 'pino'
 import { loadDigester, type BootstrapReader } from '@nydusjs/rafs'
 import { ChunkCache, type ChainBackend } from '@nydusjs/storage/local'
@@ -215,7 +215,9 @@ export class RafsMount {
     const allowOther = mayAllowOther()
     if (!allowOther) this.log.info('not root and no user_allow_other in /etc/fuse.conf: only this user can read the mount')
     // Reads that wait get RafsFs's own timer, not fuse-native's.
-    const fuse = new Fuse(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, allowOther, force: false, mkdir: false, timeout: false })
+    // Loaded here: a daemon on the direct transport never maps libfuse.
+    const { default: FuseNative } = await import('fuse-native')
+    const fuse = new FuseNative(this.o.mountpoint, ops, { ...MOUNT_OPTIONS, allowOther, force: false, mkdir: false, timeout: false })
     const base = fuse._fuseOptions.bind(fuse)
     fuse._fuseOptions = () => {
       const s = base()

@@ -155,7 +155,7 @@ export class DevFuseSession {
     // What INIT agreed is not known here: the first backing-file ioctl finds out.
     s.passthrough = passthrough
     s.initResolve()
-    s.startReading()
+    s.startReading(true)
     try {
       writevSync(fd, [outHeader(16, NOTIFY_RESEND, 0n)])
     } catch (err) {
@@ -203,7 +203,8 @@ export class DevFuseSession {
     return this.reader?.kind ?? 'pool'
   }
 
-  private startReading(): void {
+  /** `live`: the session is mounted already (a takeover). */
+  private startReading(live = false): void {
     const hooks = {
       request: (req: Buffer) => {
         try {
@@ -224,7 +225,7 @@ export class DevFuseSession {
       // A polling predecessor left the descriptor non-blocking: pool reads must block.
       if (typeof found !== 'string') found.nonblocking(this.fd, false)
       this.reader = new PoolReader(this.fd, this.mountpoint, REQUEST_BUFFER, hooks)
-    } else this.reader = new PollReader(this.fd, (pollBuffer ??= Buffer.allocUnsafe(REQUEST_BUFFER)), hooks, uv)
+    } else this.reader = new PollReader(this.fd, (pollBuffer ??= Buffer.allocUnsafe(REQUEST_BUFFER)), hooks, uv, live)
     this.reader.start()
   }
 

@@ -33,11 +33,13 @@ export class PollReader implements RequestReader {
   private readonly watch: PollWatch
   private stopped = false
 
+  /** `live`: the session is mounted already (a takeover); else `start` waits for mount(8) before polling. */
   constructor(
     private readonly fd: number,
     private readonly buf: Buffer,
     private readonly hooks: ReaderHooks,
-    uv: UvPoll
+    uv: UvPoll,
+    private live = false
   ) {
     uv.nonblocking(fd)
     this.watch = uv.watch(fd, status => {
@@ -45,8 +47,39 @@ export class PollReader implements RequestReader {
     })
   }
 
+  /**
+   * Polls once the session exists. Before mount(8) has mounted, the kernel
+   * answers a poll of /dev/fuse with EPOLLERR without hooking the epoll entry
+   * to the session's wait queue, so an entry added then would never wake
+   * again (a mount that hangs for ever, now and then, under load): until then
+   * the descriptor is read on a timer.
+   */
   start(): void {
-    this.watch.start()
+    if (this.live) {
+      this.watch.start()
+      return
+    }
+    const probe = (): void => {
+      if (this.stopped) return
+      let n: number
+      try {
+        n = readSync(this.fd, this.buf, 0, this.buf.length, null)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'EPERM') setTimeout(probe, 1)
+        else if (code === 'EAGAIN' || code === 'ENOENT' || code === 'EINTR') this.goLive()
+        else this.fail(err as NodeJS.ErrnoException)
+        return
+      }
+      this.hooks.request(this.buf.subarray(0, n))
+      this.goLive()
+    }
+    probe()
+  }
+
+  private goLive(): void {
+    this.live = true
+    if (!this.stopped) this.watch.start()
   }
 
   async stop(): Promise<void> {
@@ -59,7 +92,12 @@ export class PollReader implements RequestReader {
     this.watch.close()
   }
 
-  /** `errored`: libuv stopped the poll on an error status (before mount, or at the end). */
+  private fail(err: NodeJS.ErrnoException): void {
+    this.close()
+    this.hooks.end(err.code === 'ENODEV' ? undefined : err)
+  }
+
+  /** `errored`: libuv stopped the poll on an error status (the session is still there unless a read says otherwise). */
   private drain(errored: boolean): void {
     for (let i = 0; i < BATCH && !this.stopped; i++) {
       let n: number
@@ -67,23 +105,14 @@ export class PollReader implements RequestReader {
         n = readSync(this.fd, this.buf, 0, this.buf.length, null)
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
-        if (code === 'EAGAIN') {
-          if (errored) this.watch.start()
-          return
-        }
+        if (code === 'EAGAIN') break
         if (code === 'ENOENT' || code === 'EINTR') continue
-        if (code === 'EPERM') {
-          // Before mount(8) has mounted, the device has no session yet: poll again shortly.
-          this.watch.stop()
-          setTimeout(() => this.watch.start(), 2)
-          return
-        }
-        this.close()
-        this.hooks.end(code === 'ENODEV' ? undefined : (err as NodeJS.ErrnoException))
+        this.fail(err as NodeJS.ErrnoException)
         return
       }
       this.hooks.request(this.buf.subarray(0, n))
     }
+    if (errored && !this.stopped) this.watch.start()
   }
 }
 
