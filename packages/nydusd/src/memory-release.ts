@@ -12,9 +12,13 @@ let trim: ((pad: number) => number) | null | undefined
  * blocks inside the heap are otherwise kept for reuse). Both are found once;
  * if libc cannot be loaded only the collection runs.
  */
+/** V8's --bytecode-old-age default. */
+const BYTECODE_OLD_AGE = 5
+
 export function returnMemory(): void {
   collect ??= exposeGc()
-  collect()
+  // V8 drops the bytecode of functions not run for BYTECODE_OLD_AGE collections (start-up code, config schemas).
+  for (let i = 0; i < BYTECODE_OLD_AGE; i++) collect()
   trim ??= loadTrim()
   trim?.(0)
 }
