@@ -55,11 +55,12 @@ export class BufferPool {
     return Buffer.from(ab, 0, len)
   }
 
-  /** Forgets the idle large buffers, so the collector can free them (an idle daemon holds none). */
+  /** Forgets the idle buffers, large and small, so the collector can free them (an idle daemon holds none). */
   drain(): void {
     this.free.clear()
     this.idle.clear()
     this.idleBytes = 0
+    this.small.drain()
   }
 
   /** Hands back a buffer from `take` (or a view of one). Nothing may touch it afterwards. */
@@ -98,6 +99,12 @@ class SlabBlocks {
   /** Per slab: its block size, and which of its blocks are in `free`. */
   private readonly slabs = new WeakMap<ArrayBufferLike, { size: number; idle: Uint8Array }>()
   reused = 0
+
+  /** Forgets the free blocks and the slabs being cut: a slab none of whose blocks is in use is left to the collector. */
+  drain(): void {
+    this.free.clear()
+    this.cutting.clear()
+  }
 
   take(size: number): Buffer {
     const b = this.free.get(size)?.pop()

@@ -5,7 +5,7 @@ import type { Logger } from 'pino'
 import type { BufferPool } from './buffer-pool.js'
 import { ChunkDecoder } from './chunk-decoder.js'
 import { NydusdError } from './errors.js'
-import { chunkKey, MemoryTier } from './memory-tier.js'
+import { ChunkSet, chunkKey, MemoryTier } from './memory-tier.js'
 import type { DaemonMetrics } from './metrics.js'
 import { ReadPlanner, type ChunkTable } from './read-planner.js'
 import { OFFLOAD_MIN_BYTES } from './verify-worker.js'
@@ -49,7 +49,7 @@ interface Inflight {
 export class ChunkFetcher {
   private readonly inflight = new Map<string, Inflight>()
   /** Chunks whose cached copy was hashed since start: a torn file from before a crash is caught once. */
-  private readonly verified = new Set<string>()
+  private readonly verified = new ChunkSet()
   /** The link that served each merged neighbour waiting in memory, to name it if the chunk is refused. */
   private readonly mergedFrom = new Map<string, string>()
   private readonly mem: MemoryTier
@@ -183,7 +183,7 @@ export class ChunkFetcher {
       this.refused(c, blob, source, err as Error)
       return false
     }
-    this.verified.add(k)
+    this.verified.add(blob.id, c.compressedOffset)
     if (data.buffer !== raw.buffer) this.mem.pool.give(raw)
     this.keep(blob, c, data)
     use(data)
@@ -231,8 +231,12 @@ export class ChunkFetcher {
     const cached = await cache.get(blob.id, c.compressedOffset, c.uncompressedSize, dst)
     if (cached !== undefined) {
       if (foreground) this.planner.cacheReadAhead(c, blob)
-      if (this.verified.has(k) || !this.o.digestValidate || (await this.decoder.digest(cached)).equals(c.digest)) {
-        this.verified.add(k)
+      if (
+        this.verified.has(blob.id, c.compressedOffset) ||
+        !this.o.digestValidate ||
+        (await this.decoder.digest(cached)).equals(c.digest)
+      ) {
+        this.verified.add(blob.id, c.compressedOffset)
         this.o.metrics.cacheHits.inc()
         this.mem.decoded.set(k, cached)
         this.deliver(k, cached)
@@ -297,7 +301,7 @@ export class ChunkFetcher {
       if (this.mergedFrom.size >= 4096) this.mergedFrom.clear()
       this.mergedFrom.set(k, backend)
     }
-    if (checked !== undefined) this.verified.add(chunkKey(blob.id, c.compressedOffset))
+    if (checked !== undefined) this.verified.add(blob.id, c.compressedOffset)
     const wanted = checked ?? (await this.decode(c, blob, raw.subarray(0, c.compressedSize), backend))
     if (wanted === undefined)
       throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
@@ -351,7 +355,7 @@ export class ChunkFetcher {
   private async decode(c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
     try {
       const data = await this.decoder.decode(c, piece)
-      this.verified.add(chunkKey(blob.id, c.compressedOffset))
+      this.verified.add(blob.id, c.compressedOffset)
       return data
     } catch (err) {
       this.refused(c, blob, backend, err as Error)

@@ -118,7 +118,7 @@ export const ConfigSchema = z.strictObject({
    * reads itself. Every open then costs a request, so it is off by default.
    */
   fuse_passthrough: z.boolean().default(false),
-  /** Ours: decoded chunks kept in memory per mount (a shared daemon holds one set per image). */
+  /** Ours: decoded chunks kept in memory by the daemon (all its mounts together; the largest of their values applies). */
   memory: z
     .strictObject({
       cache_size: z

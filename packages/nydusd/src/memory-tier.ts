@@ -6,6 +6,21 @@ import { BufferPool } from './buffer-pool.js'
 /** A chunk's identity in every tier: its blob and its offset there. */
 export const chunkKey = (blobId: string, offset: number): string => `${blobId}/${offset}`
 
+/** A set of chunks by blob and offset: numbers per blob, not a key string per chunk (one per chunk ever read). */
+export class ChunkSet {
+  private readonly byBlob = new Map<string, Set<number>>()
+
+  add(blobId: string, offset: number): void {
+    let s = this.byBlob.get(blobId)
+    if (s === undefined) this.byBlob.set(blobId, (s = new Set()))
+    s.add(offset)
+  }
+
+  has(blobId: string, offset: number): boolean {
+    return this.byBlob.get(blobId)?.has(offset) === true
+  }
+}
+
 /** What every mount of the process shares: one buffer pool, one bound on decoded and on merged chunks. */
 class ProcessMemory {
   /** Buffers a cache write still reads from: never recycled. */

@@ -42,3 +42,19 @@ test('classes: below 2 KiB and above the largest request a plain buffer; from 32
   pool.give(Buffer.alloc(4096))
   t.is(pool.reused, 1)
 })
+
+test('drain forgets idle blocks and slabs: blocks handed out after it come from new memory, blocks still in use stay valid', t => {
+  const pool = new BufferPool(1 << 20)
+  const kept = pool.take(4096).fill(7)
+  const spare = pool.take(4096)
+  const large = pool.take(64 * 1024)
+  pool.give(spare)
+  pool.give(large)
+  pool.drain()
+  t.not(pool.take(4096).buffer, kept.buffer, 'a drained slab is not cut or reused again')
+  t.not(pool.take(64 * 1024).buffer, large.buffer)
+  t.true(kept.every(x => x === 7))
+  // A block in use when the pool drained can still be handed back and reused.
+  pool.give(kept)
+  t.is(pool.take(4096).buffer, kept.buffer)
+})

@@ -18,8 +18,11 @@ export interface ChunkCacheOptions {
  * Least recently used chunks are evicted past the size limit.
  */
 export class ChunkCache {
-  /** `blob/offset` to size. Insertion order is recency order: a hit moves the key to the end. */
-  private readonly lru = new Map<string, number>()
+  /** Chunk key (see `key`) to size. Insertion order is recency order: a hit moves the key to the end. */
+  private readonly lru = new Map<number, number>()
+  /** Blob ids by number: a key is a number, not a string per chunk (a cache holds tens of thousands). */
+  private readonly blobNos = new Map<string, number>()
+  private readonly blobIds: string[] = []
   private bytes = 0
   hits = 0
   misses = 0
@@ -45,7 +48,9 @@ export class ChunkCache {
           continue
         }
         const size = Number(m[2])
-        cache.lru.set(`${blob}/${m[1]}`, size)
+        const key = cache.key(blob, Number(m[1]))
+        if (key === undefined) continue
+        cache.lru.set(key, size)
         cache.bytes += size
       }
     }
@@ -61,7 +66,19 @@ export class ChunkCache {
   }
 
   has(blobId: string, offset: number): boolean {
-    return this.lru.has(`${blobId}/${offset}`)
+    const key = this.key(blobId, offset, false)
+    return key !== undefined && this.lru.has(key)
+  }
+
+  /** `blob number * 2^40 + offset`; undefined (never cached) past 2^40 bytes or 8,192 blobs, and for an unknown blob unless `add`. */
+  private key(blobId: string, offset: number, add = true): number | undefined {
+    let no = this.blobNos.get(blobId)
+    if (no === undefined) {
+      if (!add || this.blobIds.length >= MAX_BLOBS) return undefined
+      no = this.blobIds.push(blobId) - 1
+      this.blobNos.set(blobId, no)
+    }
+    return offset < OFFSET_SPAN ? no * OFFSET_SPAN + offset : undefined
   }
 
   /**
@@ -71,9 +88,9 @@ export class ChunkCache {
    * of the size the index knows: no stat, no read to the end.
    */
   async get(blobId: string, offset: number, size: number, dst?: Buffer): Promise<Buffer | undefined> {
-    const key = `${checkBlobId(blobId)}/${offset}`
-    const known = this.lru.get(key)
-    if (known === undefined) {
+    const key = this.key(checkBlobId(blobId), offset, false)
+    const known = key === undefined ? undefined : this.lru.get(key)
+    if (key === undefined || known === undefined) {
       this.misses++
       return undefined
     }
@@ -97,8 +114,8 @@ export class ChunkCache {
   }
 
   async put(blobId: string, offset: number, data: Buffer): Promise<void> {
-    const key = `${checkBlobId(blobId)}/${offset}`
-    if (this.lru.has(key)) return
+    const key = this.key(checkBlobId(blobId), offset)
+    if (key === undefined || this.lru.has(key)) return
     const dir = join(this.dir, blobId)
     const tmp = join(dir, `.${offset}.${randomBytes(4).toString('hex')}.tmp`)
     try {
@@ -112,7 +129,7 @@ export class ChunkCache {
       await rename(tmp, this.path(key, data.length))
     } catch (err) {
       await rm(tmp, { force: true })
-      throw new StorageError('ERR_CACHE_IO', `cache ${this.dir}: writing ${key}: ${(err as Error).message}`, { cause: err })
+      throw new StorageError('ERR_CACHE_IO', `cache ${this.dir}: writing ${blobId}/${offset}: ${(err as Error).message}`, { cause: err })
     }
     this.lru.set(key, data.length)
     this.bytes += data.length
@@ -121,20 +138,21 @@ export class ChunkCache {
 
   /** Drops a chunk (it failed verification, say). */
   async remove(blobId: string, offset: number): Promise<void> {
-    await this.drop(`${checkBlobId(blobId)}/${offset}`)
+    const key = this.key(checkBlobId(blobId), offset, false)
+    if (key !== undefined) await this.drop(key)
   }
 
-  private async drop(key: string): Promise<void> {
+  private async drop(key: number): Promise<void> {
     const n = this.forget(key)
     if (n !== undefined) await rm(this.path(key, n), { force: true })
   }
 
-  private path(key: string, size: number): string {
-    return join(this.dir, `${key}.${size}`)
+  private path(key: number, size: number): string {
+    return join(this.dir, this.blobIds[Math.floor(key / OFFSET_SPAN)], `${key % OFFSET_SPAN}.${size}`)
   }
 
   /** Drops the key from the index; its size, if it was there. */
-  private forget(key: string): number | undefined {
+  private forget(key: number): number | undefined {
     const n = this.lru.get(key)
     if (n === undefined) return undefined
     this.lru.delete(key)
@@ -151,6 +169,10 @@ export class ChunkCache {
     }
   }
 }
+
+/** Keys: the offset below 2^40, the blob number above (2^53 / 2^40 = 8,192 blobs). */
+const OFFSET_SPAN = 2 ** 40
+const MAX_BLOBS = 8192
 
 /** `<offset>.<size>`, as `path` writes them: no leading zeros, so one chunk has one name. */
 const CHUNK_FILE = /^(0|[1-9]\d{0,15})\.([1-9]\d{0,15})$/
