@@ -63,10 +63,6 @@ export class ChunkFetcher {
   private released = false
 
   constructor(private readonly o: FetcherOptions) {
-    let maxChunk = 0
-    for (let i = 0; i < o.chunks.length; i++) maxChunk = Math.max(maxChunk, o.chunks.at(i)!.uncompressedSize)
-    this.mem = new MemoryTier(maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, Math.max(o.mergingSize, o.amplifyIo ?? 0), o.cache, o.log)
-    this.decoder = new ChunkDecoder(this.mem.pool, o.digester, o.digestValidate, o.verifyThread !== false)
     this.planner = new ReadPlanner(
       o.chunks,
       o.mergingSize,
@@ -81,6 +77,9 @@ export class ChunkFetcher {
       },
       o.amplifyIo ?? 0
     )
+    const merging = Math.max(o.mergingSize, o.amplifyIo ?? 0)
+    this.mem = new MemoryTier(this.planner.maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, merging, o.cache, o.log)
+    this.decoder = new ChunkDecoder(this.mem.pool, o.digester, o.digestValidate, o.verifyThread !== false)
   }
 
   /** The process's buffer pool (FUSE read replies are cut from it too). */

@@ -98,7 +98,7 @@ export class RafsFs {
     return cur
   }
 
-  /** The access list by inode (the direct transport has no paths): its path at the first read. */
+  /** The access list by inode (the direct transport has no paths). */
   recordAccess(rec: InodeRecord): void {
     this.access.record(rec)
   }

@@ -31,18 +31,23 @@ export class ReadPlanner {
   /** Per blob, how many foreground misses in a row fell near the one before. */
   private readonly nearStreak = new Map<number, number>()
 
+  /** The largest chunk of the image, uncompressed. */
+  readonly maxChunk: number = 0
+
   constructor(
     chunks: ChunkTable,
     private readonly mergingSize: number,
     private readonly hooks: PlannerHooks,
     private readonly amplifyIo = 0
   ) {
-    const perBlob = new Map<number, number[]>()
+    // One pass over the table: each ChunkRef read from a bootstrap is decoded and checked.
+    const perBlob = new Map<number, Array<readonly [number, number]>>()
     for (let i = 0; i < chunks.length; i++) {
-      const b = chunks.at(i)!.blobIndex
-      let list = perBlob.get(b)
-      if (list === undefined) perBlob.set(b, (list = []))
-      list.push(i)
+      const c = chunks.at(i)!
+      this.maxChunk = Math.max(this.maxChunk, c.uncompressedSize)
+      let list = perBlob.get(c.blobIndex)
+      if (list === undefined) perBlob.set(c.blobIndex, (list = []))
+      list.push([c.compressedOffset, i])
     }
     for (const [b, list] of perBlob) this.byBlob.set(b, BlobChunks.of(chunks, list))
   }
@@ -195,9 +200,9 @@ class BlobChunks {
     private readonly offsets: Float64Array
   ) {}
 
-  static of(chunks: ChunkTable, indexes: number[]): BlobChunks {
-    const off = (i: number): number => chunks.at(i)!.compressedOffset
-    const keyed = indexes.map(i => [off(i), i] as const).sort((a, b) => a[0] - b[0])
+  /** `keyed`: each chunk's compressed offset and table index. */
+  static of(chunks: ChunkTable, keyed: Array<readonly [number, number]>): BlobChunks {
+    keyed.sort((a, b) => a[0] - b[0])
     const unique = keyed.filter(([o], k) => k === 0 || keyed[k - 1][0] !== o)
     return new BlobChunks(
       chunks,
