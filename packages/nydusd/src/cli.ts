@@ -12,7 +12,8 @@ const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chun
 
 Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [--log-level info] [--prefetch]
        nydusd --image REGISTRY/REPO:TAG --mountpoint DIR [--config FILE] [--insecure] [--platform OS/ARCH] [--work-dir DIR] ...
-       nydusd --apisock PATH [--fuse-transport T]   (shared: no image; mounts come through POST /api/v1/mount)
+       nydusd --apisock PATH [--supervisor FILE] [--fuse-transport T]
+                     (shared: no image; mounts come through POST /api/v1/mount)
 
   --config FILE      JSON config (device.backend, device.cache, digest_validate, fs_prefetch)
   --bootstrap FILE   the image bootstrap (nydus-image create/merge/convert output)
@@ -31,6 +32,8 @@ Usage: nydusd --config FILE --bootstrap FILE --mountpoint DIR [--apisock PATH] [
   --failover         direct transport: if this daemon dies, a new one takes over its FUSE
                      session (the mount stays; readers wait, then go on); without it, a
                      daemon that dies has its mount detached (auto_unmount)
+  --supervisor FILE  shared: keep the mounts in FILE, and if this daemon dies hold their FUSE
+                     sessions (60 s) for the next one started with FILE, which takes them over
 
 Runs in the foreground; SIGINT or SIGTERM unmounts and exits, as does an unmount from outside.`
 
@@ -53,6 +56,7 @@ export async function main(argv: string[]): Promise<number> {
   const shared = args.image === undefined && args.bootstrap === undefined && args.mountpoint === undefined
   if (shared && args.apisock === undefined)
     return fail('missing required flag --bootstrap (or --apisock alone, for a shared daemon) (see --help)')
+  if (!shared && args.supervisor !== undefined) return fail('--supervisor is for a shared daemon (--apisock alone)')
   const required = shared ? [] : args.image === undefined ? (['config', 'bootstrap', 'mountpoint'] as const) : (['mountpoint'] as const)
   for (const f of required) if (args[f] === undefined) return fail(`missing required flag --${f} (see --help)`)
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
@@ -61,6 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   if (args['fuse-fd'] !== undefined && !/^\d+$/.test(args['fuse-fd'])) return fail(`--fuse-fd must be a descriptor number`)
   if (transport !== 'direct' && transport !== 'fuse-native')
     return fail(`--fuse-transport must be direct or fuse-native, not ${JSON.stringify(transport)}`)
+  if (args.supervisor !== undefined && transport !== 'direct') return fail('--supervisor needs --fuse-transport direct')
   const log = pino({ level: args['log-level'], base: { pid: process.pid } }, pino.destination(2))
   // Caught from the start: a signal that lands while mounting (before start returns) would
   // otherwise kill the process with the mount left behind, dead or wedged.
@@ -99,7 +104,7 @@ export async function main(argv: string[]): Promise<number> {
               : undefined,
           fuseFd: args['fuse-fd'] === undefined ? undefined : Number(args['fuse-fd'])
         }
-    daemon = await Nydusd.start({ image, apisock: args.apisock, fuseTransport: transport, log })
+    daemon = await Nydusd.start({ image, apisock: args.apisock, fuseTransport: transport, supervisor: args.supervisor, log })
   } catch (err) {
     return fail(oneLine(err), errorCode(err) === undefined ? 1 : statusOf(err).exit)
   }
@@ -161,6 +166,7 @@ function parseCli(argv: string[]) {
       failover: { type: 'boolean', default: false },
       'pid-file': { type: 'string' },
       'fuse-fd': { type: 'string' },
+      supervisor: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' }
     },

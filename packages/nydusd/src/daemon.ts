@@ -1,11 +1,15 @@
+import { spawnSync } from 'node:child_process'
+import { closeSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { isAbsolute } from 'node:path'
 import { pino, type Logger } from 'pino'
 import { AggregatorRegistry } from 'prom-client'
 import { startApi, type ApiHandlers } from './api.js'
-import { parseConfig } from './config.js'
+import { type NydusdConfig, parseConfig } from './config.js'
 import { NydusdError } from './errors.js'
+import { isKeeperOf, takeFuseDescriptor } from './fuse/take-descriptor.js'
 import { returnMemory } from './memory-release.js'
+import { type HeldMount, SupervisorState } from './supervisor-state.js'
 import { VerifyWorker } from './verify-worker.js'
 import { defaultTransport, RafsMount, type FuseTransportName, type MountOptions } from './rafs-mount.js'
 
@@ -17,6 +21,11 @@ export interface DaemonOptions {
   apisock?: string
   /** The transport of mounts added through the API. */
   fuseTransport?: FuseTransportName
+  /**
+   * Shared: a file where the daemon keeps its mounts, whose sessions keepers hold when it dies;
+   * a daemon started with the same file takes them over (nydus's `--supervisor`, a socket there).
+   */
+  supervisor?: string
   log?: Logger
 }
 
@@ -35,6 +44,9 @@ export interface MountRequest {
  */
 export class Nydusd {
   readonly mounts = new Map<string, RafsMount>()
+  /** What each API mount was asked with (source and config as given): the supervisor file's content. */
+  private readonly requested = new Map<string, { source: string; config: Record<string, unknown> }>()
+  private readonly state?: SupervisorState
   private api?: Server
   private queue: Promise<unknown> = Promise.resolve()
   private exitResolve!: () => void
@@ -52,7 +64,9 @@ export class Nydusd {
   private constructor(
     private readonly o: DaemonOptions,
     readonly log: Logger
-  ) {}
+  ) {
+    if (o.supervisor !== undefined) this.state = new SupervisorState(o.supervisor)
+  }
 
   static async start(o: DaemonOptions): Promise<Nydusd> {
     const d = new Nydusd(o, o.log ?? pino({ level: 'info' }))
@@ -61,6 +75,8 @@ export class Nydusd {
       d.mounts.set(m.mountpoint, m)
       d.ended = m.ended
     }
+    // Before the API answers: a supervisor asking for a mount must find it served, not detach it.
+    if (d.state !== undefined) await d.takeOver(d.state)
     if (o.apisock !== undefined) d.api = await startApi(o.apisock, d.apiHandlers(), d.log)
     d.idleTimer = setInterval(() => d.releaseIdle(), 2000).unref()
     if (o.image === undefined) d.log.info({ apisock: o.apisock }, 'waiting for mounts')
@@ -98,28 +114,85 @@ export class Nydusd {
   /** Adds a mount (POST /api/v1/mount). Unknown fs types, bad configs and busy mountpoints change nothing. */
   async mount(mountpoint: string | undefined, req: unknown): Promise<RafsMount> {
     const { mnt, body } = checkMountRequest(mountpoint, req)
-    const config = parseConfig(typeof body.config === 'string' ? parseJson(body.config, mnt) : body.config, `of mount ${mnt}`)
-    const run = async (): Promise<RafsMount> => {
-      if (this.mounts.has(mnt)) throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: this daemon serves it`)
-      const transport = this.o.fuseTransport ?? defaultTransport()
-      const m = await RafsMount.start({
-        config,
-        bootstrap: body.source,
-        mountpoint: mnt,
-        fuseTransport: transport,
-        // If this daemon dies, its mounts are detached (auto_unmount): a supervisor mounts them again.
-        keeper: transport === 'direct' ? { argv: [], failover: false } : undefined,
-        log: this.log
-      })
-      this.mounts.set(mnt, m)
-      void m.ended.then(() => {
-        if (this.mounts.get(mnt) === m) this.mounts.delete(mnt)
-      })
-      return m
-    }
+    const raw = typeof body.config === 'string' ? parseJson(body.config, mnt) : body.config
+    const config = parseConfig(raw, `of mount ${mnt}`)
+    return await this.serialized(async () => await this.add(mnt, body.source, config, raw as Record<string, unknown>))
+  }
+
+  /** Mounts start one at a time. */
+  private async serialized<T>(run: () => Promise<T>): Promise<T> {
     const p = this.queue.then(run, run)
     this.queue = p.catch(() => {})
     return await p
+  }
+
+  private async add(mnt: string, source: string, config: NydusdConfig, raw: Record<string, unknown>, fuseFd?: number) {
+    if (this.mounts.has(mnt)) throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: this daemon serves it`)
+    const transport = fuseFd !== undefined ? 'direct' : (this.o.fuseTransport ?? defaultTransport())
+    const m = await RafsMount.start({
+      config,
+      bootstrap: source,
+      mountpoint: mnt,
+      fuseTransport: transport,
+      fuseFd,
+      // If this daemon dies its mounts are detached (auto_unmount), or with a supervisor file held for the next.
+      keeper: transport === 'direct' ? { argv: [], failover: false, hold: this.state !== undefined } : undefined,
+      log: this.log
+    })
+    this.mounts.set(mnt, m)
+    this.requested.set(mnt, { source, config: raw })
+    this.saveState()
+    void m.ended.then(() => {
+      if (this.mounts.get(mnt) !== m) return
+      this.mounts.delete(mnt)
+      this.requested.delete(mnt)
+      this.saveState()
+    })
+    return m
+  }
+
+  /**
+   * A shared daemon started after one that died: each mount in the supervisor
+   * file is taken over from its keeper (the mount never went away; readers
+   * waited). One that cannot be is detached, and the others go on.
+   */
+  private async takeOver(state: SupervisorState): Promise<void> {
+    for (const h of state.read()) {
+      try {
+        await this.adoptHeld(h, state.path)
+        this.log.info({ mountpoint: h.mountpoint, keeper: h.keeper }, 'mount taken over from a dead daemon')
+      } catch (err) {
+        this.log.error({ mountpoint: h.mountpoint, err: (err as Error).message }, 'mount not taken over: detached')
+        spawnSync('umount', ['-l', '--', h.mountpoint], { stdio: 'ignore', timeout: 5000 })
+      }
+      // Taken (or detached): the keeper may go. Only if it is one: the pid came from a file.
+      if (isKeeperOf(h.keeper, h.mountpoint)) signal(h.keeper, 'SIGUSR1')
+    }
+    this.saveState()
+  }
+
+  private async adoptHeld(h: HeldMount, file: string): Promise<void> {
+    const config = parseConfig(h.config, `of mount ${h.mountpoint} in ${file}`)
+    const fd = takeFuseDescriptor(h.keeper, 3, h.mountpoint)
+    try {
+      await this.add(h.mountpoint, h.source, config, h.config, fd)
+    } catch (err) {
+      closeSync(fd)
+      throw err
+    }
+  }
+
+  private saveState(): void {
+    if (this.state === undefined) return
+    const mounts = [...this.mounts].flatMap(([mnt, m]) => {
+      const r = this.requested.get(mnt)
+      return r === undefined || m.keeperPid === undefined ? [] : [{ mountpoint: mnt, ...r, keeper: m.keeperPid }]
+    })
+    try {
+      this.state.write(mounts)
+    } catch (err) {
+      this.log.error({ file: this.state.path, err: (err as Error).message }, 'supervisor state not written')
+    }
   }
 
   /** Removes a mount (DELETE /api/v1/mount): unmounted, its backend and cache closed. */
@@ -128,6 +201,8 @@ export class Nydusd {
     const m = this.mounts.get(mountpoint)
     if (m === undefined) throw new NydusdError('ERR_MOUNT_NOT_FOUND', `no mount at ${mountpoint} in this daemon`)
     this.mounts.delete(mountpoint)
+    this.requested.delete(mountpoint)
+    this.saveState()
     await m.stop()
   }
 
@@ -181,6 +256,7 @@ export class Nydusd {
     clearInterval(this.idleTimer)
     await Promise.all([...this.mounts.values()].map(async m => await m.stop()))
     this.mounts.clear()
+    this.saveState()
     await this.closeApi()
   }
 
@@ -206,6 +282,12 @@ function checkMountRequest(mountpoint: string | undefined, req: unknown): { mnt:
   if (typeof b.config !== 'string' && (typeof b.config !== 'object' || b.config === null || Array.isArray(b.config)))
     throw new NydusdError('ERR_BAD_ARGUMENT', `${where}: "config" must be the nydusd config, as a JSON string or object`)
   return { mnt: mountpoint.replace(/(.)\/+$/, '$1'), body: b as MountRequest }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig)
+  } catch {}
 }
 
 function parseJson(text: string, mnt: string): unknown {

@@ -31,9 +31,9 @@ export interface MountOptions {
   /**
    * Direct transport only: a SessionKeeper beside the daemon, started with this command line. With
    * `failover` it starts the daemon again on the same /dev/fuse descriptor when this one dies;
-   * without, it detaches the mount (auto_unmount).
+   * with `hold` it keeps the descriptor for the next shared daemon; else it detaches the mount (auto_unmount).
    */
-  keeper?: { argv: string[]; failover: boolean; pidFile?: string }
+  keeper?: { argv: string[]; failover: boolean; hold?: boolean; pidFile?: string }
   /** Take over the FUSE session on this inherited descriptor instead of mounting (set by the keeper). */
   fuseFd?: number
   log: Logger
@@ -104,6 +104,11 @@ export class RafsMount {
   releaseIdle(): boolean {
     const secs = this.o.config.memory.idle_release_secs
     return secs > 0 && this.fetcher.releaseIdle(secs * 1000)
+  }
+
+  /** The SessionKeeper's pid (direct transport). */
+  get keeperPid(): number | undefined {
+    return this.keeper?.pid
   }
 
   /** Chunks asked for so far. */

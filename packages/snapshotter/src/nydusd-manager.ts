@@ -60,7 +60,8 @@ export class NydusdManager {
   private readonly shared?: SharedDaemon
 
   constructor(private readonly o: NydusdManagerOptions) {
-    if (o.daemonMode === 'shared') this.shared = new SharedDaemon({ root: o.root, nydusdPath: () => this.o.nydusdPath, log: o.log })
+    if (o.daemonMode === 'shared')
+      this.shared = new SharedDaemon({ root: o.root, nydusdPath: () => this.o.nydusdPath, failover: o.failover === true, log: o.log })
   }
 
   /** Daemons started again after they died (recover_policy "restart"). */
@@ -132,15 +133,26 @@ export class NydusdManager {
   }
 
   /**
-   * The shared daemon died: its mounts were detached by their keepers (auto_unmount). A new one
-   * is started and every image mounted again, under both policies (no successor holds the sessions).
+   * The shared daemon died. "restart": its keepers detached its mounts (auto_unmount); a new one is
+   * started and every image mounted again. "failover": its keepers hold the sessions, and the new one
+   * (started with the same supervisor file) takes them over: running containers notice nothing.
    */
   private async recoverShared(shared: SharedDaemon): Promise<string[]> {
     if (this.known.size === 0 || (await shared.pid()) !== undefined) return []
     const dead = await readPid(shared.pidFile)
-    await shared.ensure()
+    try {
+      await shared.ensure()
+    } catch (err) {
+      this.o.log.error({ pid: dead, err: (err as Error).message }, 'shared nydusd had died: starting a new one failed')
+      return []
+    }
     this.restarts++
-    this.o.log.warn({ pid: dead, images: this.known.size }, 'shared nydusd had died: restarted, mounting every image again')
+    this.o.log.warn(
+      { pid: dead, images: this.known.size, failover: this.o.failover === true },
+      this.o.failover === true
+        ? 'shared nydusd had died: restarted, taking its sessions over'
+        : 'shared nydusd had died: restarted, mounting every image again'
+    )
     const done: string[] = []
     for (const [id, img] of this.known) {
       try {

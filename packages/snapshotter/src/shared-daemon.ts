@@ -10,16 +10,21 @@ import { alive, NYDUSD_NODE_FLAGS, nydusdApi, readPid } from './process.js'
 /**
  * nydus-snapshotter's daemon_mode "shared": one nydusd for the node, started
  * with no image (detached: it outlives the snapshotter), each image mounted
- * and unmounted through its API (POST and DELETE /api/v1/mount).
+ * and unmounted through its API (POST and DELETE /api/v1/mount). With
+ * `failover` it keeps its mounts in a supervisor file: when it dies, keepers
+ * hold the FUSE sessions and the daemon started next takes them over.
  */
 export class SharedDaemon {
   readonly apisock: string
   readonly pidFile: string
   private starting?: Promise<number>
 
-  constructor(private readonly o: { root: string; nydusdPath: () => string; log: Logger }) {
+  readonly stateFile: string
+
+  constructor(private readonly o: { root: string; nydusdPath: () => string; failover: boolean; log: Logger }) {
     this.apisock = join(o.root, 'daemons', 'shared.sock')
     this.pidFile = join(o.root, 'daemons', 'shared.pid')
+    this.stateFile = join(o.root, 'daemons', 'shared.state')
   }
 
   /** The daemon's pid if it runs. */
@@ -65,7 +70,8 @@ export class SharedDaemon {
     await mkdir(join(this.o.root, 'daemons'), { recursive: true })
     const logPath = join(this.o.root, 'daemons', 'shared.log')
     const logFile = await open(logPath, 'a')
-    const child = spawn(process.execPath, [...NYDUSD_NODE_FLAGS, this.o.nydusdPath(), '--apisock', this.apisock], {
+    const supervisor = this.o.failover ? ['--supervisor', this.stateFile] : []
+    const child = spawn(process.execPath, [...NYDUSD_NODE_FLAGS, this.o.nydusdPath(), '--apisock', this.apisock, ...supervisor], {
       detached: true,
       stdio: ['ignore', logFile.fd, logFile.fd]
     })
@@ -73,8 +79,9 @@ export class SharedDaemon {
     child.unref()
     if (child.pid === undefined) throw new SnapshotterError('ERR_CONFIG', `nydusd ${this.o.nydusdPath()} could not be started`)
     await writeFile(this.pidFile, String(child.pid))
+    // It answers once it has taken over what a dead predecessor held: a minute, for many mounts under load.
     for (let i = 0; (await nydusdApi(this.apisock, 'GET', '/api/v1/daemon')).status !== 200; i++) {
-      if (child.exitCode !== null || !alive(child.pid) || i > 400) {
+      if (child.exitCode !== null || !alive(child.pid) || i > 2400) {
         const tail = (await readFile(logPath, 'utf8').catch(() => '')).trim().split('\n').at(-1)
         throw new SnapshotterError('ERR_CONFIG', `shared nydusd did not start: ${tail ?? 'no output'}`)
       }

@@ -1,4 +1,4 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -36,9 +36,10 @@ async function twoImages(t: Parameters<typeof tempDir>[0]) {
   return refs
 }
 
-test.serial('daemon_mode shared: two images run at once from one nydusd; killed, it comes back with both mounts', async t => {
+/** The snapshotter in shared mode (with `args`), containerd, and containers "one" and "two" (of each image) hashing busybox in a loop. */
+async function twoRunning(t: ExecutionContext, args: string[]) {
   const [plain, marked] = await twoImages(t)
-  const sn = await startSnapshotter(t, BIN, { args: ['--daemon-mode', 'shared'] })
+  const sn = await startSnapshotter(t, BIN, { args: ['--daemon-mode', 'shared', ...args] })
   const cd = await startContainerd(t, { proxyPlugins: { nydus: sn.address } })
   for (const ref of [plain, marked]) t.is((await cd.rpull(ref)).code, 0)
   const loop = 'while :; do md5sum /bin/busybox > /tmp/sum.new && mv /tmp/sum.new /tmp/sum; sleep 0.1; done'
@@ -56,6 +57,33 @@ test.serial('daemon_mode shared: two images run at once from one nydusd; killed,
     sums = await Promise.all(['one', 'two'].map(async n => await exec(n, 'cat /tmp/sum')))
   t.regex(sums[0], /^[0-9a-f]{32} {2}\/bin\/busybox\n$/)
   t.is(sums[1], sums[0], 'the same busybox in both')
+  return { plain: plain!, marked: marked!, sn, cd, exec, sum: sums[0]! }
+}
+
+/** The shared daemon killed with SIGKILL: the new one's pid once both images are mounted again and the snapshotter logged `said`. */
+async function killShared(t: ExecutionContext, sn: { root: string; address: string; logs: () => string }, said: RegExp): Promise<string> {
+  const daemons = await nydusdPids(sn.root)
+  t.is(daemons.length, 1, 'one nydusd for both images')
+  const sys = join(dirname(sn.address), 'system.sock')
+  process.kill(Number(daemons[0]), 'SIGKILL')
+  let now: string[] = []
+  let back: Array<{ alive: boolean; mounted: boolean }> = []
+  for (let i = 0; i < 200; i++) {
+    await sleep(100)
+    now = await nydusdPids(sn.root)
+    back = JSON.parse((await apiGet(sys, '/api/v1/daemons')).body)
+    if (now.length === 1 && now[0] !== daemons[0] && back.every(d => d.alive && d.mounted) && said.test(sn.logs())) break
+  }
+  t.is(now.length, 1)
+  t.not(now[0], daemons[0], 'a new daemon')
+  t.true(back.length === 2 && back.every(d => d.alive && d.mounted), JSON.stringify(back) + sn.logs())
+  t.regex(sn.logs(), said)
+  return now[0]!
+}
+
+test.serial('daemon_mode shared: two images run at once from one nydusd; killed, it comes back with both mounts', async t => {
+  const { plain, marked, sn, cd, exec, sum } = await twoRunning(t, [])
+  const sums = [sum]
   t.is(await exec('two', 'cat /marker.txt'), 'the second image\n')
   t.is(await exec('one', 'cat /marker.txt 2>&1; true'), "cat: can't open '/marker.txt': No such file or directory\n")
 
@@ -74,19 +102,7 @@ test.serial('daemon_mode shared: two images run at once from one nydusd; killed,
   t.regex((await apiGet(sys, '/metrics')).body, /^snapshotter_nydusd_count 1$/m)
 
   // Killed: its mounts are detached, a new daemon is started and both images mounted again.
-  process.kill(Number(daemons[0]), 'SIGKILL')
-  let now: string[] = []
-  let back: Array<{ alive: boolean; mounted: boolean }> = []
-  for (let i = 0; i < 200; i++) {
-    await sleep(100)
-    now = await nydusdPids(sn.root)
-    back = JSON.parse((await apiGet(sys, '/api/v1/daemons')).body)
-    if (now.length === 1 && now[0] !== daemons[0] && back.every(d => d.alive && d.mounted)) break
-  }
-  t.is(now.length, 1)
-  t.not(now[0], daemons[0], 'a new daemon')
-  t.true(back.length === 2 && back.every(d => d.alive && d.mounted), JSON.stringify(back) + sn.logs())
-  t.regex(sn.logs(), /shared nydusd had died: restarted/)
+  await killShared(t, sn, /shared nydusd had died: restarted, mounting every image again/)
   for (const [ref, cmd, want] of [
     [plain, 'md5sum /bin/busybox', sums[0]],
     [marked, 'cat /marker.txt', 'the second image\n']
@@ -95,3 +111,24 @@ test.serial('daemon_mode shared: two images run at once from one nydusd; killed,
     t.is(r.stdout, want, r.stderr + sn.logs())
   }
 })
+
+test.serial(
+  'daemon_mode shared, recover_policy failover: the daemon killed, the next takes both sessions over; running containers read on',
+  async t => {
+    const { plain, sn, cd, exec, sum } = await twoRunning(t, ['--recover-policy', 'failover'])
+    await killShared(t, sn, /shared nydusd had died: restarted, taking its sessions over/)
+    // First read of /marker.txt, and of /etc: through the session the new daemon took over, in the running container.
+    t.is(await exec('two', 'cat /marker.txt'), 'the second image\n')
+    t.regex(await exec('one', 'ls /etc'), /passwd/)
+    const tasks = (await cd.ctr(['task', 'ls'])).stdout
+    t.regex(tasks, /^one\s+\d+\s+RUNNING$/m)
+    t.regex(tasks, /^two\s+\d+\s+RUNNING$/m)
+    // The loops went on: /tmp/sum is rewritten after the takeover, still right.
+    const before = Number(await exec('one', 'stat -c %Y /tmp/sum'))
+    await sleep(2500)
+    t.true(Number(await exec('one', 'stat -c %Y /tmp/sum')) > before, 'the loop still runs')
+    t.is(await exec('one', 'cat /tmp/sum'), sum)
+    const r = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', plain, `after-${Date.now()}`, '/bin/sh', '-c', 'md5sum /bin/busybox'])
+    t.is(r.stdout, sum, r.stderr + sn.logs())
+  }
+)

@@ -6,6 +6,9 @@ import { type ChildProcess, spawn } from 'node:child_process'
  */
 export const EXIT_HANDOVER = 99
 
+/** How long a held session waits for a shared daemon's successor before it is detached. */
+export const HOLD_SECS = 60
+
 /**
  * A small process beside the daemon that outlives it: it holds a pipe from
  * the daemon and, with `failover`, a copy of the /dev/fuse descriptor. When
@@ -21,11 +24,16 @@ export const EXIT_HANDOVER = 99
  * hand-over (exit code EXIT_HANDOVER, an upgrade) is not counted. A successor
  * runs the nydusd script named in `<pid-file>.upgrade` when that file exists
  * (an upgrade to another build), else the same one; `argv` is node, script, args.
+ *
+ * With `hold` (a shared daemon's mount, `--supervisor`), a keeper whose daemon
+ * died starts nothing: it holds the descriptor for the daemon started next,
+ * which copies it (pidfd_getfd) and sends SIGUSR1 (taken: exit). Nobody
+ * within HOLD_SECS: the mount is detached.
  */
 export class SessionKeeper {
   private constructor(private readonly child: ChildProcess) {}
 
-  static start(o: { mountpoint: string; fd: number; failover: boolean; argv: string[]; pidFile?: string }): SessionKeeper {
+  static start(o: { mountpoint: string; fd: number; failover: boolean; hold?: boolean; argv: string[]; pidFile?: string }): SessionKeeper {
     // A successor's pid goes to the pid file the moment it exists: a supervisor reading it never sees a dead one for long.
     const script = o.failover
       ? [
@@ -41,15 +49,27 @@ export class SessionKeeper {
           'done',
           'exec umount -l -- "$mnt"'
         ].join('\n')
-      : 'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0; exec umount -l -- "$1"'
+      : o.hold === true
+        ? [
+            `trap 'kill $s 2>/dev/null; exit 0' USR1`,
+            'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0',
+            `sleep ${HOLD_SECS} & s=$!; wait $s`,
+            'exec umount -l -- "$1"'
+          ].join('\n')
+        : 'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0; exec umount -l -- "$1"'
+    const holds = o.failover || o.hold === true
     const child = spawn('sh', ['-c', script, 'nydusd-keeper', o.mountpoint, o.pidFile ?? '', ...o.argv], {
-      stdio: ['pipe', 'inherit', 'inherit', o.failover ? o.fd : 'ignore'],
+      stdio: ['pipe', 'inherit', 'inherit', holds ? o.fd : 'ignore'],
       detached: true
     })
     child.unref()
     child.stdin!.on('error', () => {})
     ;(child.stdin as unknown as { unref?: () => void }).unref?.()
     return new SessionKeeper(child)
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid
   }
 
   /** A clean stop: the keeper exits and does nothing. */
