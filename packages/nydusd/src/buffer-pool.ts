@@ -23,10 +23,17 @@ export class BufferPool {
 
   private reusedLarge = 0
 
-  /** `maxSize`: the largest request to pool; at most `maxIdleBytes` wait in the pool (and always 4 of the largest class). */
+  /** Bytes allocated since `onChurn` was last called. */
+  private churn = 0
+
+  /**
+   * `maxSize`: the largest request to pool; at most `maxIdleBytes` wait in the pool (and always 4
+   * of the largest class); `onChurn` is called after every CHURN_BYTES of buffers allocated.
+   */
   constructor(
     maxSize: number,
-    private maxIdleBytes = 8 * 1024 * 1024
+    private maxIdleBytes = 8 * 1024 * 1024,
+    private readonly onChurn?: () => void
   ) {
     this.top = classOf(Math.max(maxSize, MIN_CLASS))
     this.maxIdleBytes = Math.max(maxIdleBytes, 4 * this.top)
@@ -51,6 +58,11 @@ export class BufferPool {
     } else {
       ab = new SharedArrayBuffer(size)
       this.owned.add(ab)
+      this.churn += size
+      if (this.churn >= CHURN_BYTES) {
+        this.churn = 0
+        this.onChurn?.()
+      }
     }
     return Buffer.from(ab, 0, len)
   }
@@ -63,20 +75,35 @@ export class BufferPool {
     this.small.drain()
   }
 
-  /** Hands back a buffer from `take` (or a view of one). Nothing may touch it afterwards. */
+  /**
+   * Hands back a buffer from `take` (or a view of one). Nothing may touch it afterwards. Over the
+   * idle bound, the buffers idle longest go (whatever their class): refusing the new one instead
+   * left the bound full of a class nobody took, and every other class allocated afresh (a shared
+   * daemon reading 30 images allocated 7 GB that way).
+   */
   give(b: Uint8Array): void {
     const ab = b.buffer
     if (this.small.give(b)) return
-    if (!this.owned.has(ab) || this.idle.has(ab) || this.idleBytes + ab.byteLength > this.maxIdleBytes) return
+    if (!this.owned.has(ab) || this.idle.has(ab) || ab.byteLength > this.maxIdleBytes) return
+    while (this.idleBytes + ab.byteLength > this.maxIdleBytes) this.dropOldest()
     let list = this.free.get(ab.byteLength)
     if (list === undefined) this.free.set(ab.byteLength, (list = []))
     list.push(ab)
     this.idle.add(ab)
     this.idleBytes += ab.byteLength
   }
+
+  private dropOldest(): void {
+    const old = this.idle.values().next().value!
+    this.idle.delete(old)
+    this.idleBytes -= old.byteLength
+    const list = this.free.get(old.byteLength)!
+    list.splice(list.indexOf(old), 1)
+  }
 }
 
 const MIN_CLASS = 4 * 1024
+const CHURN_BYTES = 32 * 1024 * 1024
 const SHARED_MIN = 32 * 1024
 
 /** The smallest power of two that holds `len`. */

@@ -2,6 +2,7 @@ import type { ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
 import { BufferLru, type LruView } from './buffer-lru.js'
 import { BufferPool } from './buffer-pool.js'
+import { collectSoon } from './memory-release.js'
 
 /** A chunk's identity in every tier: its blob and its offset there. */
 export const chunkKey = (blobId: string, offset: number): string => `${blobId}/${offset}`
@@ -23,11 +24,16 @@ export class ChunkSet {
 
 /** What every mount of the process shares: one buffer pool, one bound on decoded and on merged chunks. */
 class ProcessMemory {
-  /** Buffers a cache write still reads from: never recycled. */
-  readonly writing = new Set<ArrayBufferLike>()
-  readonly pool = new BufferPool(1024 * 1024)
+  /**
+   * Buffers a cache write still reads from, and whether they were evicted meanwhile: recycled
+   * once the write lands (else each became garbage, some 100 MB of it after a burst of reads).
+   * By view, not by ArrayBuffer: small chunks share a slab.
+   */
+  private readonly writing = new Map<Buffer, boolean>()
+  readonly pool = new BufferPool(1024 * 1024, undefined, collectSoon)
   readonly decoded = new BufferLru(0, v => {
-    if (!this.writing.has(v.buffer)) this.pool.give(v)
+    if (this.writing.has(v)) this.writing.set(v, true)
+    else this.pool.give(v)
   })
 
   readonly merged = new BufferLru(8 * 1024 * 1024, v => this.pool.give(v))
@@ -41,6 +47,16 @@ class ProcessMemory {
     this.decoded.raiseLimit(memoryCacheSize)
     this.merged.raiseLimit(mergingSize * 8)
     return `${this.mounts++}:`
+  }
+
+  writeStarts(data: Buffer): void {
+    this.writing.set(data, false)
+  }
+
+  writeEnds(data: Buffer): void {
+    const evicted = this.writing.get(data) === true
+    this.writing.delete(data)
+    if (evicted) this.pool.give(data)
   }
 }
 
@@ -77,14 +93,14 @@ export class MemoryTier {
   keep(blobId: string, offset: number, data: Buffer): void {
     const cache = this.cache
     if (cache !== undefined) {
-      const writing = this.shared.writing
-      writing.add(data.buffer)
+      const shared = this.shared
+      shared.writeStarts(data)
       const p: Promise<void> = cache
         .put(blobId, offset, data)
         .catch((err: Error) => this.log.warn({ err: err.message }, 'cache write failed'))
         .finally(() => {
           this.writes.delete(p)
-          writing.delete(data.buffer)
+          shared.writeEnds(data)
         })
       this.writes.add(p)
     }

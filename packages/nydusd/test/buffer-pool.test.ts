@@ -58,3 +58,26 @@ test('drain forgets idle blocks and slabs: blocks handed out after it come from 
   pool.give(kept)
   t.is(pool.take(4096).buffer, kept.buffer)
 })
+
+test('over the idle bound the buffers idle longest go, whatever their class: a class in use keeps being reused', t => {
+  const pool = new BufferPool(1 << 20, 4 << 20)
+  // The bound filled with 1 MiB buffers nobody takes again...
+  const big = [0, 1, 2, 3].map(() => pool.take(1 << 20))
+  for (const b of big) pool.give(b)
+  // ...does not stop a 64 KiB buffer from being kept: the oldest 1 MiB one makes room.
+  const small = pool.take(64 * 1024)
+  pool.give(small)
+  t.is(pool.take(64 * 1024).buffer, small.buffer)
+  t.is(pool.take(1 << 20).buffer, big[3]!.buffer, 'the newest 1 MiB buffer stayed')
+  t.not(pool.take(1 << 20).buffer, big[0]!.buffer, 'the oldest went')
+})
+
+test('onChurn is called after every 32 MiB of buffers allocated, not for reused ones', t => {
+  let churns = 0
+  const pool = new BufferPool(1 << 20, undefined, () => churns++)
+  for (let i = 0; i < 40; i++) pool.give(pool.take(1 << 20))
+  t.is(churns, 0, 'one buffer reused 40 times')
+  const held = Array.from({ length: 70 }, () => pool.take(1 << 20))
+  t.is(churns, 2)
+  t.is(held.length, 70)
+})

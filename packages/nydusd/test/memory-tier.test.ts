@@ -41,3 +41,22 @@ test('a BufferLru view sees, takes and clears only its own keys', t => {
   t.is(lru.size, 0)
   t.deepEqual(evicted, [1, 3])
 })
+
+test('a chunk evicted while its cache write runs is recycled once the write lands, not before', async t => {
+  let land!: () => void
+  const slow = new Promise<void>(resolve => {
+    land = resolve
+  })
+  const cache = { put: async (_b: string, offset: number) => (offset === 0 ? await slow : undefined) }
+  const m = new MemoryTier(MiB, 4 * MiB, MiB, cache as never, log)
+  const first = m.pool.take(MiB)
+  m.keep('slow', 0, first)
+  // Four more: the first is evicted while its write is still running.
+  for (let i = 1; i <= 4; i++) m.keep('slow', i * MiB, m.pool.take(MiB))
+  t.is(m.decoded.get('slow/0'), undefined)
+  t.not(m.pool.take(MiB).buffer, first.buffer, 'not handed out while the write reads it')
+  land()
+  await m.flush()
+  t.is(m.pool.take(MiB).buffer, first.buffer, 'handed back once written')
+  m.release()
+})
