@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { closeSync } from 'node:fs'
+import { closeSync, readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { isAbsolute } from 'node:path'
 import { pino, type Logger } from 'pino'
@@ -163,7 +163,8 @@ export class Nydusd {
         this.log.info({ mountpoint: h.mountpoint, keeper: h.keeper }, 'mount taken over from a dead daemon')
       } catch (err) {
         this.log.error({ mountpoint: h.mountpoint, err: (err as Error).message }, 'mount not taken over: detached')
-        spawnSync('umount', ['-l', '--', h.mountpoint], { stdio: 'ignore', timeout: 5000 })
+        // Only a rafs FUSE mount: the path came from a file.
+        if (isRafsMount(h.mountpoint)) spawnSync('umount', ['-l', '--', h.mountpoint], { stdio: 'ignore', timeout: 5000 })
       }
       // Taken (or detached): the keeper may go. Only if it is one: the pid came from a file.
       if (isKeeperOf(h.keeper, h.mountpoint)) signal(h.keeper, 'SIGUSR1')
@@ -282,6 +283,13 @@ function checkMountRequest(mountpoint: string | undefined, req: unknown): { mnt:
   if (typeof b.config !== 'string' && (typeof b.config !== 'object' || b.config === null || Array.isArray(b.config)))
     throw new NydusdError('ERR_BAD_ARGUMENT', `${where}: "config" must be the nydusd config, as a JSON string or object`)
   return { mnt: mountpoint.replace(/(.)\/+$/, '$1'), body: b as MountRequest }
+}
+
+/** `mnt` is a nydusd FUSE mount (mountinfo: its type fuse.rafs, after the " - " separator). */
+function isRafsMount(mnt: string): boolean {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some(l => l.split(' ')[4] === mnt && / - fuse\.rafs /.test(l))
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
