@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { closeSync, readFileSync } from 'node:fs'
+import { closeSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { isAbsolute } from 'node:path'
 import { pino, type Logger } from 'pino'
@@ -9,6 +9,7 @@ import { type NydusdConfig, parseConfig } from './config.js'
 import { NydusdError } from './errors.js'
 import { isKeeperOf, takeFuseDescriptor } from './fuse/take-descriptor.js'
 import { returnMemory } from './memory-release.js'
+import { mountTypeAt } from './mountpoint.js'
 import { type HeldMount, SupervisorState } from './supervisor-state.js'
 import { VerifyWorker } from './verify-worker.js'
 import { defaultTransport, RafsMount, type FuseTransportName, type MountOptions } from './rafs-mount.js'
@@ -164,7 +165,7 @@ export class Nydusd {
       } catch (err) {
         this.log.error({ mountpoint: h.mountpoint, err: (err as Error).message }, 'mount not taken over: detached')
         // Only a rafs FUSE mount: the path came from a file.
-        if (isRafsMount(h.mountpoint)) spawnSync('umount', ['-l', '--', h.mountpoint], { stdio: 'ignore', timeout: 5000 })
+        if (mountTypeAt(h.mountpoint) === 'fuse.rafs') spawnSync('umount', ['-l', '--', h.mountpoint], { stdio: 'ignore', timeout: 5000 })
       }
       // Taken (or detached): the keeper may go. Only if it is one: the pid came from a file.
       if (isKeeperOf(h.keeper, h.mountpoint)) signal(h.keeper, 'SIGUSR1')
@@ -283,13 +284,6 @@ function checkMountRequest(mountpoint: string | undefined, req: unknown): { mnt:
   if (typeof b.config !== 'string' && (typeof b.config !== 'object' || b.config === null || Array.isArray(b.config)))
     throw new NydusdError('ERR_BAD_ARGUMENT', `${where}: "config" must be the nydusd config, as a JSON string or object`)
   return { mnt: mountpoint.replace(/(.)\/+$/, '$1'), body: b as MountRequest }
-}
-
-/** `mnt` is a nydusd FUSE mount (mountinfo: its type fuse.rafs, after the " - " separator). */
-function isRafsMount(mnt: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some(l => l.split(' ')[4] === mnt && / - fuse\.rafs /.test(l))
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {

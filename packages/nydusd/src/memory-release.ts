@@ -4,6 +4,7 @@ import { runInNewContext } from 'node:vm'
 
 let collect: (() => void) | undefined
 let trim: ((pad: number) => number) | null | undefined
+let pending = false
 
 /**
  * Gives memory that idle buffers held back to the kernel: a full collection
@@ -37,7 +38,6 @@ export function collectSoon(): void {
     collect()
   }).unref()
 }
-let pending = false
 
 function exposeGc(): () => void {
   const existing = (globalThis as { gc?: () => void }).gc

@@ -70,9 +70,7 @@ export async function checkMountpoint(mnt: string): Promise<void> {
     throw mountpointError(mnt, err)
   })
   if (!st.isDirectory()) throw new NydusdError('ERR_MOUNT', `mountpoint ${mnt} is not a directory`)
-  const abs = resolvePath(mnt)
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8')
-  if (mounts.split('\n').some(l => unescapeMount(l.split(' ')[4] ?? '') === abs)) {
+  if (mountTypeAt(resolvePath(mnt)) !== undefined) {
     throw new NydusdError('ERR_MOUNTPOINT_BUSY', `mountpoint ${mnt} is busy: something is already mounted there`)
   }
 }
@@ -87,6 +85,15 @@ function mountpointError(mnt: string, err: NodeJS.ErrnoException): NydusdError {
     )
   }
   return new NydusdError('ERR_MOUNT', `mountpoint ${mnt}: ${err.message}`)
+}
+
+/** The filesystem type mounted at the absolute path `mnt` (mountinfo's field after " - "), if any. */
+export function mountTypeAt(mnt: string): string | undefined {
+  for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = l.split(' ')
+    if (unescapeMount(f[4] ?? '') === mnt) return f[f.indexOf('-') + 1]
+  }
+  return undefined
 }
 
 const unescapeMount = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))

@@ -1,6 +1,5 @@
 import { NydusError, withContext } from '@nydusjs/errors'
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type Fuse from 'fuse-native'
 import type { Logger } from 'pino'
@@ -17,7 +16,7 @@ import { RafsLowLevel } from './fuse/lowlevel.js'
 import { type PassthroughFiles, passthroughFiles } from './fuse/passthrough.js'
 import { FuseSessionWatch, fuseFds } from './fuse-session.js'
 import { DaemonMetrics } from './metrics.js'
-import { checkMountpoint, mayAllowOther, openBootstrap, RootLister } from './mountpoint.js'
+import { checkMountpoint, mayAllowOther, mountTypeAt, openBootstrap, RootLister } from './mountpoint.js'
 import { Prefetcher } from './prefetch.js'
 import { RafsFs } from './rafs-fs.js'
 
@@ -201,9 +200,7 @@ export class RafsMount {
       if (this.state === 'STOPPED') return
       this.sessionEnded = true
       // An aborted connection (fusectl's abort) ends the session with the mount still there, dead: detach it.
-      const dead = readFileSync('/proc/self/mountinfo', 'utf8')
-        .split('\n')
-        .some(l => l.split(' ')[4] === this.o.mountpoint)
+      const dead = mountTypeAt(this.o.mountpoint) !== undefined
       if (dead) spawnSync('umount', ['-l', '--', this.o.mountpoint], { stdio: 'ignore', timeout: 5000 })
       this.log.warn(
         dead
