@@ -8,7 +8,7 @@ import {
   type ChunkRef,
   type Digester
 } from '@nydusjs/rafs'
-import type { BufferPool } from './buffer-pool.js'
+import { startsAt, type BufferPool } from './buffer-pool.js'
 import { type OffloadCount, VerifyWorker } from './verify-worker.js'
 
 /**
@@ -47,7 +47,7 @@ export class ChunkDecoder {
     try {
       const out = decodeChunk(piece, c, this.digester, dst)
       // Decompressed into a pooled block: never copied (a slab's block pins only its slab, by design).
-      return out.buffer === dst?.buffer ? out : shrink(out)
+      return dst !== undefined && startsAt(out, dst) ? out : this.shrink(out)
     } catch (err) {
       if (dst !== undefined) this.pool.give(dst)
       throw err
@@ -74,7 +74,7 @@ export class ChunkDecoder {
       return data
     } catch (err) {
       const spent = data ?? dst
-      if (spent !== undefined && spent.buffer !== piece.buffer) this.pool.give(spent)
+      if (spent !== undefined && !startsAt(spent, piece)) this.pool.give(spent)
       throw err
     }
   }
@@ -91,9 +91,14 @@ export class ChunkDecoder {
     await this.verifier?.release()
   }
 
+  /** A raw chunk is a view of its request buffer: copied out when it would pin more than twice its size. */
+  private shrink(data: Buffer): Buffer {
+    return this.pool.pins(data) > data.length * 2 ? Buffer.from(data) : data
+  }
+
   /** Decompressed (into a pooled buffer) and, stored raw, copied out of a larger request buffer. */
   private unpack(c: ChunkRef, piece: Buffer): Buffer {
-    if ((c.flags & CHUNK_FLAG_COMPRESSED) === 0) return shrink(decompressChunk(piece, c.flags, c.uncompressedSize))
+    if ((c.flags & CHUNK_FLAG_COMPRESSED) === 0) return this.shrink(decompressChunk(piece, c.flags, c.uncompressedSize))
     const dst = this.pool.take(c.uncompressedSize)
     try {
       return decompressChunkInto(piece, c.flags, c.uncompressedSize, dst)
@@ -103,6 +108,3 @@ export class ChunkDecoder {
     }
   }
 }
-
-/** A raw chunk is a view of its request buffer: copied out when it would pin more than twice its size. */
-const shrink = (data: Buffer): Buffer => (data.buffer.byteLength > data.length * 2 ? Buffer.from(data) : data)

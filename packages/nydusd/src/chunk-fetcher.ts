@@ -2,10 +2,10 @@ import { NydusError } from '@nydusjs/errors'
 import type { BlobInfo, ChunkRef, Digester } from '@nydusjs/rafs'
 import type { ChainBackend, ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
-import type { BufferPool } from './buffer-pool.js'
+import { startsAt, type BufferPool } from './buffer-pool.js'
 import { ChunkDecoder } from './chunk-decoder.js'
 import { NydusdError } from './errors.js'
-import { ChunkSet, chunkKey, MemoryTier } from './memory-tier.js'
+import { chunkKey, MemoryTier } from './memory-tier.js'
 import type { DaemonMetrics } from './metrics.js'
 import { ReadPlanner, type ChunkTable } from './read-planner.js'
 import { OFFLOAD_MIN_BYTES } from './verify-worker.js'
@@ -49,7 +49,8 @@ interface Inflight {
 export class ChunkFetcher {
   private readonly inflight = new Map<string, Inflight>()
   /** Chunks whose cached copy was hashed since start: a torn file from before a crash is caught once. */
-  private readonly verified = new ChunkSet()
+  /** Chunks hashed once this run (a disk-cache hit is not hashed again), one bit per `planner.slot`. */
+  private readonly verified: Uint8Array
   /** The link that served each merged neighbour waiting in memory, to name it if the chunk is refused. */
   private readonly mergedFrom = new Map<string, string>()
   private readonly mem: MemoryTier
@@ -77,8 +78,9 @@ export class ChunkFetcher {
       },
       o.amplifyIo ?? 0
     )
+    this.verified = new Uint8Array(Math.ceil(this.planner.slots / 8))
     const merging = Math.max(o.mergingSize, o.amplifyIo ?? 0)
-    this.mem = new MemoryTier(this.planner.maxChunk, o.memoryCacheSize ?? 32 * 1024 * 1024, merging, o.cache, o.log)
+    this.mem = new MemoryTier(this.planner.maxChunk, o.memoryCacheSize ?? 16 * 1024 * 1024, merging, o.cache, o.log)
     this.decoder = new ChunkDecoder(this.mem.pool, o.digester, o.digestValidate, o.verifyThread !== false)
   }
 
@@ -90,6 +92,11 @@ export class ChunkFetcher {
   /** Chunk buffers served from the pool rather than allocated. */
   get buffersReused(): number {
     return this.mem.pool.reused
+  }
+
+  /** Bytes the (process's) buffer pool has allocated. */
+  get bufferBytesAllocated(): number {
+    return this.mem.pool.allocatedBytes
   }
 
   /** Chunks the verify thread decoded or hashed. */
@@ -182,8 +189,8 @@ export class ChunkFetcher {
       this.refused(c, blob, source, err as Error)
       return false
     }
-    this.verified.add(blob.id, c.compressedOffset)
-    if (data.buffer !== raw.buffer) this.mem.pool.give(raw)
+    this.markVerified(c)
+    if (!startsAt(data, raw)) this.mem.pool.give(raw)
     this.keep(blob, c, data)
     use(data)
     return true
@@ -212,7 +219,7 @@ export class ChunkFetcher {
       if (foreground) this.planner.runAhead(c, blob)
       const data = await this.decode(c, blob, raw, this.takeSource(k))
       if (data !== undefined) {
-        if (data.buffer !== raw.buffer) this.mem.pool.give(raw)
+        if (!startsAt(data, raw)) this.mem.pool.give(raw)
         this.keep(blob, c, data)
         return
       }
@@ -230,12 +237,8 @@ export class ChunkFetcher {
     const cached = await cache.get(blob.id, c.compressedOffset, c.uncompressedSize, dst)
     if (cached !== undefined) {
       if (foreground) this.planner.cacheReadAhead(c, blob)
-      if (
-        this.verified.has(blob.id, c.compressedOffset) ||
-        !this.o.digestValidate ||
-        (await this.decoder.digest(cached)).equals(c.digest)
-      ) {
-        this.verified.add(blob.id, c.compressedOffset)
+      if (this.isVerified(c) || !this.o.digestValidate || (await this.decoder.digest(cached)).equals(c.digest)) {
+        this.markVerified(c)
         this.o.metrics.cacheHits.inc()
         this.mem.decoded.set(k, cached)
         this.deliver(k, cached)
@@ -300,12 +303,12 @@ export class ChunkFetcher {
       if (this.mergedFrom.size >= 4096) this.mergedFrom.clear()
       this.mergedFrom.set(k, backend)
     }
-    if (checked !== undefined) this.verified.add(blob.id, c.compressedOffset)
+    if (checked !== undefined) this.markVerified(c)
     const wanted = checked ?? (await this.decode(c, blob, raw.subarray(0, c.compressedSize), backend))
     if (wanted === undefined)
       throw new NydusdError('ERR_CHUNK_VERIFY', `blob ${blob.id} chunk at ${c.compressedOffset} failed verification (backend ${backend})`)
     // The compressed bytes are spent (merged neighbours were copied out above); raw-stored, they are the chunk.
-    if (wanted.buffer !== raw.buffer) this.mem.pool.give(raw)
+    if (!startsAt(wanted, raw)) this.mem.pool.give(raw)
     this.keep(blob, c, wanted)
   }
 
@@ -318,6 +321,16 @@ export class ChunkFetcher {
   /** Waits for pending cache writes (at shutdown, so a restart finds them). */
   async flush(): Promise<void> {
     await this.mem.flush()
+  }
+
+  private isVerified(c: ChunkRef): boolean {
+    const s = this.planner.slot(c)
+    return (this.verified[s >>> 3] & (1 << (s & 7))) !== 0
+  }
+
+  private markVerified(c: ChunkRef): void {
+    const s = this.planner.slot(c)
+    this.verified[s >>> 3] |= 1 << (s & 7)
   }
 
   /** Chunks asked for so far (the daemon notices a burst of reads has ended when this stops moving). */
@@ -354,7 +367,7 @@ export class ChunkFetcher {
   private async decode(c: ChunkRef, blob: BlobInfo, piece: Buffer, backend = this.o.backend.name): Promise<Buffer | undefined> {
     try {
       const data = await this.decoder.decode(c, piece)
-      this.verified.add(blob.id, c.compressedOffset)
+      this.markVerified(c)
       return data
     } catch (err) {
       this.refused(c, blob, backend, err as Error)

@@ -126,7 +126,7 @@ export const ConfigSchema = z.strictObject({
         .int()
         .min(0)
         .max(1024 * 1024 * 1024)
-        .default(32 * 1024 * 1024),
+        .default(16 * 1024 * 1024),
       /** A mount nobody read from for this long lets its buffers go (0: never). */
       idle_release_secs: z.number().int().min(0).max(86_400).default(10)
     })

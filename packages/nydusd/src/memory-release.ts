@@ -5,6 +5,10 @@ import { runInNewContext } from 'node:vm'
 let collect: (() => void) | undefined
 let trim: ((pad: number) => number) | null | undefined
 let pending = false
+let churned = 0
+
+/** Short-lived buffers allocated between two of `noteChurn`'s collections. */
+export const CHURN_BYTES = 16 * 1024 * 1024
 
 /**
  * Gives memory that idle buffers held back to the kernel: a full collection
@@ -37,6 +41,18 @@ export function collectSoon(): void {
     collect ??= exposeGc()
     collect()
   }).unref()
+}
+
+/**
+ * Counts bytes of buffers the read path allocated (new pool slabs, bootstrap pages read back):
+ * one collection per CHURN_BYTES, so those dropped are freed within that much (V8 counts
+ * SharedArrayBuffers not at all, and waits for some 64 MiB of other external memory).
+ */
+export function noteChurn(bytes: number): void {
+  churned += bytes
+  if (churned < CHURN_BYTES) return
+  churned = 0
+  collectSoon()
 }
 
 function exposeGc(): () => void {

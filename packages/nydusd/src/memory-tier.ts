@@ -2,25 +2,10 @@ import type { ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
 import { BufferLru, type LruView } from './buffer-lru.js'
 import { BufferPool } from './buffer-pool.js'
-import { collectSoon } from './memory-release.js'
+import { noteChurn } from './memory-release.js'
 
 /** A chunk's identity in every tier: its blob and its offset there. */
 export const chunkKey = (blobId: string, offset: number): string => `${blobId}/${offset}`
-
-/** A set of chunks by blob and offset: numbers per blob, not a key string per chunk (one per chunk ever read). */
-export class ChunkSet {
-  private readonly byBlob = new Map<string, Set<number>>()
-
-  add(blobId: string, offset: number): void {
-    let s = this.byBlob.get(blobId)
-    if (s === undefined) this.byBlob.set(blobId, (s = new Set()))
-    s.add(offset)
-  }
-
-  has(blobId: string, offset: number): boolean {
-    return this.byBlob.get(blobId)?.has(offset) === true
-  }
-}
 
 /** What every mount of the process shares: one buffer pool, one bound on decoded and on merged chunks. */
 class ProcessMemory {
@@ -30,13 +15,13 @@ class ProcessMemory {
    * By view, not by ArrayBuffer: small chunks share a slab.
    */
   private readonly writing = new Map<Buffer, boolean>()
-  readonly pool = new BufferPool(1024 * 1024, undefined, collectSoon)
+  readonly pool = new BufferPool(1024 * 1024, undefined, noteChurn)
   readonly decoded = new BufferLru(0, v => {
     if (this.writing.has(v)) this.writing.set(v, true)
     else this.pool.give(v)
   })
 
-  readonly merged = new BufferLru(8 * 1024 * 1024, v => this.pool.give(v))
+  readonly merged = new BufferLru(4 * 1024 * 1024, v => this.pool.give(v))
   private mounts = 0
 
   static readonly current = new ProcessMemory()
@@ -45,7 +30,7 @@ class ProcessMemory {
   join(maxChunk: number, memoryCacheSize: number, mergingSize: number): string {
     this.pool.raiseTop(Math.max(maxChunk, mergingSize))
     this.decoded.raiseLimit(memoryCacheSize)
-    this.merged.raiseLimit(mergingSize * 8)
+    this.merged.raiseLimit(mergingSize * 4)
     return `${this.mounts++}:`
   }
 

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { constants, readFileSync } from 'node:fs'
-import { access, readFile, stat } from 'node:fs/promises'
+import { constants, readFileSync, readSync } from 'node:fs'
+import { access, open, stat } from 'node:fs/promises'
 import { resolve as resolvePath } from 'node:path'
 import { withContext } from '@nydusjs/errors'
 import { RafsError, openValidated, type BootstrapReader } from '@nydusjs/rafs'
 import { NydusdError } from './errors.js'
+import { noteChurn } from './memory-release.js'
 
 /** fusermount lets a user other than root ask for allow_other only where /etc/fuse.conf says user_allow_other. */
 export function mayAllowOther(): boolean {
@@ -47,14 +48,41 @@ export class RootLister {
   }
 }
 
+/**
+ * The bootstrap at `path`, checked whole, then paged out: its tables are read
+ * back from the file (the descriptor stays open, so a replaced or deleted file
+ * does not matter) a page at a time, each page checked against the digest
+ * taken while it was in memory. `reader.close()` lets the descriptor go.
+ */
 export async function openBootstrap(path: string): Promise<BootstrapReader> {
-  const buf = await readFile(path).catch((err: NodeJS.ErrnoException) => {
+  const file = await open(path, 'r').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') throw new NydusdError('ERR_BOOTSTRAP_NOT_FOUND', `bootstrap ${path}: no such file`)
     throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.message}`)
   })
-  return await openValidated(buf).catch((err: unknown) => {
-    throw err instanceof RafsError ? withContext(err, `bootstrap ${path}`) : err
-  })
+  try {
+    const buf = await file.readFile().catch((err: Error) => {
+      throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${err.message}`)
+    })
+    const reader = await openValidated(buf).catch((err: unknown) => {
+      throw err instanceof RafsError ? withContext(err, `bootstrap ${path}`) : err
+    })
+    const fd = file.fd
+    reader.pageOut((position, length) => readPage(fd, path, position, length), { close: () => void file.close() })
+    return reader
+  } catch (err) {
+    await file.close()
+    throw err
+  }
+}
+
+function readPage(fd: number, path: string, position: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(length)
+  noteChurn(length)
+  try {
+    return b.subarray(0, readSync(fd, b, 0, length, position))
+  } catch (err) {
+    throw new NydusdError('ERR_BOOTSTRAP', `bootstrap ${path}: ${(err as Error).message}`)
+  }
 }
 
 export async function checkMountpoint(mnt: string): Promise<void> {

@@ -27,15 +27,28 @@ const noop = (): void => {}
 
 /** First-access order of files, the input of `nydus-image create --prefetch-files`: inode indexes, paths made when listed. */
 export class AccessLog {
-  private readonly seen = new Set<number>()
-  constructor(private readonly r: BootstrapReader) {}
+  /** One bit per inode record, and the records in the order first read (a Set of them cost 150 KB per Debian image). */
+  private readonly seen: Uint8Array
+  private order = new Uint32Array(64)
+  private count = 0
+  constructor(private readonly r: BootstrapReader) {
+    this.seen = new Uint8Array(Math.ceil(r.inodeCount / 8))
+  }
 
   record(rec: InodeRecord): void {
-    if (this.seen.size < 1_000_000) this.seen.add(rec.index)
+    const i = rec.index
+    if ((this.seen[i >>> 3] & (1 << (i & 7))) !== 0) return
+    this.seen[i >>> 3] |= 1 << (i & 7)
+    if (this.count === this.order.length) {
+      const grown = new Uint32Array(this.count * 2)
+      grown.set(this.order)
+      this.order = grown
+    }
+    this.order[this.count++] = i
   }
 
   list(): string[] {
-    return [...this.seen].map(i => `/${this.r.pathOf(this.r.inode(i)).toString('utf8')}`.replace(/^\/\//, '/'))
+    return Array.from(this.order.subarray(0, this.count), i => `/${this.r.pathOf(this.r.inode(i)).toString('utf8')}`.replace(/^\/\//, '/'))
   }
 }
 

@@ -102,7 +102,9 @@ export class RafsMount {
   /** Lets the memory tier's buffers go once nobody read for `memory.idle_release_secs`; true if it did now. */
   releaseIdle(): boolean {
     const secs = this.o.config.memory.idle_release_secs
-    return secs > 0 && this.fetcher.releaseIdle(secs * 1000)
+    if (secs <= 0 || !this.fetcher.releaseIdle(secs * 1000)) return false
+    this.reader.dropPages()
+    return true
   }
 
   /** The SessionKeeper's pid (direct transport). */
@@ -118,6 +120,15 @@ export class RafsMount {
   static async start(o: MountOptions): Promise<RafsMount> {
     const log = o.log.child({ mountpoint: o.mountpoint })
     const reader = await openBootstrap(o.bootstrap)
+    try {
+      return await RafsMount.startWith(o, reader, log)
+    } catch (err) {
+      reader.close()
+      throw err
+    }
+  }
+
+  private static async startWith(o: MountOptions, reader: BootstrapReader, log: Logger): Promise<RafsMount> {
     // A takeover finds the mountpoint mounted: that is the session it inherits.
     if (o.fuseFd === undefined) await checkMountpoint(o.mountpoint)
     const c = o.config.device.cache
@@ -324,6 +335,7 @@ export class RafsMount {
     liveMounts.delete(this.o.mountpoint)
     await this.fetcher.close()
     await this.backend.close()
+    this.reader.close()
     this.log.info('unmounted')
   }
 

@@ -49,7 +49,27 @@ export class ReadPlanner {
       if (list === undefined) perBlob.set(c.blobIndex, (list = []))
       list.push([c.compressedOffset, i])
     }
-    for (const [b, list] of perBlob) this.byBlob.set(b, BlobChunks.of(chunks, list))
+    let base = 0
+    for (const [b, list] of perBlob) {
+      const bc = BlobChunks.of(chunks, list)
+      this.byBlob.set(b, bc)
+      this.slotBase.set(b, base)
+      base += bc.length
+    }
+    this.slots = base
+  }
+
+  /** How many distinct chunks (blob and offset) the image has: `slot` numbers them. */
+  readonly slots: number
+  private readonly slotBase = new Map<number, number>()
+
+  /** `c`'s number among the image's distinct chunks, 0 to `slots - 1` (a bit in a per-mount bitmap beats a set entry per chunk). */
+  slot(c: ChunkRef): number {
+    const bc = this.byBlob.get(c.blobIndex)
+    const i = bc?.lowerBound(c.compressedOffset) ?? -1
+    if (bc === undefined || i >= bc.length || bc.offset(i) !== c.compressedOffset)
+      throw new Error(`chunk at ${c.compressedOffset} of blob ${c.blobIndex} is not in the chunk table`)
+    return this.slotBase.get(c.blobIndex)! + i
   }
 
   /** Whether a fetch of `c` continues the last run of its blob. */

@@ -23,6 +23,7 @@ import {
 } from './constants.js'
 import { RafsError, fail } from './errors.js'
 import { readI64, readU64, type EntryFields } from './merkle.js'
+import { MemoryTable, PageCache, PagedTable, type ReadAt, type TableBytes } from './table-bytes.js'
 import type { BlobInfo, ChunkRef } from './tree.js'
 
 export interface TableRange {
@@ -76,19 +77,55 @@ export interface OpenOptions {
  */
 export class BootstrapReader {
   readonly sb: Superblock
-  private readonly t: Record<TableName, Buffer>
+  private t: Record<TableName, TableBytes>
   /** Checked blob records (every chunk lookup checks its blob). */
   private readonly blobInfos: BlobInfo[] = []
+  private held: Buffer | undefined
+  private pages?: PageCache
+  private closeSource?: () => void
 
-  private constructor(
-    readonly buf: Buffer,
-    sb: Superblock
-  ) {
+  private constructor(buf: Buffer, sb: Superblock) {
     this.sb = sb
-    this.t = Object.fromEntries(TABLES.map(n => [n, buf.subarray(sb.tables[n].offset, sb.tables[n].offset + sb.tables[n].size)])) as Record<
-      TableName,
-      Buffer
-    >
+    this.held = buf
+    this.t = tables(n => new MemoryTable(this.table(n)))
+  }
+
+  /** The whole bootstrap; not available once `pageOut` dropped it. */
+  get buf(): Buffer {
+    if (this.held === undefined) fail('ERR_RAFS_UNSUPPORTED', 'this bootstrap reader reads its tables from the file (paged out)')
+    return this.held
+  }
+
+  /**
+   * Drops the bootstrap from memory: from now on its tables are read back
+   * through `read` a page at a time (at most `maxPages` kept), each page
+   * checked against the sha256 taken now. For a daemon serving many images,
+   * whose bootstraps would otherwise stay resident whole (1.5 MB for a Debian
+   * root filesystem). The file must be the one opened (keep its descriptor).
+   */
+  pageOut(read: ReadAt, opts: { maxPages?: number; close?: () => void } = {}): void {
+    const cache = new PageCache(read, opts.maxPages ?? 32)
+    this.closeSource = opts.close
+    this.t = tables(n => new PagedTable(n, this.sb.tables[n].offset, this.table(n), cache))
+    this.pages = cache
+    this.held = undefined
+  }
+
+  /** Lets the file go (`pageOut`'s `close`, once); a paged-out reader cannot read after this. */
+  close(): void {
+    const c = this.closeSource
+    this.closeSource = undefined
+    c?.()
+  }
+
+  /** Forgets the pages read back (the idle release of a paged-out reader). */
+  dropPages(): void {
+    this.pages?.clear()
+  }
+
+  private table(n: TableName): Buffer {
+    const { offset, size } = this.sb.tables[n]
+    return this.buf.subarray(offset, offset + size)
   }
 
   static open(buf: Buffer, opts: OpenOptions = {}): BootstrapReader {
@@ -117,8 +154,7 @@ export class BootstrapReader {
   inode(index: number): InodeRecord {
     if (!Number.isInteger(index) || index < 0 || index >= this.sb.inodeCount)
       fail('ERR_RAFS_BAD_REFERENCE', `inode ${index} is out of range (0..${this.sb.inodeCount - 1})`)
-    const b = this.t.inode
-    const o = index * INODE_SIZE
+    const [b, o] = this.t.inode.at(index * INODE_SIZE, INODE_SIZE)
     const mode = b.readUInt32LE(o + 40)
     const nameOff = b.readUInt32LE(o + 84)
     const nameLen = b.readUInt16LE(o + 88)
@@ -183,17 +219,17 @@ export class BootstrapReader {
   child(dir: InodeRecord, name: Buffer): InodeRecord | undefined {
     if (!isDir(dir.mode)) return undefined
     const [from, to] = this.childRange(dir)
-    const b = this.t.inode
     const names = this.t.string
     let lo = from
     let hi = to
     while (lo < hi) {
       const mid = (lo + hi) >>> 1
-      const o = mid * INODE_SIZE
+      const [b, o] = this.t.inode.at(mid * INODE_SIZE, INODE_SIZE)
       const off = b.readUInt32LE(o + 84)
       const len = b.readUInt16LE(o + 88)
       if (off + len > names.length) return this.inode(mid) // decoding names the bad reference
-      const c = names.compare(name, 0, name.length, off, off + len)
+      const [nb, no] = names.at(off, len)
+      const c = nb.compare(name, 0, name.length, no, no + len)
       if (c === 0) return this.inode(mid)
       if (c > 0) hi = mid
       else lo = mid + 1
@@ -245,7 +281,8 @@ export class BootstrapReader {
     if (!isReg(rec.mode)) return []
     if (rec.first + rec.count > this.sb.chunkIndexCount) fail('ERR_RAFS_BAD_REFERENCE', `chunk list of inode ${rec.index} is out of range`)
     const out = new Array<number>(rec.count)
-    for (let i = 0; i < rec.count; i++) out[i] = this.t.chunkIndex.readUInt32LE((rec.first + i) * 4)
+    const [b, o] = this.t.chunkIndex.at(rec.first * 4, rec.count * 4)
+    for (let i = 0; i < rec.count; i++) out[i] = b.readUInt32LE(o + i * 4)
     return out
   }
 
@@ -256,8 +293,7 @@ export class BootstrapReader {
   chunk(i: number): ChunkRef {
     if (!Number.isInteger(i) || i < 0 || i >= this.sb.chunkCount)
       fail('ERR_RAFS_BAD_REFERENCE', `chunk ${i} is out of range (${this.sb.chunkCount} chunks)`)
-    const b = this.t.chunk
-    const o = i * CHUNK_SIZE_RECORD
+    const [b, o] = this.t.chunk.at(i * CHUNK_SIZE_RECORD, CHUNK_SIZE_RECORD)
     const c: ChunkRef = {
       digest: b.subarray(o, o + DIGEST_SIZE),
       blobIndex: b.readUInt32LE(o + 32),
@@ -288,8 +324,7 @@ export class BootstrapReader {
       fail('ERR_RAFS_BAD_REFERENCE', `blob ${i} is out of range (${this.sb.blobCount} blobs)`)
     const known = this.blobInfos[i]
     if (known !== undefined) return known
-    const b = this.t.blob
-    const o = i * BLOB_RECORD_SIZE
+    const [b, o] = this.t.blob.at(i * BLOB_RECORD_SIZE, BLOB_RECORD_SIZE)
     const compressor = COMPRESSORS[b[o + 52]]
     const digester = DIGESTERS[b[o + 53]]
     const info: BlobInfo = {
@@ -314,7 +349,8 @@ export class BootstrapReader {
   prefetch(): number[] {
     const out: number[] = []
     for (let i = 0; i < this.sb.prefetchCount; i++) {
-      const v = this.t.prefetch.readUInt32LE(i * 4)
+      const [b, o] = this.t.prefetch.at(i * 4, 4)
+      const v = b.readUInt32LE(o)
       if (v >= this.sb.inodeCount) fail('ERR_RAFS_BAD_REFERENCE', `prefetch entry ${i} names inode ${v}, out of range`)
       out.push(v)
     }
@@ -322,11 +358,18 @@ export class BootstrapReader {
   }
 
   private slice(table: 'string' | 'xattr', offset: number, len: number, what: string): Buffer {
-    const b = this.t[table]
-    if (offset + len > b.length)
-      fail('ERR_RAFS_BAD_REFERENCE', `${what} [${offset}, +${len}) lies outside the ${table} table (${b.length} bytes)`)
-    return b.subarray(offset, offset + len)
+    const t = this.t[table]
+    if (offset + len > t.length)
+      fail('ERR_RAFS_BAD_REFERENCE', `${what} [${offset}, +${len}) lies outside the ${table} table (${t.length} bytes)`)
+    const [b, o] = t.at(offset, len)
+    return b.subarray(o, o + len)
   }
+}
+
+function tables(make: (n: TableName) => TableBytes): Record<TableName, TableBytes> {
+  const out = {} as Record<TableName, TableBytes>
+  for (const n of TABLES) out[n] = make(n)
+  return out
 }
 
 export function bootstrapChecksum(buf: Buffer): Buffer {

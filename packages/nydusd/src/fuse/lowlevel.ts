@@ -223,7 +223,8 @@ export class RafsLowLevel {
     const offset = Number(body.readBigUInt64LE(8))
     const size = body.readUInt32LE(16)
     const [start, end] = this.r.childRange(dir)
-    const out = Buffer.alloc(size)
+    // From the pool, like read replies: a directory walk otherwise leaves a fresh 32 KiB of garbage per call.
+    const out = this.pool.take(size).fill(0)
     let used = 0
     // Entry i is ".", "..", then the children; an entry's `off` is where the next one starts.
     for (let i = offset; i < end - start + 2; i++) {
@@ -240,6 +241,7 @@ export class RafsLowLevel {
       used += writeDirent(out, used, rec.ino, i + 1, direntType(rec.mode), name)
     }
     reply.data(h, out.subarray(0, used))
+    this.pool.give(out)
     return 0
   }
 
