@@ -8,7 +8,7 @@ let pending = false
 let churned = 0
 
 /** Short-lived buffers allocated between two of `noteChurn`'s collections. */
-export const CHURN_BYTES = 16 * 1024 * 1024
+export const CHURN_BYTES = 8 * 1024 * 1024
 
 /**
  * Gives memory that idle buffers held back to the kernel: a full collection
@@ -33,13 +33,16 @@ export function returnMemory(): void {
  * are SharedArrayBuffers, whose memory V8 does not count towards its next collection: during a
  * long burst of reads the ones dropped would otherwise pile up (some 100 MB in a shared daemon).
  */
-export function collectSoon(): void {
+function collectSoon(): void {
   if (pending) return
   pending = true
   setImmediate(() => {
     pending = false
     collect ??= exposeGc()
     collect()
+    // The slabs just freed lie inside glibc's heap: given back now, not at the next idle release.
+    trim ??= loadTrim()
+    trim?.(0)
   }).unref()
 }
 

@@ -53,7 +53,8 @@ export class SessionKeeper {
         ? [
             `trap 'kill $s 2>/dev/null; exit 0' USR1`,
             'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0',
-            `sleep ${HOLD_SECS} & s=$!; wait $s`,
+            // The sleep must not hold the session too: a SIGKILLed keeper would leave it held until the sleep ends.
+            `sleep ${HOLD_SECS} 3>&- & s=$!; wait $s`,
             'exec umount -l -- "$1"'
           ].join('\n')
         : 'IFS= read -r cmd; [ "$cmd" = bye ] && exit 0; exec umount -l -- "$1"'
