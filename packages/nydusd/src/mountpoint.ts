@@ -67,7 +67,7 @@ export async function openBootstrap(path: string): Promise<BootstrapReader> {
       throw err instanceof RafsError ? withContext(err, `bootstrap ${path}`) : err
     })
     const fd = file.fd
-    reader.pageOut((position, length) => readPage(fd, path, position, length), { close: () => void file.close() })
+    reader.pageOut((position, length) => readPage(fd, path, position, length), { close: () => void file.close().catch(() => {}) })
     return reader
   } catch (err) {
     await file.close()
