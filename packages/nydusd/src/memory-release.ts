@@ -8,7 +8,7 @@ let pending = false
 let churned = 0
 
 /** Short-lived buffers allocated between two of `noteChurn`'s collections. */
-export const CHURN_BYTES = 8 * 1024 * 1024
+const CHURN_BYTES = 8 * 1024 * 1024
 
 /**
  * Gives memory that idle buffers held back to the kernel: a full collection
@@ -24,6 +24,10 @@ export function returnMemory(): void {
   collect ??= exposeGc()
   // V8 drops the bytecode of functions not run for BYTECODE_OLD_AGE collections (start-up code, config schemas).
   for (let i = 0; i < BYTECODE_OLD_AGE; i++) collect()
+  trimHeap()
+}
+
+function trimHeap(): void {
   trim ??= loadTrim()
   trim?.(0)
 }
@@ -41,8 +45,7 @@ function collectSoon(): void {
     collect ??= exposeGc()
     collect()
     // The slabs just freed lie inside glibc's heap: given back now, not at the next idle release.
-    trim ??= loadTrim()
-    trim?.(0)
+    trimHeap()
   }).unref()
 }
 

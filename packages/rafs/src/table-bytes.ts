@@ -30,14 +30,20 @@ export const TABLE_PAGE = 4096
 
 /** What a reader's paged tables share: the file, and a bound on the pages kept. */
 export class PageCache {
-  private readonly pages = new Map<string, Buffer>()
+  private readonly pages = new Map<number, Buffer>()
+  private tables = 0
 
   constructor(
     readonly read: ReadAt,
     private readonly maxPages: number
   ) {}
 
-  get(key: string, load: () => Buffer): Buffer {
+  /** A number for a table's pages in this cache (keys are numbers: a string per lookup would be built on every inode read). */
+  table(): number {
+    return this.tables++
+  }
+
+  get(key: number, load: () => Buffer): Buffer {
     const hit = this.pages.get(key)
     if (hit !== undefined) return hit
     const page = load()
@@ -59,6 +65,8 @@ export class PageCache {
  */
 export class PagedTable implements TableBytes {
   private readonly digests: Buffer
+  /** Pages of this table are keyed `base + page` (a table has fewer than 2^20 pages: offsets are u32). */
+  private readonly base: number
 
   constructor(
     private readonly name: string,
@@ -67,6 +75,7 @@ export class PagedTable implements TableBytes {
     private readonly cache: PageCache
   ) {
     this.length = table.length
+    this.base = cache.table() * 2 ** 20
     const n = Math.ceil(table.length / TABLE_PAGE)
     this.digests = Buffer.allocUnsafe(n * 32)
     for (let p = 0; p < n; p++)
@@ -95,7 +104,7 @@ export class PagedTable implements TableBytes {
   }
 
   private page(p: number): Buffer {
-    return this.cache.get(`${this.name}/${p}`, () => {
+    return this.cache.get(this.base + p, () => {
       const want = Math.min(TABLE_PAGE, this.length - p * TABLE_PAGE)
       const b = this.cache.read(this.fileOffset + p * TABLE_PAGE, want)
       const digest = createHash('sha256').update(b).digest()
