@@ -1,5 +1,5 @@
 import { statusOf, withContext } from '@nydusjs/errors'
-import type { BlobInfo } from '@nydusjs/rafs'
+import type { BlobInfo } from '@nydusjs/rafs/read'
 import type { ChainBackend } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
 import { NydusdError } from './errors.js'

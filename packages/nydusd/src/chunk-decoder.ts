@@ -7,7 +7,7 @@ import {
   decompressChunkInto,
   type ChunkRef,
   type Digester
-} from '@nydusjs/rafs'
+} from '@nydusjs/rafs/read'
 import { startsAt, type BufferPool } from './buffer-pool.js'
 import { type OffloadCount, VerifyWorker } from './verify-worker.js'
 

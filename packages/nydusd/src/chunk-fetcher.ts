@@ -1,5 +1,5 @@
 import { NydusError } from '@nydusjs/errors'
-import type { BlobInfo, ChunkRef, Digester } from '@nydusjs/rafs'
+import type { BlobInfo, ChunkRef, Digester } from '@nydusjs/rafs/read'
 import type { ChainBackend, ChunkCache } from '@nydusjs/storage/local'
 import type { Logger } from 'pino'
 import { startsAt, type BufferPool } from './buffer-pool.js'

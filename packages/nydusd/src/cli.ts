@@ -7,6 +7,7 @@ import { loadConfig } from './config.js'
 import { Nydusd, VERSION } from './daemon.js'
 import { defaultTransport, type FuseTransportName, liveMounts } from './rafs-mount.js'
 import { EXIT_HANDOVER } from './fuse/session-keeper.js'
+import { tuneMalloc } from './memory-release.js'
 
 const USAGE = `nydusd ${VERSION}: mount a RAFS-TS image over FUSE, fetching chunks on demand
 
@@ -67,6 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     return fail(`--fuse-transport must be direct or fuse-native, not ${JSON.stringify(transport)}`)
   if (args.supervisor !== undefined && transport !== 'direct') return fail('--supervisor needs --fuse-transport direct')
   const log = pino({ level: args['log-level'], base: { pid: process.pid } }, pino.destination(2))
+  if (!tuneMalloc()) log.debug('libc could not be loaded: malloc keeps its defaults')
   // Caught from the start: a signal that lands while mounting (before start returns) would
   // otherwise kill the process with the mount left behind, dead or wedged.
   const stopRequested = stopSignal()

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
-import { S3ConfigSchema, schemaIssues } from '@nydusjs/storage/s3-config'
-import { z } from 'zod'
+import { httpUrl, S3ConfigSchema, schemaIssues } from '@nydusjs/storage/s3-config'
+import { z } from 'zod/v3'
 import { NydusdError } from './errors.js'
 
 /** Close to the original nydusd's JSON config, so its users feel at home. */
@@ -18,7 +18,7 @@ const Http = z.strictObject({
   ...LinkOptions,
   type: z.literal('http'),
   config: z.strictObject({
-    url: z.url({ protocol: /^https?$/ }),
+    url: httpUrl(),
     timeout: z.number().positive().default(30).describe('seconds'),
     connections: z.number().int().min(1).max(256).default(8),
     headers: z.record(z.string(), z.string()).optional()
@@ -54,12 +54,9 @@ const Registry = z.strictObject({
     // nydus's P2P proxy: the node's dfdaemon, before the registry (and instead of it without `fallback`).
     proxy: z
       .strictObject({
-        url: z.url({ protocol: /^https?$/ }).describe("the node's dfdaemon, e.g. http://127.0.0.1:65001"),
+        url: httpUrl().describe("the node's dfdaemon, e.g. http://127.0.0.1:65001"),
         fallback: z.boolean().default(true).describe('to the registry while the proxy fails'),
-        ping_url: z
-          .url({ protocol: /^https?$/ })
-          .optional()
-          .describe('its health URL, e.g. http://127.0.0.1:65001/_ping'),
+        ping_url: httpUrl().optional().describe('its health URL, e.g. http://127.0.0.1:65001/_ping'),
         check_interval: z.number().positive().default(5).describe('seconds between pings'),
         use_http: z.boolean().default(false).describe('accepted; requests to the proxy are always plain HTTP here')
       })
@@ -74,7 +71,7 @@ const Dragonfly = z.strictObject({
   ...LinkOptions,
   type: z.literal('dragonfly'),
   config: z.strictObject({
-    proxy: z.url({ protocol: /^https?$/ }).describe("the node's dfdaemon, e.g. http://127.0.0.1:65001"),
+    proxy: httpUrl().describe("the node's dfdaemon, e.g. http://127.0.0.1:65001"),
     timeout: z.number().positive().default(30).describe('seconds')
   })
 })
@@ -130,7 +127,7 @@ export const ConfigSchema = z.strictObject({
       /** A mount nobody read from for this long lets its buffers go (0: never). */
       idle_release_secs: z.number().int().min(0).max(86_400).default(10)
     })
-    .prefault({}),
+    .default({}),
   fs_prefetch: z
     .strictObject({
       enable: z.boolean().default(false),
@@ -143,7 +140,7 @@ export const ConfigSchema = z.strictObject({
         .default(128 * 1024),
       bandwidth_rate: z.number().int().min(0).default(0).describe('bytes/s; 0 = unlimited')
     })
-    .prefault({})
+    .default({})
 })
 
 export type NydusdConfig = z.infer<typeof ConfigSchema>

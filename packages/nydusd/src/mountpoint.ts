@@ -3,7 +3,7 @@ import { constants, readFileSync, readSync } from 'node:fs'
 import { access, open, stat } from 'node:fs/promises'
 import { resolve as resolvePath } from 'node:path'
 import { withContext } from '@nydusjs/errors'
-import { RafsError, openValidated, type BootstrapReader } from '@nydusjs/rafs'
+import { RafsError, openValidated, type BootstrapReader } from '@nydusjs/rafs/read'
 import { NydusdError } from './errors.js'
 import { noteChurn } from './memory-release.js'
 

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { isDir, isReg, type BootstrapReader, type ChunkRef, type InodeRecord } from '@nydusjs/rafs'
+import { isDir, isReg, type BootstrapReader, type ChunkRef, type InodeRecord } from '@nydusjs/rafs/read'
 import type { Logger } from 'pino'
 import type { ChunkFetcher } from './chunk-fetcher.js'
 import type { DaemonMetrics } from './metrics.js'

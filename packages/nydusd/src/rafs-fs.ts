@@ -1,6 +1,6 @@
 import { errnoOf, statusOf } from '@nydusjs/errors'
 import { constants } from 'node:os'
-import { isDir, isLnk, isReg, type BootstrapReader, type ChunkRef, type InodeRecord } from '@nydusjs/rafs'
+import { isDir, isLnk, isReg, type BootstrapReader, type ChunkRef, type InodeRecord } from '@nydusjs/rafs/read'
 import type { Logger } from 'pino'
 import type { ChunkFetcher } from './chunk-fetcher.js'
 import type { DaemonMetrics } from './metrics.js'

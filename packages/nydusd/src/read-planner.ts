@@ -1,4 +1,4 @@
-import type { BlobInfo, ChunkRef } from '@nydusjs/rafs'
+import type { BlobInfo, ChunkRef } from '@nydusjs/rafs/read'
 import { chunkKey } from './memory-tier.js'
 
 export interface PlannerHooks {

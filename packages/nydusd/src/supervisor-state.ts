@@ -1,5 +1,5 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { z } from 'zod'
+import { z } from 'zod/v3'
 import { NydusdError } from './errors.js'
 
 /** One mount of a shared daemon as its successor needs it: what to mount, and who holds its session. */

@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads'
-import { decompressChunkInto, loadDigester, type DigesterName } from '@nydusjs/rafs'
+import { decompressChunkInto, loadDigester, type DigesterName } from '@nydusjs/rafs/read'
 
 /** Body of `VerifyWorker`'s thread: decodes and hashes chunks in shared buffers, in place. */
 export type VerifyRequest =

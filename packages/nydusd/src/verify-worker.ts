@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads'
-import { decompressChunkInto, type Digester } from '@nydusjs/rafs'
+import { decompressChunkInto, type Digester } from '@nydusjs/rafs/read'
 import type { VerifyReply, VerifyRequest } from './verify-thread.js'
 
 /** Below this, a hand-off to another thread costs more than the work. */

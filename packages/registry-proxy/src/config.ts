@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { parse } from 'yaml'
-import { z } from 'zod'
+import { z } from 'zod/v3'
 
 const Certs = z.array(z.string().min(1)).default([])
 
@@ -10,7 +10,10 @@ export const DfdaemonConfig = z
     registry_mirror: z
       .strictObject({
         /** The registry a request that names none goes to (v1: https://index.docker.io). */
-        remote: z.url({ protocol: /^https?$/ }).optional(),
+        remote: z
+          .string()
+          .refine(u => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), 'must be an http or https URL')
+          .optional(),
         insecure: z.boolean().default(false),
         /** CA certificates (PEM files) the remote's TLS must chain to. */
         certs: Certs,
@@ -37,7 +40,7 @@ export const DfdaemonConfig = z
       .optional()
   })
   // v1 keys this daemon takes as flags or does not need (dfget_flags, ratelimit, verbose, ...) are let through.
-  .loose()
+  .passthrough()
 
 export type DfdaemonConfig = z.infer<typeof DfdaemonConfig>
 

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { schemaIssues } from '@nydusjs/storage/s3-config'
 import { parse } from 'smol-toml'
-import { z } from 'zod'
+import { z } from 'zod/v3'
 import { SnapshotterError } from './errors.js'
 
 /** nydus-snapshotter's config.toml keys, those this snapshotter has so far (same names and sections). */
@@ -11,7 +11,7 @@ const Schema = z.strictObject({
   address: z.string().min(1).default('/run/containerd-nydus/containerd-nydus-grpc.sock'),
   /** "dedicated": one nydusd per image; "shared": one nydusd for the node, images mounted through its API. */
   daemon_mode: z.enum(['dedicated', 'shared']).default('dedicated'),
-  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
+  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info') }).default({}),
   daemon: z
     .strictObject({
       nydusd_path: z.string().min(1).optional(),
@@ -23,23 +23,23 @@ const Schema = z.strictObject({
        */
       recover_policy: z.enum(['restart', 'failover', 'none']).default('restart')
     })
-    .prefault({}),
+    .default({}),
   snapshot: z
     .strictObject({
       enable_nydus_overlayfs: z.boolean().default(false),
       /** Ours: a converted image whose lazy mount fails (FUSE, the daemon; not the image) is copied natively. */
       native_fallback: z.boolean().default(true)
     })
-    .prefault({}),
+    .default({}),
   /** Prometheus text at GET /metrics on host:port (nydus-snapshotter's default port is 9110); empty: off. */
-  metrics: z.strictObject({ address: z.string().default('') }).prefault({}),
+  metrics: z.strictObject({ address: z.string().default('') }).default({}),
   /** The system API (GET /api/v1/daemons, /metrics) on a unix socket; empty address: system.sock beside the gRPC socket. */
   system: z
     .strictObject({
       enable: z.boolean().default(true),
       address: z.string().default('')
     })
-    .prefault({})
+    .default({})
 })
 
 export type SnapshotterConfig = z.infer<typeof Schema>

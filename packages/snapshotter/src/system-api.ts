@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { statusOf } from '@nydusjs/errors'
 import { schemaIssues } from '@nydusjs/storage/s3-config'
-import { z } from 'zod'
+import { z } from 'zod/v3'
 import type { SnapshotterMetrics } from './metrics.js'
 import type { NydusdManager } from './nydusd-manager.js'
 

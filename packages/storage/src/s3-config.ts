@@ -1,4 +1,4 @@
-import { z } from 'zod'
+import { z } from 'zod/v3'
 
 /**
  * The original nydusd's s3 backend fields, plus addressing and connect_to;
@@ -20,6 +20,10 @@ export const S3ConfigSchema = z.strictObject({
 })
 
 export type S3Config = z.infer<typeof S3ConfigSchema>
+
+/** An absolute http(s) URL (zod 3 has no `z.url({ protocol })`). */
+export const httpUrl = () =>
+  z.string().refine(u => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), 'must be an http or https URL')
 
 /** `a.b: message; c: message` naming every wrong field. */
 export function schemaIssues(err: z.ZodError): string {

@@ -1,6 +1,6 @@
 import { constants } from 'node:os'
 import { errnoOf, statusOf } from '@nydusjs/errors'
-import { isDir, isLnk, isReg, type BootstrapReader, type InodeRecord } from '@nydusjs/rafs'
+import { isDir, isLnk, isReg, type BootstrapReader, type InodeRecord } from '@nydusjs/rafs/read'
 import type { Logger } from 'pino'
 import type { DaemonMetrics } from '../metrics.js'
 import { makedev, type RafsFs } from '../rafs-fs.js'

@@ -1,4 +1,4 @@
-import { z } from 'zod'
+import { z } from 'zod/v3'
 
 /** POST /peer/registry: Dragonfly v1's field names; `pieceSizeHint` and `want` are ours. */
 export const RegisterRequest = z.object({
