@@ -1,5 +1,5 @@
 // The read side of RAFS-TS (`@nydusjs/rafs/read`): what a daemon serving images loads. The
-// writer, merge and the OCI layer codec (with its tar) stay out: some 2 MB less in each daemon.
+// writer, merge and the OCI layer codec (with its tar) stay out: 13 modules load instead of 20.
 export * from './constants.js'
 export * from './errors.js'
 export * from './digest.js'
