@@ -116,7 +116,8 @@ test.serial("the bootstrap's prefetch table is fetched in the background once th
   await writeFile(join(dir, 'patterns'), '/bin/busybox\n')
   const { ref, sn, cd } = await converted(t, ['--prefetch-patterns', join(dir, 'patterns')])
   t.is((await cd.rpull(ref)).code, 0)
-  t.is((await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'p1', '/bin/true'])).code, 0)
+  const run = await cd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'p1', '/bin/true'])
+  t.is(run.code, 0, run.stderr + sn.logs())
   const [daemon] = JSON.parse((await apiGet(join(dirname(sn.address), 'system.sock'), '/api/v1/daemons')).body) as Array<{
     apisock: string
   }>
