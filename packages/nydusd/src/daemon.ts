@@ -3,12 +3,12 @@ import { closeSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { isAbsolute } from 'node:path'
 import { pino, type Logger } from 'pino'
-import { AggregatorRegistry } from 'prom-client'
 import { startApi, type ApiHandlers } from './api.js'
 import { type NydusdConfig, parseConfig } from './config.js'
 import { NydusdError } from './errors.js'
 import { isKeeperOf, takeFuseDescriptor } from './fuse/take-descriptor.js'
 import { returnMemory } from './memory-release.js'
+import { aggregate } from './prom.js'
 import { mountTypeAt } from './mountpoint.js'
 import { type HeldMount, SupervisorState } from './supervisor-state.js'
 import { VerifyWorker } from './verify-worker.js'
@@ -231,7 +231,7 @@ export class Nydusd {
       },
       metrics: async () => {
         const all = await Promise.all([...this.mounts.values()].map(m => m.metrics.registry.getMetricsAsJSON()))
-        const merged = AggregatorRegistry.aggregate(all)
+        const merged = aggregate(all)
         return { contentType: merged.contentType, body: await merged.metrics() }
       },
       files: id => this.mountOf(id).fs.access.list(),

@@ -1,8 +1,8 @@
-import { createRequire } from 'node:module'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { libC, type NativeLibrary } from './ffi.js'
 
-let collect: (() => void) | undefined
+let collect: ReturnType<typeof exposeGc> | undefined
 let trim: ((pad: number) => number) | null | undefined
 let pending = false
 let churned = 0
@@ -48,7 +48,7 @@ const M_ARENA_MAX = -8
 export function tuneMalloc(): boolean {
   const lib = libc()
   if (lib === undefined) return false
-  const mallopt = lib.func('int mallopt(int param, int value)') as (param: number, value: number) => number
+  const mallopt = lib.func('int mallopt(int param, int value)')
   return mallopt(M_MMAP_THRESHOLD, 128 * 1024) === 1 && mallopt(M_ARENA_MAX, 2) === 1
 }
 
@@ -81,19 +81,17 @@ export function noteChurn(bytes: number): void {
   collectSoon()
 }
 
-function exposeGc(): () => void {
+/** V8's gc() for this isolate (main thread or worker), exposed without the command-line flag. */
+export function exposeGc(): (o?: { type: 'minor' | 'major' }) => void {
   const existing = (globalThis as { gc?: () => void }).gc
   if (existing !== undefined) return existing
   setFlagsFromString('--expose-gc')
   return runInNewContext('gc') as () => void
 }
 
-type Libc = { func: (sig: string) => (...args: number[]) => number }
-
-function libc(): Libc | undefined {
+function libc(): NativeLibrary | undefined {
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as { load: (lib: string) => Libc }
-    return koffi.load('libc.so.6')
+    return libC()
   } catch {
     return undefined
   }

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry } from './prom.js'
 
 /** Every number the daemon exports at GET /api/v1/metrics (Prometheus text format). */
 export class DaemonMetrics {

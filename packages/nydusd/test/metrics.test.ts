@@ -26,3 +26,20 @@ test('FUSE op results reach Prometheus in batches and in full at every scrape', 
   const sum = Number(/^nydusd_fuse_op_seconds_sum\{op="getattr"\} ([\d.]+)$/m.exec(text)?.[1])
   t.true(sum >= 1500 * 2 && sum < 1500 * 5, `sum ${sum}`)
 })
+
+test("prom.ts's classes are prom-client's own (a prom-client that moved its modules fails here)", async t => {
+  const prom = await import('prom-client')
+  const ours = await import('../src/prom.js')
+  t.is(ours.Registry, prom.Registry)
+  t.is(ours.Counter, prom.Counter)
+  t.is(ours.Gauge, prom.Gauge)
+  t.is(ours.Histogram, prom.Histogram)
+  // A shared daemon's scrape: two mounts' registries merged, each series keeping its mountpoint label.
+  const [a, b] = ['/mnt/a', '/mnt/b'].map(mnt => new DaemonMetrics(mnt))
+  a.cacheHits.inc(2)
+  b.cacheHits.inc(3)
+  const merged = ours.aggregate([await a.registry.getMetricsAsJSON(), await b.registry.getMetricsAsJSON()])
+  const text = await merged.metrics()
+  t.regex(text, /^nydusd_cache_hits_total\{mountpoint="\/mnt\/a"\} 2$/m)
+  t.regex(text, /^nydusd_cache_hits_total\{mountpoint="\/mnt\/b"\} 3$/m)
+})

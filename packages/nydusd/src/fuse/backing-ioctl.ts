@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module'
+import { ffi, libC } from '../ffi.js'
 
 /** _IOW(229, 1, struct fuse_backing_map): register an open file as a backing file. */
 const FUSE_DEV_IOC_BACKING_OPEN = 0x4010e501
@@ -17,12 +17,8 @@ export class BackingIoctl {
   /** Undefined, with the reason, when libc cannot be reached from here. */
   static load(): BackingIoctl | string {
     try {
-      const koffi = createRequire(import.meta.url)('koffi') as {
-        load: (lib: string) => { func: (sig: string) => Ioctl }
-        errno: () => number
-      }
-      const ioctl = koffi.load('libc.so.6').func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)')
-      return new BackingIoctl(ioctl, () => koffi.errno())
+      const ioctl: Ioctl = libC().func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)')
+      return new BackingIoctl(ioctl, () => ffi().errno())
     } catch (err) {
       return `koffi could not load libc: ${(err as Error).message}`
     }

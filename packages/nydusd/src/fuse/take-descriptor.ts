@@ -1,23 +1,13 @@
 import { closeSync, readFileSync, readlinkSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { NydusdError } from '../errors.js'
+import { ffi, libC } from '../ffi.js'
 
 /** pidfd_open(2) and pidfd_getfd(2): one number on every architecture (the unified syscall table, 5.6+). */
 const SYS_PIDFD_OPEN = 434
 const SYS_PIDFD_GETFD = 438
 
 type Syscall = (nr: number, ...typed: unknown[]) => number
-let cached: { syscall: Syscall; errno: () => number } | undefined
-
-function libc(): { syscall: Syscall; errno: () => number } {
-  if (cached !== undefined) return cached
-  const koffi = createRequire(import.meta.url)('koffi') as {
-    load: (lib: string) => { func: (sig: string) => Syscall }
-    errno: () => number
-  }
-  cached = { syscall: koffi.load('libc.so.6').func('long syscall(long nr, ...)'), errno: () => koffi.errno() }
-  return cached
-}
+let syscall: Syscall | undefined
 
 /**
  * A copy of another process's /dev/fuse descriptor (pidfd_getfd, as root):
@@ -29,7 +19,8 @@ function libc(): { syscall: Syscall; errno: () => number } {
 export function takeFuseDescriptor(pid: number, fd: number, mountpoint: string): number {
   const where = `session keeper ${pid} of ${mountpoint}`
   if (!isKeeperOf(pid, mountpoint)) throw new NydusdError('ERR_MOUNT', `${where}: no such process, or not this mount's keeper`)
-  const { syscall, errno } = libc()
+  syscall ??= libC().func('long syscall(long nr, ...)') as Syscall
+  const errno = (): number => ffi().errno()
   const pidfd = syscall(SYS_PIDFD_OPEN, 'int', pid, 'uint', 0)
   if (pidfd < 0) throw new NydusdError('ERR_MOUNT', `${where}: pidfd_open failed (errno ${errno()})`)
   let got: number

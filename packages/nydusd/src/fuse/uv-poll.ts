@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module'
+import { ffi, type Koffi, libC, type NativeFunction as Fn } from '../ffi.js'
 
 /** uv_handle_type UV_POLL, and the poll event bit for readable. */
 const UV_POLL = 8
@@ -7,17 +7,6 @@ const UV_READABLE = 1
 const F_GETFL = 3
 const F_SETFL = 4
 const O_NONBLOCK = 0o4000
-
-type Fn = (...args: unknown[]) => unknown
-interface Koffi {
-  load: (lib: string | null) => { func: (sig: string) => Fn }
-  proto: (sig: string) => unknown
-  pointer: (t: unknown) => unknown
-  register: (fn: Fn, t: unknown) => unknown
-  unregister: (cb: unknown) => void
-  alloc: (t: string, n: number) => unknown
-  free: (p: unknown) => void
-}
 
 /**
  * libuv's uv_poll on any descriptor, through the libuv that Node itself
@@ -42,7 +31,7 @@ export class UvPoll {
 
   private static bind(): UvPoll | string {
     try {
-      const k = createRequire(import.meta.url)('koffi') as Koffi
+      const k = ffi()
       const self = k.load(null)
       const cbType = k.pointer(k.proto('void nydusd_uv_poll_cb(void *handle, int status, int events)'))
       const closeType = k.pointer(k.proto('void nydusd_uv_close_cb(void *handle)'))
@@ -53,7 +42,7 @@ export class UvPoll {
         start: self.func('int uv_poll_start(void *handle, int events, nydusd_uv_poll_cb *cb)'),
         stop: self.func('int uv_poll_stop(void *handle)'),
         close: self.func('void uv_close(void *handle, nydusd_uv_close_cb *cb)'),
-        fcntl: k.load('libc.so.6').func('int fcntl(int fd, int cmd, int arg)')
+        fcntl: libC().func('int fcntl(int fd, int cmd, int arg)')
       }
       return new UvPoll(k, f, cbType, closeType)
     } catch (err) {
