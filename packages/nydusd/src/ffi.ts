@@ -24,8 +24,8 @@ let libc: NativeLibrary | undefined
 
 /**
  * koffi, loaded once: this platform's binding itself where it is found.
- * koffi's index.js also loads https, zlib and crypto for its download tools
- * and only adds deprecated aliases: about 1 MB of an idle daemon.
+ * koffi's index.js also loads https, tls, zlib and crypto for its download
+ * tools and only adds deprecated aliases: about 1 MB of an idle daemon.
  */
 export function ffi(): Koffi {
   if (koffi !== undefined) return koffi
